@@ -1,0 +1,1 @@
+//! KV client library (in progress).

@@ -1,0 +1,625 @@
+//! TCP control messages: one request, one reply per connection (WIRE.md §1, PROTOCOL.md).
+//!
+//! Requests are `type: u32` then fields. The seed's eight commands (types 0–7) carry only
+//! `u64` fields; our extensions (types 8 and up) may add one length-prefixed string.
+//! Replies are `status: u64` (non-zero success value, or zero then `error: u32`), except
+//! GET_CHANNELS, whose reply is the bare list.
+
+use crate::codec::{check_name, put_string, put_u32, put_u64, Reader};
+use crate::error::{DecodeError, ErrorCode};
+
+/// Bytes of `u64` fields the prototype client always sends; the server ignores padding up to
+/// this length (WIRE.md §1).
+pub const SEED_FIELDS_LEN: usize = 32;
+
+/// Upper bound on any request's size: type, three `u64`s and the longest string. A server
+/// never needs to buffer more than this for one request.
+pub const MAX_REQUEST_LEN: usize = 4 + 3 * 8 + 8 + crate::MAX_NAME_LEN;
+
+/// Most channel ids a GET_CHANNELS reply may announce; bounds what a client allocates.
+pub const MAX_LISTED_CHANNELS: u64 = 1 << 16;
+
+/// Most members a CHANNEL_INFO reply may announce; bounds what a client allocates.
+pub const MAX_LISTED_MEMBERS: u64 = 1 << 12;
+
+/// Feature bits reported by SERVER_INFO, so clients can probe before using an extension.
+pub mod features {
+    /// SET/GET_USER_NAME, SET/GET_CHANNEL_NAME are served.
+    pub const NAMES: u64 = 1 << 0;
+    /// CHANNEL_INFO is served.
+    pub const CHANNEL_INFO: u64 = 1 << 1;
+    /// System packets from the server carry an Ed25519 signature (see `packet`).
+    pub const SIGNED_SYSTEM_PACKETS: u64 = 1 << 2;
+    /// USER_INFO is served.
+    pub const USER_INFO: u64 = 1 << 3;
+}
+
+/// Command type numbers: the seed's 0–7, then our extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum CommandType {
+    /// Create a channel.
+    Create = 0,
+    /// Delete a channel.
+    Delete = 1,
+    /// Join a user to a channel.
+    Join = 2,
+    /// Remove a user from a channel.
+    Leave = 3,
+    /// Register a user.
+    Register = 4,
+    /// Unregister a user.
+    Unregister = 5,
+    /// A channel's UDP port.
+    GetPort = 6,
+    /// All channel ids.
+    GetChannels = 7,
+    /// Extension: protocol version, features and the server's public key.
+    ServerInfo = 8,
+    /// Extension: set a user's display name.
+    SetUserName = 9,
+    /// Extension: get a user's display name.
+    GetUserName = 10,
+    /// Extension: set a channel's name.
+    SetChannelName = 11,
+    /// Extension: get a channel's name.
+    GetChannelName = 12,
+    /// Extension: a channel's name, owner, port and members.
+    ChannelInfo = 13,
+    /// Extension: a user's permissions and display name.
+    UserInfo = 14,
+}
+
+impl CommandType {
+    /// Maps a wire value to a command type.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        use CommandType::*;
+        Some(match v {
+            0 => Create,
+            1 => Delete,
+            2 => Join,
+            3 => Leave,
+            4 => Register,
+            5 => Unregister,
+            6 => GetPort,
+            7 => GetChannels,
+            8 => ServerInfo,
+            9 => SetUserName,
+            10 => GetUserName,
+            11 => SetChannelName,
+            12 => GetChannelName,
+            13 => ChannelInfo,
+            14 => UserInfo,
+            _ => return None,
+        })
+    }
+
+    /// True for the seed's eight commands, whose requests may be padded to 32 bytes of fields.
+    pub fn is_seed(self) -> bool {
+        (self as u32) < 8
+    }
+}
+
+/// A decoded control request. Field names follow the seed (`uid` is who asks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlRequest {
+    /// CREATE: `uid` creates a channel; needs perm_add_channel.
+    Create {
+        /// Requesting user.
+        uid: u64,
+    },
+    /// DELETE: `uid` deletes `chid`; needs ownership or perm_rm_channel.
+    Delete {
+        /// Requesting user.
+        uid: u64,
+        /// Channel to delete.
+        chid: u64,
+    },
+    /// JOIN: `uid` joins `juid` to `chid`; needs perm_add_user when they differ.
+    Join {
+        /// Requesting user.
+        uid: u64,
+        /// Joining user.
+        juid: u64,
+        /// Channel.
+        chid: u64,
+    },
+    /// LEAVE: `uid` removes `luid` from `chid`; needs perm_kick_user when they differ.
+    Leave {
+        /// Requesting user.
+        uid: u64,
+        /// Leaving user.
+        luid: u64,
+        /// Channel.
+        chid: u64,
+    },
+    /// REGISTER: sign-up when `auid` is 0, else an admin creates a user with `perm`.
+    Register {
+        /// Administrator, or 0 for a plain sign-up.
+        auid: u64,
+        /// Permissions of the new user (ignored when `auid` is 0).
+        perm: u64,
+    },
+    /// UNREGISTER: `auid` removes `uid`; free for oneself, else needs perm_delete_user.
+    Unregister {
+        /// Requesting user.
+        auid: u64,
+        /// User to remove.
+        uid: u64,
+    },
+    /// GET_PORT: the UDP port of `chid`; no permission needed.
+    GetPort {
+        /// Channel.
+        chid: u64,
+    },
+    /// GET_CHANNELS: every channel id.
+    GetChannels,
+    /// SERVER_INFO (extension): version, features, public key.
+    ServerInfo,
+    /// SET_USER_NAME (extension): `uid` names `target`; oneself, or with perm_admin.
+    SetUserName {
+        /// Requesting user.
+        uid: u64,
+        /// User being named.
+        target: u64,
+        /// New display name (at most 64 bytes of UTF-8).
+        name: String,
+    },
+    /// GET_USER_NAME (extension): display name of `uid`.
+    GetUserName {
+        /// User asked about.
+        uid: u64,
+    },
+    /// SET_CHANNEL_NAME (extension): owner or perm_rm_channel renames `chid`.
+    SetChannelName {
+        /// Requesting user.
+        uid: u64,
+        /// Channel.
+        chid: u64,
+        /// New name (at most 64 bytes of UTF-8).
+        name: String,
+    },
+    /// GET_CHANNEL_NAME (extension): name of `chid`.
+    GetChannelName {
+        /// Channel.
+        chid: u64,
+    },
+    /// CHANNEL_INFO (extension): name, owner, port and members of `chid`.
+    ChannelInfo {
+        /// Channel.
+        chid: u64,
+    },
+    /// USER_INFO (extension): permissions and display name of `uid`.
+    UserInfo {
+        /// User asked about.
+        uid: u64,
+    },
+}
+
+impl ControlRequest {
+    /// The command type this request is sent as.
+    pub fn command_type(&self) -> CommandType {
+        use ControlRequest as R;
+        match self {
+            R::Create { .. } => CommandType::Create,
+            R::Delete { .. } => CommandType::Delete,
+            R::Join { .. } => CommandType::Join,
+            R::Leave { .. } => CommandType::Leave,
+            R::Register { .. } => CommandType::Register,
+            R::Unregister { .. } => CommandType::Unregister,
+            R::GetPort { .. } => CommandType::GetPort,
+            R::GetChannels => CommandType::GetChannels,
+            R::ServerInfo => CommandType::ServerInfo,
+            R::SetUserName { .. } => CommandType::SetUserName,
+            R::GetUserName { .. } => CommandType::GetUserName,
+            R::SetChannelName { .. } => CommandType::SetChannelName,
+            R::GetChannelName { .. } => CommandType::GetChannelName,
+            R::ChannelInfo { .. } => CommandType::ChannelInfo,
+            R::UserInfo { .. } => CommandType::UserInfo,
+        }
+    }
+
+    /// Appends the request's bytes (unpadded) to `out`. Fails only for a name longer than
+    /// the wire allows.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        use ControlRequest as R;
+        put_u32(out, self.command_type() as u32);
+        match self {
+            R::Create { uid } => put_u64(out, *uid),
+            R::Delete { uid, chid } => {
+                put_u64(out, *uid);
+                put_u64(out, *chid);
+            }
+            R::Join { uid, juid: a, chid } | R::Leave { uid, luid: a, chid } => {
+                put_u64(out, *uid);
+                put_u64(out, *a);
+                put_u64(out, *chid);
+            }
+            R::Register { auid, perm } => {
+                put_u64(out, *auid);
+                put_u64(out, *perm);
+            }
+            R::Unregister { auid, uid } => {
+                put_u64(out, *auid);
+                put_u64(out, *uid);
+            }
+            R::GetPort { chid } | R::GetChannelName { chid } | R::ChannelInfo { chid } => {
+                put_u64(out, *chid)
+            }
+            R::GetChannels | R::ServerInfo => {}
+            R::SetUserName { uid, target, name } => {
+                check_name(name)?;
+                put_u64(out, *uid);
+                put_u64(out, *target);
+                put_string(out, name);
+            }
+            R::GetUserName { uid } | R::UserInfo { uid } => put_u64(out, *uid),
+            R::SetChannelName { uid, chid, name } => {
+                check_name(name)?;
+                put_u64(out, *uid);
+                put_u64(out, *chid);
+                put_string(out, name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes one request from the start of `buf` and returns it with the bytes it used
+    /// (padding not included). `Incomplete` means a stream should read more; a closed stream
+    /// that is still incomplete is an INVAL request.
+    pub fn decode(buf: &[u8]) -> Result<(Self, usize), DecodeError> {
+        use ControlRequest as R;
+        let mut r = Reader::new(buf);
+        let ty = r.u32()?;
+        let cmd = CommandType::from_u32(ty).ok_or(DecodeError::UnknownCommand(ty))?;
+        let req = match cmd {
+            CommandType::Create => R::Create { uid: r.u64()? },
+            CommandType::Delete => R::Delete {
+                uid: r.u64()?,
+                chid: r.u64()?,
+            },
+            CommandType::Join => R::Join {
+                uid: r.u64()?,
+                juid: r.u64()?,
+                chid: r.u64()?,
+            },
+            CommandType::Leave => R::Leave {
+                uid: r.u64()?,
+                luid: r.u64()?,
+                chid: r.u64()?,
+            },
+            CommandType::Register => R::Register {
+                auid: r.u64()?,
+                perm: r.u64()?,
+            },
+            CommandType::Unregister => R::Unregister {
+                auid: r.u64()?,
+                uid: r.u64()?,
+            },
+            CommandType::GetPort => R::GetPort { chid: r.u64()? },
+            CommandType::GetChannels => R::GetChannels,
+            CommandType::ServerInfo => R::ServerInfo,
+            CommandType::SetUserName => R::SetUserName {
+                uid: r.u64()?,
+                target: r.u64()?,
+                name: r.string()?,
+            },
+            CommandType::GetUserName => R::GetUserName { uid: r.u64()? },
+            CommandType::SetChannelName => R::SetChannelName {
+                uid: r.u64()?,
+                chid: r.u64()?,
+                name: r.string()?,
+            },
+            CommandType::GetChannelName => R::GetChannelName { chid: r.u64()? },
+            CommandType::ChannelInfo => R::ChannelInfo { chid: r.u64()? },
+            CommandType::UserInfo => R::UserInfo { uid: r.u64()? },
+        };
+        Ok((req, r.position()))
+    }
+}
+
+/// SERVER_INFO's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// [`crate::PROTOCOL_VERSION`] of the server; sent as the (non-zero) status.
+    pub version: u64,
+    /// Bits of [`features`].
+    pub features: u64,
+    /// Ed25519 public key that signs the server's system packets.
+    pub public_key: [u8; 32],
+}
+
+/// CHANNEL_INFO's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// Channel name ("" when never named).
+    pub name: String,
+    /// Creator's uid.
+    pub owner: u64,
+    /// UDP port of the channel's socket.
+    pub port: u64,
+    /// Joined members with their display names, in join order.
+    pub members: Vec<(u64, String)>,
+}
+
+/// A decoded control reply. Which shape a reply has depends on the request's type, so
+/// decoding takes the [`CommandType`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlReply {
+    /// A seed command succeeded with this non-zero value (id, port or 1).
+    Value(u64),
+    /// The command failed: zero status then this code.
+    Error(ErrorCode),
+    /// GET_CHANNELS: channel ids.
+    Channels(Vec<u64>),
+    /// SERVER_INFO.
+    ServerInfo(ServerInfo),
+    /// GET_USER_NAME / GET_CHANNEL_NAME.
+    Name(String),
+    /// CHANNEL_INFO.
+    ChannelInfo(ChannelInfo),
+    /// USER_INFO: permission bits and display name.
+    UserInfo {
+        /// Permission bits.
+        perms: u64,
+        /// Display name ("" when never named).
+        name: String,
+    },
+}
+
+impl ControlReply {
+    /// Appends the reply's bytes to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            ControlReply::Value(v) => put_u64(out, *v),
+            ControlReply::Error(code) => {
+                put_u64(out, 0);
+                put_u32(out, *code as u32);
+            }
+            ControlReply::Channels(ids) => {
+                put_u64(out, ids.len() as u64);
+                for id in ids {
+                    put_u64(out, *id);
+                }
+                put_u64(out, 0);
+            }
+            ControlReply::ServerInfo(info) => {
+                put_u64(out, info.version);
+                put_u64(out, info.features);
+                out.extend_from_slice(&info.public_key);
+            }
+            ControlReply::Name(name) => {
+                put_u64(out, 1);
+                put_string(out, name);
+            }
+            ControlReply::ChannelInfo(info) => {
+                put_u64(out, 1);
+                put_string(out, &info.name);
+                put_u64(out, info.owner);
+                put_u64(out, info.port);
+                put_u64(out, info.members.len() as u64);
+                for (uid, name) in &info.members {
+                    put_u64(out, *uid);
+                    put_string(out, name);
+                }
+            }
+            ControlReply::UserInfo { perms, name } => {
+                put_u64(out, 1);
+                put_u64(out, *perms);
+                put_string(out, name);
+            }
+        }
+    }
+
+    /// Decodes the reply to a request of type `cmd` from the start of `buf`, returning it
+    /// and the bytes it used.
+    pub fn decode(cmd: CommandType, buf: &[u8]) -> Result<(Self, usize), DecodeError> {
+        let mut r = Reader::new(buf);
+        if cmd == CommandType::GetChannels {
+            let count = r.u64()?;
+            if count > MAX_LISTED_CHANNELS {
+                return Err(DecodeError::Invalid("too many channels"));
+            }
+            let mut ids = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                ids.push(r.u64()?);
+            }
+            if r.u64()? != 0 {
+                return Err(DecodeError::Invalid("channel list not zero-terminated"));
+            }
+            return Ok((ControlReply::Channels(ids), r.position()));
+        }
+        let status = r.u64()?;
+        if status == 0 {
+            let code = r.u32()?;
+            let code = ErrorCode::from_u32(code).ok_or(DecodeError::Invalid("unknown error code"))?;
+            return Ok((ControlReply::Error(code), r.position()));
+        }
+        let reply = match cmd {
+            CommandType::ServerInfo => {
+                let features = r.u64()?;
+                let mut public_key = [0u8; 32];
+                public_key.copy_from_slice(r.bytes(32)?);
+                ControlReply::ServerInfo(ServerInfo {
+                    version: status,
+                    features,
+                    public_key,
+                })
+            }
+            CommandType::GetUserName | CommandType::GetChannelName => {
+                ControlReply::Name(r.string()?)
+            }
+            CommandType::ChannelInfo => {
+                let name = r.string()?;
+                let owner = r.u64()?;
+                let port = r.u64()?;
+                let count = r.u64()?;
+                if count > MAX_LISTED_MEMBERS {
+                    return Err(DecodeError::Invalid("too many members"));
+                }
+                let mut members = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    let uid = r.u64()?;
+                    members.push((uid, r.string()?));
+                }
+                ControlReply::ChannelInfo(ChannelInfo {
+                    name,
+                    owner,
+                    port,
+                    members,
+                })
+            }
+            CommandType::UserInfo => {
+                let perms = r.u64()?;
+                ControlReply::UserInfo {
+                    perms,
+                    name: r.string()?,
+                }
+            }
+            _ => ControlReply::Value(status),
+        };
+        Ok((reply, r.position()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn name() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9 äö🎧]{0,12}".prop_filter("fits", |s| s.len() <= crate::MAX_NAME_LEN)
+    }
+
+    fn request() -> impl Strategy<Value = ControlRequest> {
+        use ControlRequest as R;
+        let u = any::<u64>();
+        prop_oneof![
+            u.prop_map(|uid| R::Create { uid }),
+            (u, u).prop_map(|(uid, chid)| R::Delete { uid, chid }),
+            (u, u, u).prop_map(|(uid, juid, chid)| R::Join { uid, juid, chid }),
+            (u, u, u).prop_map(|(uid, luid, chid)| R::Leave { uid, luid, chid }),
+            (u, u).prop_map(|(auid, perm)| R::Register { auid, perm }),
+            (u, u).prop_map(|(auid, uid)| R::Unregister { auid, uid }),
+            u.prop_map(|chid| R::GetPort { chid }),
+            Just(R::GetChannels),
+            Just(R::ServerInfo),
+            (u, u, name()).prop_map(|(uid, target, name)| R::SetUserName { uid, target, name }),
+            u.prop_map(|uid| R::GetUserName { uid }),
+            (u, u, name()).prop_map(|(uid, chid, name)| R::SetChannelName { uid, chid, name }),
+            u.prop_map(|chid| R::GetChannelName { chid }),
+            u.prop_map(|chid| R::ChannelInfo { chid }),
+            u.prop_map(|uid| R::UserInfo { uid }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn request_round_trips(req in request(), pad in 0usize..32) {
+            let mut buf = Vec::new();
+            req.encode(&mut buf).unwrap();
+            let len = buf.len();
+            prop_assert!(len <= MAX_REQUEST_LEN);
+            buf.extend(std::iter::repeat_n(0u8, pad));
+            let (back, used) = ControlRequest::decode(&buf).unwrap();
+            prop_assert_eq!(back, req);
+            prop_assert_eq!(used, len);
+            // Every strict prefix is incomplete, never an error or a different request.
+            for cut in 0..len {
+                prop_assert_eq!(ControlRequest::decode(&buf[..cut]), Err(DecodeError::Incomplete));
+            }
+        }
+
+        #[test]
+        fn request_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let _ = ControlRequest::decode(&bytes);
+        }
+
+        #[test]
+        fn reply_decode_never_panics(ty in 0u32..16, bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Some(cmd) = CommandType::from_u32(ty) {
+                let _ = ControlReply::decode(cmd, &bytes);
+            }
+        }
+
+        #[test]
+        fn value_and_error_replies_round_trip(v in 1u64.., code in 0u32..6) {
+            let mut buf = Vec::new();
+            ControlReply::Value(v).encode(&mut buf);
+            prop_assert_eq!(ControlReply::decode(CommandType::Create, &buf).unwrap(), (ControlReply::Value(v), 8));
+            let code = ErrorCode::from_u32(code).unwrap();
+            let mut buf = Vec::new();
+            ControlReply::Error(code).encode(&mut buf);
+            prop_assert_eq!(ControlReply::decode(CommandType::Join, &buf).unwrap(), (ControlReply::Error(code), 12));
+        }
+
+        #[test]
+        fn rich_replies_round_trip(ids in proptest::collection::vec(1u64.., 0..20),
+                                   n in name(), owner in any::<u64>(), port in 1u64..65536,
+                                   key in any::<[u8; 32]>(), perms in any::<u64>()) {
+            let members: Vec<(u64, String)> = ids.iter().map(|&u| (u, n.clone())).collect();
+            let cases = [
+                (CommandType::GetChannels, ControlReply::Channels(ids.clone())),
+                (CommandType::ServerInfo, ControlReply::ServerInfo(ServerInfo { version: 1, features: 15, public_key: key })),
+                (CommandType::GetUserName, ControlReply::Name(n.clone())),
+                (CommandType::ChannelInfo, ControlReply::ChannelInfo(ChannelInfo { name: n.clone(), owner, port, members })),
+                (CommandType::UserInfo, ControlReply::UserInfo { perms, name: n.clone() }),
+            ];
+            for (cmd, reply) in cases {
+                let mut buf = Vec::new();
+                reply.encode(&mut buf);
+                prop_assert_eq!(ControlReply::decode(cmd, &buf).unwrap(), (reply, buf.len()));
+            }
+        }
+    }
+
+    #[test]
+    fn seed_example_channel_list_bytes() {
+        let mut buf = Vec::new();
+        ControlReply::Channels(vec![69, 70, 71, 72, 42]).encode(&mut buf);
+        let words: Vec<u64> = buf
+            .chunks(8)
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(words, [5, 69, 70, 71, 72, 42, 0]);
+    }
+
+    #[test]
+    fn join_request_bytes_are_big_endian() {
+        let mut buf = Vec::new();
+        ControlRequest::Join {
+            uid: 1,
+            juid: 2,
+            chid: 0x0102030405060708,
+        }
+        .encode(&mut buf)
+        .unwrap();
+        assert_eq!(&buf[..4], &[0, 0, 0, 2]);
+        assert_eq!(&buf[4..12], &1u64.to_be_bytes());
+        assert_eq!(&buf[20..28], &[1, 2, 3, 4, 5, 6, 7, 8]);
+    }
+
+    #[test]
+    fn unknown_type_and_bad_strings() {
+        assert_eq!(
+            ControlRequest::decode(&[0, 0, 0, 99]),
+            Err(DecodeError::UnknownCommand(99))
+        );
+        let mut buf = vec![0, 0, 0, 9];
+        buf.extend_from_slice(&1u64.to_be_bytes());
+        buf.extend_from_slice(&1u64.to_be_bytes());
+        buf.extend_from_slice(&2u64.to_be_bytes());
+        buf.extend_from_slice(&[0xff, 0xfe]);
+        assert!(matches!(
+            ControlRequest::decode(&buf),
+            Err(DecodeError::Invalid(_))
+        ));
+        let mut long = vec![0, 0, 0, 9];
+        long.extend_from_slice(&[0; 16]);
+        long.extend_from_slice(&65u64.to_be_bytes());
+        assert!(matches!(
+            ControlRequest::decode(&long),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+}

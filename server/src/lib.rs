@@ -1,0 +1,1 @@
+//! KV relay server (in progress).

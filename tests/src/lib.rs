@@ -1,0 +1,1 @@
+//! Helpers for whole-system tests (in progress).
