@@ -1,1 +1,5 @@
 //! KV client library (in progress).
+
+pub mod control;
+pub mod identity;
+pub mod session;

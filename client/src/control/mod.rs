@@ -1,0 +1,7 @@
+//! Control client: every command of WIRE.md and the extensions of PROTOCOL.md, typed.
+
+mod client;
+mod error;
+
+pub use client::{ControlClient, DEFAULT_TIMEOUT};
+pub use error::{ControlError, Subject};

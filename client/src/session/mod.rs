@@ -1,0 +1,3 @@
+//! Voice session: the UDP link to a channel and the threads that move audio through it.
+
+pub mod link;
