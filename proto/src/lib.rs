@@ -11,6 +11,7 @@
 //! - [`perm`]: permission bits ([`Perms`]).
 //! - [`control`]: TCP control requests ([`ControlRequest`]) and replies ([`ControlReply`]).
 //! - [`packet`]: 512-byte UDP datagrams: regular voice packets and signed system packets.
+//! - [`voice`]: the client's voice payload inside a regular packet (Opus frames + redundancy).
 #![warn(missing_docs)]
 
 pub mod codec;
@@ -18,6 +19,7 @@ pub mod control;
 pub mod error;
 pub mod packet;
 pub mod perm;
+pub mod voice;
 
 pub use control::{ChannelInfo, CommandType, ControlReply, ControlRequest, ServerInfo};
 pub use error::{DecodeError, ErrorCode};
