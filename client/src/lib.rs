@@ -3,3 +3,4 @@
 pub mod control;
 pub mod identity;
 pub mod session;
+pub mod tui;

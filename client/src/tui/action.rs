@@ -1,0 +1,222 @@
+//! The vocabulary of the terminal client: what can happen ([`Action`]) and what the event loop
+//! must then do in the outside world ([`Command`]).
+//!
+//! Key presses and background results both become actions; [`crate::tui::app::App::update`]
+//! turns them into state changes plus commands, so every decision is testable without a
+//! terminal, a server or a sound card.
+
+use crate::tui::app::{AudioState, ChannelRow, LinkStats, TransmitMode};
+
+/// Something that happened: a user intent (from the keymap) or a result from background work.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    // ---- user intents (bindable keys) ----
+    /// Leave the program (leaves the channel first).
+    Quit,
+    /// Move the selection up in the focused list.
+    Up,
+    /// Move the selection down in the focused list.
+    Down,
+    /// Switch focus between the channel list and the member list.
+    FocusNext,
+    /// Join the selected channel.
+    JoinSelected,
+    /// Leave the joined channel.
+    Leave,
+    /// Ask for a name, then create a channel.
+    CreateChannel,
+    /// Ask for a new name for the selected channel.
+    RenameChannel,
+    /// Ask for confirmation, then delete the selected channel.
+    DeleteChannel,
+    /// Ask for a new display name.
+    SetName,
+    /// Stop sending our microphone.
+    ToggleMute,
+    /// Stop hearing others (and, like every voice client, stop sending too).
+    ToggleDeafen,
+    /// Voice-activated → push-to-talk → continuous → voice-activated.
+    CycleMode,
+    /// Noise suppression on/off.
+    ToggleDenoise,
+    /// Push-to-talk key went down (hold style) or was pressed (toggle style).
+    PttPress,
+    /// Push-to-talk key went up (hold style only).
+    PttRelease,
+    /// Raise the selected member's volume.
+    VolumeUp,
+    /// Lower the selected member's volume.
+    VolumeDown,
+    /// Raise the voice-activation threshold.
+    VadUp,
+    /// Lower the voice-activation threshold.
+    VadDown,
+    /// Show or hide the key help.
+    ToggleHelp,
+    /// Show or hide per-member link quality.
+    ToggleQuality,
+    /// Open the input/output device picker.
+    OpenDevices,
+
+    // ---- text prompt and picker editing (not bindable) ----
+    /// A typed character in a prompt, or `y` in a confirmation.
+    Input(char),
+    /// Delete the last character of a prompt.
+    Backspace,
+    /// Accept the prompt, confirmation or picker choice.
+    Submit,
+    /// Close the overlay without doing anything.
+    Cancel,
+    /// Switch the device picker between input and output.
+    PickerSwitch,
+
+    // ---- results of background work ----
+    /// The control connection works; our identity on this server.
+    Connected {
+        /// Our user id.
+        uid: u64,
+        /// Our display name ("" when never set).
+        name: String,
+        /// Our permission bits.
+        perms: u64,
+    },
+    /// The server went away; a reconnect is scheduled.
+    Reconnecting {
+        /// Attempt number, from 1.
+        attempt: u32,
+        /// Delay before this attempt, milliseconds.
+        delay_ms: u64,
+        /// Why the link was lost.
+        reason: String,
+    },
+    /// Fresh channel list with names and member counts.
+    ChannelsLoaded(Vec<ChannelRow>),
+    /// Fresh member list of a channel (uid, display name).
+    MembersLoaded {
+        /// Channel the list belongs to.
+        chid: u64,
+        /// Members in join order.
+        members: Vec<(u64, String)>,
+    },
+    /// Our voice session in `chid` is up.
+    Joined {
+        /// Joined channel.
+        chid: u64,
+    },
+    /// Our voice session ended (left, channel deleted, server shut it down).
+    Left {
+        /// Why, for the status line.
+        reason: String,
+    },
+    /// A peer's audio arrived or stopped.
+    Talking {
+        /// The peer.
+        uid: u64,
+        /// Whether they are talking now.
+        talking: bool,
+    },
+    /// The server told us a peer joined our channel.
+    PeerJoined(u64),
+    /// The server told us a peer left our channel.
+    PeerLeft(u64),
+    /// Per-peer receive statistics.
+    PeerStats {
+        /// The peer.
+        uid: u64,
+        /// Their link as we receive it.
+        stats: LinkStats,
+    },
+    /// Our own link to the server.
+    Link {
+        /// Round-trip time of keepalives, milliseconds.
+        rtt_ms: Option<u32>,
+        /// Average loss over all peers, percent.
+        loss_pct: Option<f32>,
+    },
+    /// Our microphone: level 0..1 (as drawn on the meter) and whether we are sending.
+    MicLevel {
+        /// Level 0..1 on the meter's scale.
+        level: f32,
+        /// True while voice is being sent.
+        sending: bool,
+    },
+    /// Audio devices opened, or why not.
+    Audio(AudioState),
+    /// Devices available for the picker.
+    DevicesListed {
+        /// Input device names.
+        inputs: Vec<String>,
+        /// Output device names.
+        outputs: Vec<String>,
+    },
+    /// A command failed; shown on the status line.
+    Error(String),
+    /// A command succeeded with something worth saying.
+    Info(String),
+}
+
+/// An effect the event loop carries out. Results come back as [`Action`]s.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Leave any current channel, then join `chid` and start voice.
+    Join(u64),
+    /// Leave the current channel and stop voice.
+    Leave,
+    /// Create a channel and name it (empty: no name).
+    Create {
+        /// Name for the new channel.
+        name: String,
+    },
+    /// Rename a channel.
+    Rename {
+        /// Channel.
+        chid: u64,
+        /// New name.
+        name: String,
+    },
+    /// Delete a channel.
+    Delete(u64),
+    /// Set our display name on the server.
+    SetDisplayName(String),
+    /// Reload channels and members now.
+    Refresh,
+    /// Voice controls, forwarded to the voice session.
+    Voice(VoiceControl),
+    /// Enumerate audio devices for the picker.
+    ListDevices,
+    /// Reopen audio with these devices (None: system default).
+    UseDevices {
+        /// Input device name.
+        input: Option<String>,
+        /// Output device name.
+        output: Option<String>,
+    },
+    /// Write settings (devices, mode, thresholds, volumes, name) to the config file.
+    SaveSettings,
+    /// Leave and stop the program.
+    Quit,
+}
+
+/// A change to the running voice session; mirrors the session's own controls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum VoiceControl {
+    /// Stop or resume sending.
+    Mute(bool),
+    /// Stop or resume hearing.
+    Deafen(bool),
+    /// How sending is triggered.
+    Mode(TransmitMode),
+    /// Push-to-talk key state.
+    PushToTalk(bool),
+    /// Noise suppression on/off.
+    Denoise(bool),
+    /// Voice-activation threshold (0..1).
+    VadThreshold(f32),
+    /// Playback gain of one peer (1.0 = unchanged).
+    PeerGain {
+        /// The peer.
+        uid: u64,
+        /// Linear gain.
+        gain: f32,
+    },
+}

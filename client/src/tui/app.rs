@@ -1,0 +1,865 @@
+//! The terminal client's whole state and its one transition function, [`App::update`].
+//!
+//! `update` does no I/O: it changes fields and returns the [`Command`]s the event loop must
+//! carry out. Drawing reads this state and nothing else.
+
+use std::collections::BTreeMap;
+
+use kv_proto::Perms;
+use serde::{Deserialize, Serialize};
+
+use crate::tui::action::{Action, Command, VoiceControl};
+
+/// How our voice is triggered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransmitMode {
+    /// Send while the voice-activity detector hears speech.
+    #[default]
+    VoiceActivated,
+    /// Send while the push-to-talk key is held (or toggled on).
+    PushToTalk,
+    /// Always send.
+    Continuous,
+}
+
+impl TransmitMode {
+    /// The next mode in the cycle the mode key walks through.
+    pub fn next(self) -> Self {
+        match self {
+            TransmitMode::VoiceActivated => TransmitMode::PushToTalk,
+            TransmitMode::PushToTalk => TransmitMode::Continuous,
+            TransmitMode::Continuous => TransmitMode::VoiceActivated,
+        }
+    }
+
+    /// Short label for the status line.
+    pub fn label(self) -> &'static str {
+        match self {
+            TransmitMode::VoiceActivated => "voice-activated",
+            TransmitMode::PushToTalk => "push-to-talk",
+            TransmitMode::Continuous => "continuous",
+        }
+    }
+}
+
+/// How the push-to-talk key behaves; depends on whether the terminal reports key releases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PttStyle {
+    /// Talk while held (terminal reports releases: kitty keyboard protocol).
+    Hold,
+    /// Press once to talk, again to stop (terminal cannot report releases).
+    Toggle,
+}
+
+/// One channel in the list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRow {
+    /// Channel id.
+    pub id: u64,
+    /// Name ("" when never named).
+    pub name: String,
+    /// Joined member count.
+    pub members: usize,
+    /// Creator, to know whether we may rename or delete it.
+    pub owner: u64,
+}
+
+/// Receive-side quality of one peer's audio, as the voice session measures it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LinkStats {
+    /// Packets received.
+    pub received: u64,
+    /// Frames lost for good (concealed).
+    pub lost: u64,
+    /// Frames recovered from redundancy or FEC.
+    pub recovered: u64,
+    /// Loss before recovery, percent.
+    pub loss_pct: f32,
+    /// Interarrival jitter, milliseconds.
+    pub jitter_ms: f32,
+    /// Jitter buffer depth, milliseconds.
+    pub buffer_ms: f32,
+}
+
+/// A member of the joined channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    /// User id.
+    pub uid: u64,
+    /// Display name ("" when never set).
+    pub name: String,
+    /// Audio is arriving from them right now.
+    pub talking: bool,
+    /// Our playback gain for them, percent (100 = unchanged).
+    pub volume: u16,
+    /// Their link quality, once the session has measured it.
+    pub stats: Option<LinkStats>,
+}
+
+/// Our connection to the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    /// First attempt in progress.
+    Connecting,
+    /// Control commands work.
+    Connected,
+    /// Lost; trying again.
+    Reconnecting {
+        /// Attempt number.
+        attempt: u32,
+        /// Why the link was lost.
+        reason: String,
+    },
+}
+
+/// Whether sound devices are open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioState {
+    /// Not tried yet (not in a channel).
+    Idle,
+    /// Devices are open.
+    Ready {
+        /// Input device name.
+        input: String,
+        /// Output device name.
+        output: String,
+    },
+    /// No usable device: voice still connects, but nothing is captured or played.
+    NoDevice(String),
+}
+
+/// Which list arrow keys move in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Focus {
+    /// The channel list.
+    Channels,
+    /// The member list.
+    Members,
+}
+
+/// What a text prompt is asking for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromptKind {
+    /// Our display name (also asked on first run).
+    DisplayName,
+    /// Name of a channel to create.
+    NewChannel,
+    /// New name of an existing channel.
+    RenameChannel(u64),
+}
+
+/// Which device list the picker shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// Microphones.
+    Input,
+    /// Speakers and headphones.
+    Output,
+}
+
+/// The device picker's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevicePicker {
+    /// Input devices ("default" first).
+    pub inputs: Vec<String>,
+    /// Output devices ("default" first).
+    pub outputs: Vec<String>,
+    /// Which list is shown.
+    pub kind: DeviceKind,
+    /// Selected row of the shown list.
+    pub selected: usize,
+}
+
+/// A window drawn over the main screen; it takes the keys while open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Overlay {
+    /// Nothing: keys go to the keymap.
+    None,
+    /// Key help.
+    Help,
+    /// Text input.
+    Prompt {
+        /// What is asked.
+        kind: PromptKind,
+        /// Typed so far.
+        input: String,
+    },
+    /// "Delete channel X? y/n".
+    ConfirmDelete(u64),
+    /// Input/output device choice.
+    Devices(DevicePicker),
+}
+
+/// Longest text a prompt accepts, in bytes (the wire's limit on names).
+const MAX_INPUT: usize = kv_proto::MAX_NAME_LEN;
+/// Volume step of the volume keys, percent.
+const VOLUME_STEP: u16 = 10;
+/// Highest per-member volume, percent.
+const MAX_VOLUME: u16 = 300;
+/// VAD threshold step.
+const VAD_STEP: f32 = 0.05;
+
+/// Everything the terminal client shows and remembers.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// Server address as typed, for the status line.
+    pub server: String,
+    /// Our uid (0 until connected).
+    pub uid: u64,
+    /// Our display name.
+    pub display_name: String,
+    /// Our permission bits, to hide actions that would be refused.
+    pub perms: Perms,
+    /// Link to the server.
+    pub connection: Connection,
+    /// Channels, sorted by id.
+    pub channels: Vec<ChannelRow>,
+    /// Selected channel row.
+    pub channel_sel: usize,
+    /// Channel whose voice session runs.
+    pub joined: Option<u64>,
+    /// A join in flight, so a second Enter does not queue another.
+    pub joining: Option<u64>,
+    /// Channel to rejoin after a reconnect (the one we were in).
+    pub rejoin: Option<u64>,
+    /// Members of the joined channel.
+    pub members: Vec<Member>,
+    /// Selected member row.
+    pub member_sel: usize,
+    /// Where arrow keys go.
+    pub focus: Focus,
+    /// Our mic level on the meter's 0..1 scale.
+    pub mic_level: f32,
+    /// Whether we are sending right now.
+    pub sending: bool,
+    /// Voice-activation threshold on the same scale as the meter.
+    pub vad_threshold: f32,
+    /// Transmit mode.
+    pub mode: TransmitMode,
+    /// Hold or toggle push-to-talk.
+    pub ptt_style: PttStyle,
+    /// Push-to-talk currently on.
+    pub ptt_active: bool,
+    /// Muted (not sending).
+    pub muted: bool,
+    /// Deafened (not hearing, not sending).
+    pub deafened: bool,
+    /// Noise suppression on.
+    pub denoise: bool,
+    /// Our keepalive round trip.
+    pub rtt_ms: Option<u32>,
+    /// Average receive loss.
+    pub loss_pct: Option<f32>,
+    /// Sound device state.
+    pub audio: AudioState,
+    /// Per-user volume remembered across sessions (uid → percent).
+    pub volumes: BTreeMap<u64, u16>,
+    /// Show the link-quality panel.
+    pub show_quality: bool,
+    /// Open overlay.
+    pub overlay: Overlay,
+    /// Last error or notice, for the status line.
+    pub notice: Option<String>,
+    /// Key help rows (key, what it does), from the keymap in force.
+    pub help: Vec<(String, &'static str)>,
+    /// Set by Quit; the event loop stops.
+    pub should_quit: bool,
+}
+
+impl App {
+    /// A fresh state for `server`; nothing is known until background work reports.
+    pub fn new(server: impl Into<String>) -> Self {
+        App {
+            server: server.into(),
+            uid: 0,
+            display_name: String::new(),
+            perms: Perms::NONE,
+            connection: Connection::Connecting,
+            channels: Vec::new(),
+            channel_sel: 0,
+            joined: None,
+            joining: None,
+            rejoin: None,
+            members: Vec::new(),
+            member_sel: 0,
+            focus: Focus::Channels,
+            mic_level: 0.0,
+            sending: false,
+            vad_threshold: 0.5,
+            mode: TransmitMode::VoiceActivated,
+            ptt_style: PttStyle::Toggle,
+            ptt_active: false,
+            muted: false,
+            deafened: false,
+            denoise: true,
+            rtt_ms: None,
+            loss_pct: None,
+            audio: AudioState::Idle,
+            volumes: BTreeMap::new(),
+            show_quality: false,
+            overlay: Overlay::None,
+            notice: None,
+            help: Vec::new(),
+            should_quit: false,
+        }
+    }
+
+    /// The channel under the cursor.
+    pub fn selected_channel(&self) -> Option<&ChannelRow> {
+        self.channels.get(self.channel_sel)
+    }
+
+    /// The member under the cursor.
+    pub fn selected_member(&self) -> Option<&Member> {
+        self.members.get(self.member_sel)
+    }
+
+    /// The joined channel's row.
+    pub fn joined_channel(&self) -> Option<&ChannelRow> {
+        let id = self.joined?;
+        self.channels.iter().find(|c| c.id == id)
+    }
+
+    /// Whether we may rename or delete `c` (owner or perm_rm_channel), so the UI can refuse
+    /// before the server does.
+    pub fn may_manage(&self, c: &ChannelRow) -> bool {
+        c.owner == self.uid || self.perms.contains(Perms::RM_CHANNEL)
+    }
+
+    /// Whether our microphone can reach the channel right now, as the session decides it.
+    pub fn transmit_allowed(&self) -> bool {
+        !self.muted && !self.deafened && (self.mode != TransmitMode::PushToTalk || self.ptt_active)
+    }
+
+    /// Applies one action; returns the effects to carry out, in order.
+    pub fn update(&mut self, action: Action) -> Vec<Command> {
+        if !matches!(self.overlay, Overlay::None) && is_key_intent(&action) {
+            return self.update_overlay(action);
+        }
+        match action {
+            Action::Quit => {
+                self.should_quit = true;
+                vec![Command::Quit]
+            }
+            Action::Up => {
+                self.move_selection(-1);
+                vec![]
+            }
+            Action::Down => {
+                self.move_selection(1);
+                vec![]
+            }
+            Action::FocusNext => {
+                self.focus = match self.focus {
+                    Focus::Channels if !self.members.is_empty() => Focus::Members,
+                    _ => Focus::Channels,
+                };
+                vec![]
+            }
+            Action::JoinSelected => {
+                let Some(c) = self.selected_channel().cloned() else {
+                    return vec![];
+                };
+                let id = c.id;
+                if self.joined == Some(id) || self.joining == Some(id) {
+                    return vec![];
+                }
+                self.joining = Some(id);
+                self.notice = Some(format!("joining {}…", channel_label(&c)));
+                vec![Command::Join(id)]
+            }
+            Action::Leave => {
+                if self.joined.is_none() && self.joining.is_none() {
+                    return vec![];
+                }
+                self.joining = None;
+                self.rejoin = None;
+                vec![Command::Leave]
+            }
+            Action::CreateChannel => {
+                if !self.perms.contains(Perms::ADD_CHANNEL) {
+                    self.notice = Some("you may not create channels on this server".into());
+                    return vec![];
+                }
+                self.open_prompt(PromptKind::NewChannel, String::new());
+                vec![]
+            }
+            Action::RenameChannel => {
+                let Some(c) = self.selected_channel().cloned() else {
+                    return vec![];
+                };
+                if !self.may_manage(&c) {
+                    self.notice = Some(format!("only the owner may rename {}", channel_label(&c)));
+                    return vec![];
+                }
+                self.open_prompt(PromptKind::RenameChannel(c.id), c.name);
+                vec![]
+            }
+            Action::DeleteChannel => {
+                let Some(c) = self.selected_channel().cloned() else {
+                    return vec![];
+                };
+                if !self.may_manage(&c) {
+                    self.notice = Some(format!("only the owner may delete {}", channel_label(&c)));
+                    return vec![];
+                }
+                self.overlay = Overlay::ConfirmDelete(c.id);
+                vec![]
+            }
+            Action::SetName => {
+                let name = self.display_name.clone();
+                self.open_prompt(PromptKind::DisplayName, name);
+                vec![]
+            }
+            Action::ToggleMute => {
+                self.muted = !self.muted;
+                // Unmuting while deafened undeafens too, as in Mumble: you cannot talk unheard.
+                let mut cmds = vec![];
+                if !self.muted && self.deafened {
+                    self.deafened = false;
+                    cmds.push(Command::Voice(VoiceControl::Deafen(false)));
+                }
+                cmds.push(Command::Voice(VoiceControl::Mute(self.muted)));
+                cmds
+            }
+            Action::ToggleDeafen => {
+                self.deafened = !self.deafened;
+                vec![Command::Voice(VoiceControl::Deafen(self.deafened))]
+            }
+            Action::CycleMode => {
+                self.mode = self.mode.next();
+                self.ptt_active = false;
+                vec![
+                    Command::Voice(VoiceControl::Mode(self.mode)),
+                    Command::SaveSettings,
+                ]
+            }
+            Action::ToggleDenoise => {
+                self.denoise = !self.denoise;
+                vec![
+                    Command::Voice(VoiceControl::Denoise(self.denoise)),
+                    Command::SaveSettings,
+                ]
+            }
+            Action::PttPress => {
+                if self.mode != TransmitMode::PushToTalk {
+                    return vec![];
+                }
+                let on = match self.ptt_style {
+                    PttStyle::Hold => true,
+                    PttStyle::Toggle => !self.ptt_active,
+                };
+                self.set_ptt(on)
+            }
+            Action::PttRelease => {
+                if self.mode != TransmitMode::PushToTalk || self.ptt_style != PttStyle::Hold {
+                    return vec![];
+                }
+                self.set_ptt(false)
+            }
+            Action::VolumeUp | Action::VolumeDown => {
+                let up = action == Action::VolumeUp;
+                let Some(m) = self.members.get_mut(self.member_sel) else {
+                    return vec![];
+                };
+                m.volume = if up {
+                    (m.volume + VOLUME_STEP).min(MAX_VOLUME)
+                } else {
+                    m.volume.saturating_sub(VOLUME_STEP)
+                };
+                let (uid, volume) = (m.uid, m.volume);
+                self.volumes.insert(uid, volume);
+                vec![
+                    Command::Voice(VoiceControl::PeerGain {
+                        uid,
+                        gain: f32::from(volume) / 100.0,
+                    }),
+                    Command::SaveSettings,
+                ]
+            }
+            Action::VadUp | Action::VadDown => {
+                let step = if action == Action::VadUp {
+                    VAD_STEP
+                } else {
+                    -VAD_STEP
+                };
+                // Round to the step so repeated presses land on clean values.
+                let t = ((self.vad_threshold + step) / VAD_STEP).round() * VAD_STEP;
+                self.vad_threshold = t.clamp(0.0, 1.0);
+                vec![
+                    Command::Voice(VoiceControl::VadThreshold(self.vad_threshold)),
+                    Command::SaveSettings,
+                ]
+            }
+            Action::ToggleHelp => {
+                self.overlay = Overlay::Help;
+                vec![]
+            }
+            Action::ToggleQuality => {
+                self.show_quality = !self.show_quality;
+                vec![]
+            }
+            Action::OpenDevices => {
+                self.overlay = Overlay::Devices(DevicePicker {
+                    inputs: vec!["default".into()],
+                    outputs: vec!["default".into()],
+                    kind: DeviceKind::Input,
+                    selected: 0,
+                });
+                vec![Command::ListDevices]
+            }
+            // Editing keys with no overlay open mean nothing.
+            Action::Input(_)
+            | Action::Backspace
+            | Action::Submit
+            | Action::Cancel
+            | Action::PickerSwitch => vec![],
+
+            Action::Connected { uid, name, perms } => {
+                self.uid = uid;
+                self.perms = Perms(perms);
+                // The server's name wins; a remembered one is sent to a server that has none.
+                let mut cmds = vec![Command::Refresh];
+                if !name.is_empty() {
+                    self.display_name = name;
+                } else if !self.display_name.is_empty() {
+                    cmds.push(Command::SetDisplayName(self.display_name.clone()));
+                }
+                let was_reconnecting = matches!(self.connection, Connection::Reconnecting { .. });
+                self.connection = Connection::Connected;
+                if was_reconnecting {
+                    self.notice = Some("reconnected".into());
+                }
+                if let Some(chid) = self.rejoin.take() {
+                    self.joining = Some(chid);
+                    cmds.push(Command::Join(chid));
+                }
+                if self.display_name.is_empty() && matches!(self.overlay, Overlay::None) {
+                    self.open_prompt(PromptKind::DisplayName, String::new());
+                }
+                cmds
+            }
+            Action::Reconnecting {
+                attempt,
+                delay_ms,
+                reason,
+            } => {
+                // Remember the channel so the reconnect lands us back in it.
+                if let Some(chid) = self.joined.take().or(self.joining.take()) {
+                    self.rejoin = Some(chid);
+                }
+                self.members.clear();
+                self.member_sel = 0;
+                self.focus = Focus::Channels;
+                self.rtt_ms = None;
+                self.loss_pct = None;
+                self.notice = Some(format!(
+                    "connection lost ({reason}); retrying in {:.1} s",
+                    delay_ms as f64 / 1000.0
+                ));
+                self.connection = Connection::Reconnecting { attempt, reason };
+                vec![]
+            }
+            Action::ChannelsLoaded(mut rows) => {
+                rows.sort_by_key(|c| c.id);
+                let keep = self.selected_channel().map(|c| c.id);
+                self.channels = rows;
+                self.channel_sel = keep
+                    .and_then(|id| self.channels.iter().position(|c| c.id == id))
+                    .unwrap_or(self.channel_sel)
+                    .min(self.channels.len().saturating_sub(1));
+                if let Some(id) = self.joined {
+                    if !self.channels.iter().any(|c| c.id == id) {
+                        self.joined = None;
+                        self.members.clear();
+                        self.notice = Some("the channel was deleted".into());
+                        return vec![Command::Leave];
+                    }
+                }
+                vec![]
+            }
+            Action::MembersLoaded { chid, members } => {
+                if self.joined != Some(chid) {
+                    return vec![];
+                }
+                let old = std::mem::take(&mut self.members);
+                self.members = members
+                    .into_iter()
+                    .map(|(uid, name)| {
+                        let prev = old.iter().find(|m| m.uid == uid);
+                        Member {
+                            uid,
+                            name,
+                            talking: prev.is_some_and(|m| m.talking),
+                            volume: self.volumes.get(&uid).copied().unwrap_or(100),
+                            stats: prev.and_then(|m| m.stats),
+                        }
+                    })
+                    .collect();
+                if let Some(c) = self.channels.iter_mut().find(|c| c.id == chid) {
+                    c.members = self.members.len();
+                }
+                self.member_sel = self.member_sel.min(self.members.len().saturating_sub(1));
+                vec![]
+            }
+            Action::Joined { chid } => {
+                self.joined = Some(chid);
+                self.joining = None;
+                self.rejoin = None;
+                self.members.clear();
+                self.member_sel = 0;
+                let label = self
+                    .channels
+                    .iter()
+                    .find(|c| c.id == chid)
+                    .map(channel_label)
+                    .unwrap_or_else(|| format!("#{chid}"));
+                self.notice = Some(format!("joined {label}"));
+                // Re-apply our controls: the new session starts from its defaults.
+                let mut cmds = vec![
+                    Command::Voice(VoiceControl::Mode(self.mode)),
+                    Command::Voice(VoiceControl::Mute(self.muted)),
+                    Command::Voice(VoiceControl::Deafen(self.deafened)),
+                    Command::Voice(VoiceControl::Denoise(self.denoise)),
+                    Command::Voice(VoiceControl::VadThreshold(self.vad_threshold)),
+                ];
+                for (&uid, &v) in &self.volumes {
+                    cmds.push(Command::Voice(VoiceControl::PeerGain {
+                        uid,
+                        gain: f32::from(v) / 100.0,
+                    }));
+                }
+                cmds.push(Command::Refresh);
+                cmds
+            }
+            Action::Left { reason } => {
+                self.joined = None;
+                self.joining = None;
+                self.members.clear();
+                self.member_sel = 0;
+                self.focus = Focus::Channels;
+                self.sending = false;
+                self.mic_level = 0.0;
+                self.rtt_ms = None;
+                self.loss_pct = None;
+                self.notice = Some(reason);
+                vec![Command::Refresh]
+            }
+            Action::Talking { uid, talking } => {
+                if let Some(m) = self.members.iter_mut().find(|m| m.uid == uid) {
+                    m.talking = talking;
+                }
+                vec![]
+            }
+            Action::PeerJoined(_) | Action::PeerLeft(_) => vec![Command::Refresh],
+            Action::PeerStats { uid, stats } => {
+                if let Some(m) = self.members.iter_mut().find(|m| m.uid == uid) {
+                    m.stats = Some(stats);
+                }
+                vec![]
+            }
+            Action::Link { rtt_ms, loss_pct } => {
+                self.rtt_ms = rtt_ms;
+                self.loss_pct = loss_pct;
+                vec![]
+            }
+            Action::MicLevel { level, sending } => {
+                self.mic_level = level.clamp(0.0, 1.0);
+                self.sending = sending;
+                vec![]
+            }
+            Action::Audio(state) => {
+                if let AudioState::NoDevice(why) = &state {
+                    self.notice = Some(format!("no audio device ({why}): channels still work"));
+                }
+                self.audio = state;
+                vec![]
+            }
+            Action::DevicesListed { inputs, outputs } => {
+                if let Overlay::Devices(p) = &mut self.overlay {
+                    p.inputs = with_default(inputs);
+                    p.outputs = with_default(outputs);
+                    p.selected = 0;
+                }
+                vec![]
+            }
+            Action::Error(e) => {
+                if let Some(chid) = self.joining.take() {
+                    tracing::debug!(chid, "join failed");
+                }
+                self.notice = Some(format!("error: {e}"));
+                vec![]
+            }
+            Action::Info(s) => {
+                self.notice = Some(s);
+                vec![]
+            }
+        }
+    }
+
+    fn set_ptt(&mut self, on: bool) -> Vec<Command> {
+        if self.ptt_active == on {
+            return vec![];
+        }
+        self.ptt_active = on;
+        vec![Command::Voice(VoiceControl::PushToTalk(on))]
+    }
+
+    fn open_prompt(&mut self, kind: PromptKind, input: String) {
+        self.overlay = Overlay::Prompt { kind, input };
+    }
+
+    fn move_selection(&mut self, delta: isize) {
+        let (sel, len) = match self.focus {
+            Focus::Channels => (&mut self.channel_sel, self.channels.len()),
+            Focus::Members => (&mut self.member_sel, self.members.len()),
+        };
+        if len == 0 {
+            *sel = 0;
+            return;
+        }
+        *sel = (*sel as isize + delta).clamp(0, len as isize - 1) as usize;
+    }
+
+    /// Keys while an overlay is open: the overlay takes them all.
+    fn update_overlay(&mut self, action: Action) -> Vec<Command> {
+        let overlay = std::mem::replace(&mut self.overlay, Overlay::None);
+        match overlay {
+            Overlay::None => vec![],
+            Overlay::Help => match action {
+                // Quit still quits; every other key just closes the help.
+                Action::Quit => self.update(Action::Quit),
+                _ => vec![],
+            },
+            Overlay::ConfirmDelete(chid) => match action {
+                Action::Input('y') | Action::Input('Y') | Action::Submit => {
+                    vec![Command::Delete(chid)]
+                }
+                _ => vec![],
+            },
+            Overlay::Prompt { kind, mut input } => match action {
+                Action::Input(c) => {
+                    if input.len() + c.len_utf8() <= MAX_INPUT && !c.is_control() {
+                        input.push(c);
+                    }
+                    self.overlay = Overlay::Prompt { kind, input };
+                    vec![]
+                }
+                Action::Backspace => {
+                    input.pop();
+                    self.overlay = Overlay::Prompt { kind, input };
+                    vec![]
+                }
+                Action::Submit => {
+                    let name = input.trim().to_string();
+                    match kind {
+                        PromptKind::DisplayName if name.is_empty() => {
+                            self.overlay = Overlay::Prompt { kind, input };
+                            vec![]
+                        }
+                        PromptKind::DisplayName => {
+                            self.display_name = name.clone();
+                            vec![Command::SetDisplayName(name), Command::SaveSettings]
+                        }
+                        PromptKind::NewChannel => vec![Command::Create { name }],
+                        PromptKind::RenameChannel(chid) => vec![Command::Rename { chid, name }],
+                    }
+                }
+                Action::Cancel => vec![],
+                _ => {
+                    self.overlay = Overlay::Prompt { kind, input };
+                    vec![]
+                }
+            },
+            Overlay::Devices(mut p) => {
+                let len = match p.kind {
+                    DeviceKind::Input => p.inputs.len(),
+                    DeviceKind::Output => p.outputs.len(),
+                };
+                match action {
+                    Action::Up => p.selected = p.selected.saturating_sub(1),
+                    Action::Down => p.selected = (p.selected + 1).min(len.saturating_sub(1)),
+                    Action::PickerSwitch | Action::FocusNext => {
+                        p.kind = match p.kind {
+                            DeviceKind::Input => DeviceKind::Output,
+                            DeviceKind::Output => DeviceKind::Input,
+                        };
+                        p.selected = 0;
+                    }
+                    Action::Submit | Action::JoinSelected => {
+                        let pick = |list: &[String]| {
+                            list.get(p.selected)
+                                .filter(|n| n.as_str() != "default")
+                                .cloned()
+                        };
+                        let cmd = match p.kind {
+                            DeviceKind::Input => Command::UseDevices {
+                                input: pick(&p.inputs),
+                                output: None,
+                            },
+                            DeviceKind::Output => Command::UseDevices {
+                                input: None,
+                                output: pick(&p.outputs),
+                            },
+                        };
+                        return vec![cmd, Command::SaveSettings];
+                    }
+                    Action::Cancel | Action::OpenDevices => return vec![],
+                    Action::Quit => return self.update(Action::Quit),
+                    _ => {}
+                }
+                self.overlay = Overlay::Devices(p);
+                vec![]
+            }
+        }
+    }
+}
+
+/// True for actions that come from keys (which an open overlay captures), false for
+/// results of background work (which always apply).
+fn is_key_intent(a: &Action) -> bool {
+    !matches!(
+        a,
+        Action::Connected { .. }
+            | Action::Reconnecting { .. }
+            | Action::ChannelsLoaded(_)
+            | Action::MembersLoaded { .. }
+            | Action::Joined { .. }
+            | Action::Left { .. }
+            | Action::Talking { .. }
+            | Action::PeerJoined(_)
+            | Action::PeerLeft(_)
+            | Action::PeerStats { .. }
+            | Action::Link { .. }
+            | Action::MicLevel { .. }
+            | Action::Audio(_)
+            | Action::DevicesListed { .. }
+            | Action::Error(_)
+            | Action::Info(_)
+    ) && !matches!(a, Action::PttPress | Action::PttRelease)
+}
+
+fn with_default(mut list: Vec<String>) -> Vec<String> {
+    list.retain(|n| n != "default");
+    list.insert(0, "default".into());
+    list
+}
+
+/// How a channel is named on screen: its name, or `#id` when unnamed.
+pub fn channel_label(c: &ChannelRow) -> String {
+    if c.name.is_empty() {
+        format!("#{}", c.id)
+    } else {
+        c.name.clone()
+    }
+}
+
+/// How a member is named on screen: display name, or `user <uid>` when unnamed.
+pub fn member_label(m: &Member) -> String {
+    if m.name.is_empty() {
+        format!("user {}", m.uid)
+    } else {
+        m.name.clone()
+    }
+}

@@ -1,0 +1,401 @@
+//! Unit tests of [`App::update`]: state and commands, no terminal, no server.
+
+use crate::tui::action::{Action, Command, VoiceControl};
+use crate::tui::app::*;
+use kv_proto::Perms;
+
+fn row(id: u64, name: &str, members: usize, owner: u64) -> ChannelRow {
+    ChannelRow {
+        id,
+        name: name.into(),
+        members,
+        owner,
+    }
+}
+
+/// A connected app (uid 7, may create channels) with two channels.
+fn connected() -> App {
+    let mut app = App::new("127.0.0.1:8085");
+    app.update(Action::Connected {
+        uid: 7,
+        name: "me".into(),
+        perms: Perms::ADD_CHANNEL.bits(),
+    });
+    app.update(Action::ChannelsLoaded(vec![
+        row(20, "music", 0, 9),
+        row(10, "lobby", 2, 7),
+    ]));
+    app
+}
+
+#[test]
+fn channels_are_sorted_and_selection_follows_the_channel() {
+    let mut app = connected();
+    assert_eq!(app.channels[0].name, "lobby");
+    app.update(Action::Down);
+    assert_eq!(app.selected_channel().unwrap().id, 20);
+    // A new channel sorting before the selection keeps the cursor on "music".
+    app.update(Action::ChannelsLoaded(vec![
+        row(20, "music", 0, 9),
+        row(10, "lobby", 2, 7),
+        row(5, "new", 0, 7),
+    ]));
+    assert_eq!(app.selected_channel().unwrap().id, 20);
+    app.update(Action::Down);
+    assert_eq!(app.channel_sel, 2, "cursor stops at the end");
+}
+
+#[test]
+fn join_then_leave_emits_commands_and_tracks_state() {
+    let mut app = connected();
+    assert_eq!(app.update(Action::JoinSelected), vec![Command::Join(10)]);
+    assert_eq!(app.joining, Some(10));
+    assert_eq!(
+        app.update(Action::JoinSelected),
+        vec![],
+        "no second join in flight"
+    );
+    let cmds = app.update(Action::Joined { chid: 10 });
+    assert!(cmds.contains(&Command::Voice(VoiceControl::Mode(
+        TransmitMode::VoiceActivated
+    ))));
+    assert!(cmds.contains(&Command::Refresh));
+    assert_eq!(app.joined, Some(10));
+    app.update(Action::MembersLoaded {
+        chid: 10,
+        members: vec![(7, "me".into()), (8, "bob".into())],
+    });
+    assert_eq!(app.members.len(), 2);
+    assert_eq!(app.channels[0].members, 2);
+    // Members of another channel are ignored.
+    app.update(Action::MembersLoaded {
+        chid: 20,
+        members: vec![(9, "x".into())],
+    });
+    assert_eq!(app.members.len(), 2);
+    assert_eq!(app.update(Action::Leave), vec![Command::Leave]);
+    app.update(Action::Left {
+        reason: "left".into(),
+    });
+    assert_eq!(app.joined, None);
+    assert!(app.members.is_empty());
+    assert_eq!(app.update(Action::Leave), vec![], "nothing to leave");
+}
+
+#[test]
+fn talking_and_stats_land_on_the_right_member() {
+    let mut app = connected();
+    app.update(Action::JoinSelected);
+    app.update(Action::Joined { chid: 10 });
+    app.update(Action::MembersLoaded {
+        chid: 10,
+        members: vec![(7, "me".into()), (8, "bob".into())],
+    });
+    app.update(Action::Talking {
+        uid: 8,
+        talking: true,
+    });
+    let stats = LinkStats {
+        loss_pct: 3.0,
+        ..LinkStats::default()
+    };
+    app.update(Action::PeerStats { uid: 8, stats });
+    // A member refresh keeps talking flags and stats.
+    app.update(Action::MembersLoaded {
+        chid: 10,
+        members: vec![(7, "me".into()), (8, "bob".into()), (11, String::new())],
+    });
+    let bob = app.members.iter().find(|m| m.uid == 8).unwrap();
+    assert!(bob.talking);
+    assert_eq!(bob.stats.unwrap().loss_pct, 3.0);
+    assert_eq!(member_label(&app.members[2]), "user 11");
+}
+
+#[test]
+fn mute_deafen_and_modes() {
+    let mut app = connected();
+    assert_eq!(
+        app.update(Action::ToggleMute),
+        vec![Command::Voice(VoiceControl::Mute(true))]
+    );
+    assert!(app.muted && !app.transmit_allowed());
+    app.update(Action::ToggleDeafen);
+    assert!(app.deafened);
+    // Unmuting while deaf undeafens: talking while unable to hear is a trap.
+    let cmds = app.update(Action::ToggleMute);
+    assert_eq!(
+        cmds,
+        vec![
+            Command::Voice(VoiceControl::Deafen(false)),
+            Command::Voice(VoiceControl::Mute(false))
+        ]
+    );
+    assert!(!app.muted && !app.deafened);
+    let cmds = app.update(Action::CycleMode);
+    assert_eq!(app.mode, TransmitMode::PushToTalk);
+    assert!(cmds.contains(&Command::SaveSettings));
+    app.update(Action::CycleMode);
+    app.update(Action::CycleMode);
+    assert_eq!(app.mode, TransmitMode::VoiceActivated);
+    assert_eq!(
+        app.update(Action::ToggleDenoise)[0],
+        Command::Voice(VoiceControl::Denoise(false))
+    );
+}
+
+#[test]
+fn push_to_talk_hold_and_toggle() {
+    let mut app = connected();
+    assert_eq!(
+        app.update(Action::PttPress),
+        vec![],
+        "ignored outside ptt mode"
+    );
+    app.mode = TransmitMode::PushToTalk;
+    app.ptt_style = PttStyle::Hold;
+    assert_eq!(
+        app.update(Action::PttPress),
+        vec![Command::Voice(VoiceControl::PushToTalk(true))]
+    );
+    assert!(app.transmit_allowed());
+    assert_eq!(app.update(Action::PttPress), vec![], "held: no change");
+    assert_eq!(
+        app.update(Action::PttRelease),
+        vec![Command::Voice(VoiceControl::PushToTalk(false))]
+    );
+    app.ptt_style = PttStyle::Toggle;
+    app.update(Action::PttPress);
+    assert!(app.ptt_active);
+    assert_eq!(
+        app.update(Action::PttRelease),
+        vec![],
+        "toggle ignores releases"
+    );
+    app.update(Action::PttPress);
+    assert!(!app.ptt_active);
+}
+
+#[test]
+fn volume_is_per_member_bounded_and_remembered() {
+    let mut app = connected();
+    app.update(Action::JoinSelected);
+    app.update(Action::Joined { chid: 10 });
+    app.update(Action::MembersLoaded {
+        chid: 10,
+        members: vec![(8, "bob".into())],
+    });
+    app.update(Action::FocusNext);
+    assert_eq!(app.focus, Focus::Members);
+    let cmds = app.update(Action::VolumeUp);
+    assert_eq!(
+        cmds[0],
+        Command::Voice(VoiceControl::PeerGain { uid: 8, gain: 1.1 })
+    );
+    for _ in 0..50 {
+        app.update(Action::VolumeUp);
+    }
+    assert_eq!(app.members[0].volume, 300);
+    for _ in 0..50 {
+        app.update(Action::VolumeDown);
+    }
+    assert_eq!(app.members[0].volume, 0);
+    assert_eq!(app.volumes.get(&8), Some(&0));
+    // A later session applies the remembered gain.
+    let cmds = app.update(Action::Joined { chid: 10 });
+    assert!(cmds.contains(&Command::Voice(VoiceControl::PeerGain {
+        uid: 8,
+        gain: 0.0
+    })));
+}
+
+#[test]
+fn vad_threshold_steps_and_clamps() {
+    let mut app = connected();
+    for _ in 0..30 {
+        app.update(Action::VadUp);
+    }
+    assert_eq!(app.vad_threshold, 1.0);
+    app.update(Action::VadDown);
+    assert!((app.vad_threshold - 0.95).abs() < 1e-6);
+}
+
+#[test]
+fn create_rename_delete_go_through_prompts_and_permissions() {
+    let mut app = connected();
+    app.update(Action::CreateChannel);
+    for c in "chat".chars() {
+        app.update(Action::Input(c));
+    }
+    app.update(Action::Backspace);
+    assert_eq!(
+        app.update(Action::Submit),
+        vec![Command::Create { name: "cha".into() }]
+    );
+    assert_eq!(app.overlay, Overlay::None);
+
+    // lobby (id 10) is ours: rename prefilled with its name.
+    app.update(Action::RenameChannel);
+    assert_eq!(
+        app.overlay,
+        Overlay::Prompt {
+            kind: PromptKind::RenameChannel(10),
+            input: "lobby".into()
+        }
+    );
+    app.update(Action::Input('2'));
+    assert_eq!(
+        app.update(Action::Submit),
+        vec![Command::Rename {
+            chid: 10,
+            name: "lobby2".into()
+        }]
+    );
+    app.update(Action::DeleteChannel);
+    assert_eq!(app.overlay, Overlay::ConfirmDelete(10));
+    assert_eq!(app.update(Action::Input('n')), vec![]);
+    app.update(Action::DeleteChannel);
+    assert_eq!(app.update(Action::Input('y')), vec![Command::Delete(10)]);
+
+    // music (id 20) belongs to uid 9: refused locally with a reason.
+    app.update(Action::Down);
+    assert_eq!(app.update(Action::DeleteChannel), vec![]);
+    assert!(app.notice.as_deref().unwrap().contains("owner"));
+    app.perms = Perms::NONE;
+    assert_eq!(app.update(Action::CreateChannel), vec![]);
+    assert_eq!(app.overlay, Overlay::None);
+}
+
+#[test]
+fn prompt_swallows_keys_and_bounds_input() {
+    let mut app = connected();
+    app.update(Action::CreateChannel);
+    // Keys that mean something elsewhere do nothing while the prompt is open.
+    assert_eq!(app.update(Action::ToggleMute), vec![]);
+    assert!(!app.muted);
+    for _ in 0..100 {
+        app.update(Action::Input('é'));
+    }
+    let Overlay::Prompt { input, .. } = &app.overlay else {
+        panic!("prompt closed")
+    };
+    assert!(input.len() <= kv_proto::MAX_NAME_LEN);
+    assert_eq!(app.update(Action::Cancel), vec![]);
+    assert_eq!(app.overlay, Overlay::None);
+}
+
+#[test]
+fn first_run_asks_for_a_name_and_remembered_name_is_sent() {
+    let mut app = App::new("s");
+    app.update(Action::Connected {
+        uid: 3,
+        name: String::new(),
+        perms: 0,
+    });
+    assert!(matches!(
+        app.overlay,
+        Overlay::Prompt {
+            kind: PromptKind::DisplayName,
+            ..
+        }
+    ));
+    assert_eq!(
+        app.update(Action::Submit),
+        vec![],
+        "empty name is not accepted"
+    );
+    app.update(Action::Input('z'));
+    assert_eq!(
+        app.update(Action::Submit),
+        vec![Command::SetDisplayName("z".into()), Command::SaveSettings]
+    );
+
+    let mut app = App::new("s");
+    app.display_name = "zed".into();
+    let cmds = app.update(Action::Connected {
+        uid: 3,
+        name: String::new(),
+        perms: 0,
+    });
+    assert!(cmds.contains(&Command::SetDisplayName("zed".into())));
+    assert_eq!(app.overlay, Overlay::None);
+}
+
+#[test]
+fn reconnect_rejoins_the_channel() {
+    let mut app = connected();
+    app.update(Action::JoinSelected);
+    app.update(Action::Joined { chid: 10 });
+    app.update(Action::Reconnecting {
+        attempt: 1,
+        delay_ms: 500,
+        reason: "refused".into(),
+    });
+    assert_eq!(app.joined, None);
+    assert_eq!(app.rejoin, Some(10));
+    assert!(matches!(app.connection, Connection::Reconnecting { .. }));
+    let cmds = app.update(Action::Connected {
+        uid: 7,
+        name: "me".into(),
+        perms: 0,
+    });
+    assert!(cmds.contains(&Command::Join(10)));
+    assert_eq!(app.joining, Some(10));
+    assert_eq!(app.notice.as_deref(), Some("reconnected"));
+}
+
+#[test]
+fn deleted_joined_channel_leaves() {
+    let mut app = connected();
+    app.update(Action::JoinSelected);
+    app.update(Action::Joined { chid: 10 });
+    let cmds = app.update(Action::ChannelsLoaded(vec![row(20, "music", 0, 9)]));
+    assert_eq!(cmds, vec![Command::Leave]);
+    assert_eq!(app.joined, None);
+}
+
+#[test]
+fn help_overlay_opens_and_any_key_closes_but_quit_quits() {
+    let mut app = connected();
+    app.update(Action::ToggleHelp);
+    assert_eq!(app.overlay, Overlay::Help);
+    app.update(Action::ToggleMute);
+    assert_eq!(app.overlay, Overlay::None);
+    assert!(!app.muted, "the closing key does not act");
+    app.update(Action::ToggleHelp);
+    assert_eq!(app.update(Action::Quit), vec![Command::Quit]);
+    assert!(app.should_quit);
+}
+
+#[test]
+fn device_picker_lists_and_picks() {
+    let mut app = connected();
+    assert_eq!(app.update(Action::OpenDevices), vec![Command::ListDevices]);
+    app.update(Action::DevicesListed {
+        inputs: vec!["mic A".into(), "default".into()],
+        outputs: vec!["spk".into()],
+    });
+    let Overlay::Devices(p) = &app.overlay else {
+        panic!("picker closed")
+    };
+    assert_eq!(p.inputs, vec!["default", "mic A"]);
+    app.update(Action::Down);
+    assert_eq!(
+        app.update(Action::Submit),
+        vec![
+            Command::UseDevices {
+                input: Some("mic A".into()),
+                output: None
+            },
+            Command::SaveSettings
+        ]
+    );
+    app.update(Action::OpenDevices);
+    app.update(Action::PickerSwitch);
+    assert_eq!(
+        app.update(Action::Submit)[0],
+        Command::UseDevices {
+            input: None,
+            output: None
+        }
+    );
+}

@@ -1,0 +1,23 @@
+//! `kv-tui`, the terminal client, in the shape of the ratatui templates and gitui:
+//!
+//! - [`action`]: what can happen ([`action::Action`]) and the effects to run
+//!   ([`action::Command`]).
+//! - [`app`]: all state and the pure `update(action) -> commands`.
+//! - [`keys`]: keymap (defaults, config overrides, push-to-talk hold/toggle).
+//! - [`ui`] and [`widgets`]: `draw(&App, &mut Frame)`, side-effect free.
+//! - [`config`]: TOML settings in the config dir.
+//!
+//! Background work (the server, the voice session, the terminal's input) reports into one
+//! event loop as actions; only the loop talks to the outside world.
+
+pub mod action;
+pub mod app;
+pub mod config;
+pub mod keys;
+pub mod ui;
+pub mod widgets;
+
+#[cfg(test)]
+mod app_tests;
+#[cfg(test)]
+mod ui_tests;

@@ -1,0 +1,71 @@
+//! The channel list: names, member counts, which one we are in, and the cursor.
+
+use ratatui::layout::Rect;
+use ratatui::style::{Modifier, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, List, ListItem, ListState};
+use ratatui::Frame;
+
+use crate::tui::app::{channel_label, App, Focus};
+
+/// Renders the channel list into `area`.
+pub fn render(app: &App, frame: &mut Frame, area: Rect) {
+    let focused = app.focus == Focus::Channels;
+    let block = Block::bordered()
+        .title(format!(" Channels ({}) ", app.channels.len()))
+        .border_style(border(focused));
+    if app.channels.is_empty() {
+        let text = if app.perms.contains(kv_proto::Perms::ADD_CHANNEL) {
+            "no channels yet: c creates one"
+        } else {
+            "no channels yet"
+        };
+        let p = ratatui::widgets::Paragraph::new(text.dark_gray()).block(block);
+        frame.render_widget(p, area);
+        return;
+    }
+    let items: Vec<ListItem> = app
+        .channels
+        .iter()
+        .map(|c| {
+            let here = app.joined == Some(c.id);
+            let joining = app.joining == Some(c.id);
+            let marker = if here {
+                "● ".green()
+            } else if joining {
+                "… ".yellow()
+            } else {
+                "  ".into()
+            };
+            let name = if here {
+                Span::styled(channel_label(c), Style::new().bold())
+            } else {
+                Span::raw(channel_label(c))
+            };
+            ListItem::new(Line::from(vec![
+                marker,
+                name,
+                format!(" ({})", c.members).dark_gray(),
+            ]))
+        })
+        .collect();
+    let list = List::new(items)
+        .block(block)
+        .highlight_symbol("▶")
+        .highlight_style(if focused {
+            Style::new().add_modifier(Modifier::REVERSED)
+        } else {
+            Style::new()
+        });
+    let mut state = ListState::default().with_selected(Some(app.channel_sel));
+    frame.render_stateful_widget(list, area, &mut state);
+}
+
+/// Border style of a list: bright when it has the arrow keys.
+pub fn border(focused: bool) -> Style {
+    if focused {
+        Style::new().cyan()
+    } else {
+        Style::new().dark_gray()
+    }
+}

@@ -1,0 +1,69 @@
+//! Members of the joined channel, with who is talking right now and per-member volume.
+
+use ratatui::layout::Rect;
+use ratatui::style::{Modifier, Style, Stylize};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, List, ListItem, ListState, Paragraph};
+use ratatui::Frame;
+
+use crate::tui::app::{channel_label, member_label, App, Focus};
+use crate::tui::widgets::channels::border;
+
+/// Renders the member list into `area`.
+pub fn render(app: &App, frame: &mut Frame, area: Rect) {
+    let focused = app.focus == Focus::Members;
+    let title = match app.joined_channel() {
+        Some(c) => format!(" {} · {} members ", channel_label(c), app.members.len()),
+        None => " Members ".to_string(),
+    };
+    let block = Block::bordered().title(title).border_style(border(focused));
+    if app.joined.is_none() {
+        let text = "not in a channel: select one and press enter";
+        frame.render_widget(Paragraph::new(text.dark_gray()).block(block), area);
+        return;
+    }
+    let items: Vec<ListItem> = app
+        .members
+        .iter()
+        .map(|m| {
+            let me = m.uid == app.uid;
+            let talking = if me { app.sending } else { m.talking };
+            let marker = if talking {
+                "◉ ".green().bold()
+            } else {
+                "○ ".dark_gray()
+            };
+            let mut name = member_label(m).into();
+            if talking {
+                name = member_label(m).green().bold();
+            }
+            let mut spans = vec![marker, name];
+            if me {
+                spans.push(" (you)".dark_gray());
+                if app.muted {
+                    spans.push(" muted".red());
+                }
+                if app.deafened {
+                    spans.push(" deaf".red());
+                }
+            }
+            if talking {
+                spans.push(" talking".green());
+            }
+            if !me && m.volume != 100 {
+                spans.push(format!(" vol {}%", m.volume).yellow());
+            }
+            ListItem::new(Line::from(spans))
+        })
+        .collect();
+    let list = List::new(items)
+        .block(block)
+        .highlight_symbol("▶")
+        .highlight_style(if focused {
+            Style::new().add_modifier(Modifier::REVERSED)
+        } else {
+            Style::new()
+        });
+    let mut state = ListState::default().with_selected(focused.then_some(app.member_sel));
+    frame.render_stateful_widget(list, area, &mut state);
+}

@@ -1,0 +1,73 @@
+//! The status line: server and connection, RTT, loss, transmit mode (and how push-to-talk
+//! works here), mute/deafen, audio device state; below it the last notice.
+
+use ratatui::layout::Rect;
+use ratatui::style::Stylize;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+use crate::tui::app::{App, AudioState, Connection, PttStyle, TransmitMode};
+
+/// Renders the two status rows into `area`.
+pub fn render(app: &App, frame: &mut Frame, area: Rect) {
+    let sep = || Span::raw(" │ ").dark_gray();
+    let mut spans: Vec<Span> = vec![Span::raw(" ")];
+    match &app.connection {
+        Connection::Connecting => spans.push(format!("{} connecting…", app.server).yellow()),
+        Connection::Connected => spans.push(app.server.clone().into()),
+        Connection::Reconnecting { attempt, .. } => {
+            spans.push(format!("{} reconnecting (try {attempt})", app.server).red())
+        }
+    }
+    if app.joined.is_some() {
+        spans.push(sep());
+        spans.push(match app.rtt_ms {
+            Some(ms) => format!("RTT {ms} ms").into(),
+            None => "RTT -".dark_gray(),
+        });
+        spans.push(sep());
+        spans.push(match app.loss_pct {
+            Some(l) if l >= 5.0 => format!("loss {l:.1}%").red(),
+            Some(l) => format!("loss {l:.1}%").into(),
+            None => "loss -".dark_gray(),
+        });
+    }
+    spans.push(sep());
+    let mode = match (app.mode, app.ptt_style) {
+        (TransmitMode::PushToTalk, PttStyle::Hold) => "push-to-talk (hold)".to_string(),
+        (TransmitMode::PushToTalk, PttStyle::Toggle) if app.ptt_active => {
+            "push-to-talk (toggle: ON)".to_string()
+        }
+        (TransmitMode::PushToTalk, PttStyle::Toggle) => "push-to-talk (toggle)".to_string(),
+        (m, _) => m.label().to_string(),
+    };
+    spans.push(mode.cyan());
+    if !app.denoise {
+        spans.push(sep());
+        spans.push("denoise off".yellow());
+    }
+    if app.muted {
+        spans.push(sep());
+        spans.push("MUTED".red().bold());
+    }
+    if app.deafened {
+        spans.push(sep());
+        spans.push("DEAF".red().bold());
+    }
+    match &app.audio {
+        AudioState::Idle => {}
+        AudioState::Ready { .. } => {}
+        AudioState::NoDevice(_) => {
+            spans.push(sep());
+            spans.push("no audio device".red());
+        }
+    }
+    let notice = match &app.notice {
+        Some(n) if n.starts_with("error") => Span::raw(format!(" {n}")).red(),
+        Some(n) => Span::raw(format!(" {n}")),
+        None => Span::raw(" ? help · q quit").dark_gray(),
+    };
+    let text = vec![Line::from(spans), Line::from(notice)];
+    frame.render_widget(Paragraph::new(text), area);
+}
