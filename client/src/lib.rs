@@ -2,5 +2,6 @@
 
 pub mod control;
 pub mod identity;
+pub mod latency;
 pub mod session;
 pub mod tui;
