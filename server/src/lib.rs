@@ -1,1 +1,32 @@
-//! KV relay server (in progress).
+//! KV relay server: a TCP control plane and one UDP relay per voice channel.
+//!
+//! The wire format is `kv-proto`'s (WIRE.md plus the extensions of PROTOCOL.md); this crate
+//! adds sockets, persistence and policy. Layout, from the outside in:
+//!
+//! - [`cli`]: command-line flags, logging, the tokio runtime and signal handling. `main.rs`
+//!   is one call into it, so tests can build an identical binary (see `kv-tests`).
+//! - [`server`]: binds the TCP listener, accepts connections under a connection cap, and
+//!   runs the graceful shutdown. [`shutdown`] is the signal every task listens to.
+//! - [`control`]: one TCP exchange (`connection`) and the commands that act on the server's
+//!   state (`users`, `channels`, `info`), checked against the seed's permission rules.
+//! - [`channel`]: the voice relay. [`channel::ChannelRelay`] is the sans-IO state machine
+//!   (which datagram goes where); `channel::task` is the thin tokio glue owning the socket;
+//!   [`channel::Registry`] starts, stops and talks to those tasks.
+//! - [`store`]: users and channels behind the [`store::Store`] trait, kept in SQLite.
+//! - [`keys`]: the server's Ed25519 key that signs system packets; [`ids`]: random ids.
+//! - [`config`]: every tunable in one struct, with the defaults of the flags.
+
+pub mod channel;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod error;
+pub mod ids;
+pub mod keys;
+pub mod server;
+pub mod shutdown;
+pub mod store;
+
+pub use config::Config;
+pub use error::ServerError;
+pub use server::Server;

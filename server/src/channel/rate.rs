@@ -1,0 +1,58 @@
+//! A token bucket: how the relay caps one member's packet rate without allocating.
+
+use std::time::Instant;
+
+/// Allows `rate` packets per second on average and bursts of up to `burst`.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    /// Packets that may be sent right now (fractional, refilled continuously).
+    tokens: f64,
+    /// When `tokens` was last refilled.
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(now: Instant, burst: f64) -> Self {
+        Self {
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// Takes one token if there is one. `rate` and `burst` are passed in (they are the
+    /// channel's, the same for every member) so a bucket stays two words.
+    pub fn try_take(&mut self, now: Instant, rate: f64, burst: f64) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn burst_then_steady_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(t0, 10.0);
+        let taken = (0..20).filter(|_| b.try_take(t0, 100.0, 10.0)).count();
+        assert_eq!(taken, 10, "a burst is capped");
+        // 100 pps: 50 ms later, 5 more.
+        let t1 = t0 + Duration::from_millis(50);
+        let taken = (0..20).filter(|_| b.try_take(t1, 100.0, 10.0)).count();
+        assert_eq!(taken, 5);
+        // A long pause refills only up to the burst.
+        let t2 = t1 + Duration::from_secs(60);
+        let taken = (0..100).filter(|_| b.try_take(t2, 100.0, 10.0)).count();
+        assert_eq!(taken, 10);
+    }
+}

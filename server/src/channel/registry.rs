@@ -1,0 +1,239 @@
+//! The channels that are open: their sockets' ports and the queues to their tasks.
+//!
+//! The control plane calls this from blocking threads (`spawn_blocking`), where it may wait
+//! for a channel task's answer; it must not be called from async code (except `open`).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::time::Instant;
+
+use ed25519_dalek::SigningKey;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::relay::{ChannelRelay, JoinError, RelayConfig};
+use super::task::{self, ChannelCommand, COMMAND_QUEUE};
+use crate::shutdown::Shutdown;
+
+/// A running channel.
+#[derive(Debug)]
+struct ChannelHandle {
+    /// Its UDP port.
+    port: u16,
+    /// Its command queue.
+    commands: mpsc::Sender<ChannelCommand>,
+    /// Its task, awaited on server shutdown.
+    task: JoinHandle<()>,
+}
+
+/// Why a channel could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// `max_channels` are open already.
+    #[error("too many channels")]
+    TooMany,
+    /// No port could be bound (range exhausted, or the OS refused).
+    #[error("no UDP port available: {0}")]
+    NoPort(std::io::Error),
+}
+
+/// Why a channel did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// No such channel is open.
+    #[error("channel is not open")]
+    NotOpen,
+    /// The channel task has stopped (server shutting down).
+    #[error("channel task is gone")]
+    Gone,
+    /// The relay refused the join.
+    #[error(transparent)]
+    Join(#[from] JoinError),
+}
+
+/// Open channels by id.
+#[derive(Debug)]
+pub struct Registry {
+    /// Runtime the channel tasks run on (the registry is used from blocking threads).
+    runtime: Handle,
+    /// IP channel sockets bind to (the control listener's).
+    ip: IpAddr,
+    /// Port range for channel sockets, if restricted.
+    udp_ports: Option<RangeInclusive<u16>>,
+    /// Signs system packets; each relay gets a copy.
+    key: SigningKey,
+    /// Limits for each relay.
+    relay_config: RelayConfig,
+    /// Most channels open at once.
+    max_channels: usize,
+    /// Stop signal handed to each task.
+    shutdown: Shutdown,
+    /// The open channels.
+    channels: HashMap<u64, ChannelHandle>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(
+        runtime: Handle,
+        ip: IpAddr,
+        udp_ports: Option<RangeInclusive<u16>>,
+        key: SigningKey,
+        relay_config: RelayConfig,
+        max_channels: usize,
+        shutdown: Shutdown,
+    ) -> Self {
+        Self {
+            runtime,
+            ip,
+            udp_ports,
+            key,
+            relay_config,
+            max_channels,
+            shutdown,
+            channels: HashMap::new(),
+        }
+    }
+
+    /// Opens channel `chid` on `preferred` port if it is free (and in the range), else on
+    /// another port, and starts its task. Returns the port.
+    pub fn open(&mut self, chid: u64, preferred: Option<u16>) -> Result<u16, OpenError> {
+        if self.channels.len() >= self.max_channels {
+            return Err(OpenError::TooMany);
+        }
+        let socket = self.bind(preferred).map_err(OpenError::NoPort)?;
+        let port = socket.local_addr().map_err(OpenError::NoPort)?.port();
+        let _enter = self.runtime.enter();
+        socket.set_nonblocking(true).map_err(OpenError::NoPort)?;
+        let socket = tokio::net::UdpSocket::from_std(socket).map_err(OpenError::NoPort)?;
+        let relay = ChannelRelay::new(
+            chid,
+            self.key.clone(),
+            self.relay_config.clone(),
+            Instant::now(),
+        );
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let task = self.runtime.spawn(task::run(
+            socket,
+            relay,
+            self.relay_config.peer_timeout,
+            rx,
+            self.shutdown.clone(),
+        ));
+        self.channels.insert(
+            chid,
+            ChannelHandle {
+                port,
+                commands: tx,
+                task,
+            },
+        );
+        tracing::info!(chid, port, "channel open");
+        Ok(port)
+    }
+
+    fn bind(&self, preferred: Option<u16>) -> std::io::Result<std::net::UdpSocket> {
+        let try_port = |port: u16| std::net::UdpSocket::bind(SocketAddr::new(self.ip, port));
+        let in_range = |p: u16| match &self.udp_ports {
+            Some(r) => r.contains(&p),
+            None => true,
+        };
+        if let Some(p) = preferred.filter(|&p| p != 0 && in_range(p)) {
+            if let Ok(s) = try_port(p) {
+                return Ok(s);
+            }
+        }
+        let Some(range) = &self.udp_ports else {
+            return try_port(0);
+        };
+        // Start at a random port of the range so channels spread out, then scan it once.
+        let (lo, hi) = (u32::from(*range.start()), u32::from(*range.end()));
+        let span = hi - lo + 1;
+        let start = rand::random_range(0..span);
+        let mut last = std::io::Error::new(std::io::ErrorKind::AddrInUse, "port range is full");
+        for k in 0..span {
+            let port = (lo + (start + k) % span) as u16;
+            match try_port(port) {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Number of open channels.
+    pub fn len(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// True when no channel is open.
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
+
+    /// Port of an open channel.
+    pub fn port(&self, chid: u64) -> Option<u16> {
+        self.channels.get(&chid).map(|c| c.port)
+    }
+
+    /// Closes a channel: its members get SHUTDOWN and its task stops. False if not open.
+    pub fn close(&mut self, chid: u64) -> bool {
+        match self.channels.remove(&chid) {
+            Some(c) => {
+                let _ = c.commands.blocking_send(ChannelCommand::Close);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn ask<T>(
+        &self,
+        chid: u64,
+        make: impl FnOnce(oneshot::Sender<T>) -> ChannelCommand,
+    ) -> Result<T, RelayError> {
+        let c = self.channels.get(&chid).ok_or(RelayError::NotOpen)?;
+        let (tx, rx) = oneshot::channel();
+        c.commands
+            .blocking_send(make(tx))
+            .map_err(|_| RelayError::Gone)?;
+        rx.blocking_recv().map_err(|_| RelayError::Gone)
+    }
+
+    /// Admits `uid` to `chid`.
+    pub fn join(&self, chid: u64, uid: u64) -> Result<(), RelayError> {
+        Ok(self.ask(chid, |reply| ChannelCommand::Join { uid, reply })??)
+    }
+
+    /// Removes `uid` from `chid`; false when it was not a member.
+    pub fn leave(&self, chid: u64, uid: u64, notify_leaver: bool) -> Result<bool, RelayError> {
+        self.ask(chid, |reply| ChannelCommand::Leave {
+            uid,
+            notify_leaver,
+            reply,
+        })
+    }
+
+    /// Members of `chid` in join order.
+    pub fn members(&self, chid: u64) -> Result<Vec<u64>, RelayError> {
+        self.ask(chid, |reply| ChannelCommand::Members { reply })
+    }
+
+    /// Removes `uid` from every channel (it was unregistered), telling it with LEAVE.
+    pub fn remove_everywhere(&self, uid: u64) {
+        for &chid in self.channels.keys() {
+            let _ = self.leave(chid, uid, true);
+        }
+    }
+
+    /// Hands over every task, for the server to await on shutdown (the tasks stop at the
+    /// shutdown signal). The registry is empty afterwards.
+    pub fn take_tasks(&mut self) -> Vec<JoinHandle<()>> {
+        self.channels
+            .drain()
+            .map(|(_, c)| c.task)
+            .collect::<Vec<_>>()
+    }
+}

@@ -1,0 +1,52 @@
+//! Every tunable of the server in one plain struct, so the binary, the tests and future
+//! embedders (the TUI's demo mode) configure it the same way.
+
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kv_proto::Perms;
+
+/// How a server instance behaves. `Config::new` gives the defaults of the flags.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// TCP control address; its IP is also where channel sockets bind.
+    pub listen: SocketAddr,
+    /// Where the database and the key live.
+    pub data_dir: PathBuf,
+    /// Ports for channel sockets (for firewalls); `None` lets the OS pick.
+    pub udp_ports: Option<RangeInclusive<u16>>,
+    /// A member silent this long is removed from its channel (seed: 60 s).
+    pub peer_timeout: Duration,
+    /// Permissions of users who sign themselves up (REGISTER with auid 0).
+    pub default_perms: Perms,
+    /// Concurrent TCP control connections; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// How long one control connection may take to send its request.
+    pub request_timeout: Duration,
+    /// Packets per second one member may send before the relay drops its excess.
+    pub max_member_pps: u32,
+    /// Members (joined users) per channel.
+    pub max_members: usize,
+    /// Channels per server; each is a task and a socket.
+    pub max_channels: usize,
+}
+
+impl Config {
+    /// The defaults of `kv-server`'s flags, with the given address and data directory.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            listen,
+            data_dir,
+            udp_ports: None,
+            peer_timeout: Duration::from_secs(60),
+            default_perms: Perms::ADD_CHANNEL,
+            max_connections: 256,
+            request_timeout: Duration::from_secs(10),
+            max_member_pps: 1000,
+            max_members: 1024,
+            max_channels: 1024,
+        }
+    }
+}

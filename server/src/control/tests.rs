@@ -1,0 +1,360 @@
+//! Permission and error rules of every command, on an in-memory store and real (local)
+//! channel sockets.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use kv_proto::{ControlReply as Rep, ControlRequest as Req, ErrorCode as E, Perms};
+
+use super::Control;
+use crate::channel::{Registry, RelayConfig};
+use crate::shutdown;
+use crate::store::SqliteStore;
+
+struct Fixture {
+    control: Control<SqliteStore>,
+    admin: u64,
+    // Keeps the channel tasks' runtime alive; the test thread calls `apply` outside it,
+    // as the server's blocking threads do.
+    _rt: tokio::runtime::Runtime,
+    _trigger: shutdown::ShutdownTrigger,
+}
+
+fn fixture() -> Fixture {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (trigger, sd) = shutdown::channel();
+    let registry = Registry::new(
+        rt.handle().clone(),
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        None,
+        SigningKey::from_bytes(&[1; 32]),
+        RelayConfig {
+            peer_timeout: Duration::from_secs(60),
+            max_members: 2,
+            max_member_pps: 100,
+        },
+        3,
+        sd,
+    );
+    let mut control = Control::new(
+        SqliteStore::open_in_memory().unwrap(),
+        registry,
+        [9; 32],
+        Perms::ADD_CHANNEL,
+    );
+    let admin = control.create_user(Perms::ADMIN.bits()).unwrap();
+    Fixture {
+        control,
+        admin,
+        _rt: rt,
+        _trigger: trigger,
+    }
+}
+
+impl Fixture {
+    fn ok(&mut self, req: Req) -> u64 {
+        match self.control.apply(req.clone()) {
+            Rep::Value(v) => v,
+            other => panic!("{req:?} -> {other:?}"),
+        }
+    }
+    fn err(&mut self, req: Req) -> E {
+        match self.control.apply(req.clone()) {
+            Rep::Error(e) => e,
+            other => panic!("{req:?} should fail, got {other:?}"),
+        }
+    }
+    fn signup(&mut self) -> u64 {
+        self.ok(Req::Register { auid: 0, perm: 0 })
+    }
+}
+
+#[test]
+fn register_rules() {
+    let mut f = fixture();
+    let admin = f.admin;
+    // Sign-up ignores perm and gets the default.
+    let u = f.ok(Req::Register {
+        auid: 0,
+        perm: Perms::ADMIN.bits(),
+    });
+    assert!(kv_proto::is_valid_uid(u));
+    assert_eq!(
+        f.control.apply(Req::UserInfo { uid: u }),
+        Rep::UserInfo {
+            perms: Perms::ADD_CHANNEL.bits(),
+            name: String::new()
+        }
+    );
+    // Without perm_register_user: ACCESS. Unknown auid: PARAM.
+    assert_eq!(f.err(Req::Register { auid: u, perm: 0 }), E::Access);
+    assert_eq!(
+        f.err(Req::Register {
+            auid: 12345,
+            perm: 0
+        }),
+        E::Param
+    );
+    // A registrar grants only bits it holds.
+    let reg_bits = (Perms::REGISTER_USER | Perms::ADD_USER).bits();
+    let r = f.ok(Req::Register {
+        auid: admin,
+        perm: reg_bits,
+    });
+    f.ok(Req::Register {
+        auid: r,
+        perm: Perms::ADD_USER.bits(),
+    });
+    assert_eq!(
+        f.err(Req::Register {
+            auid: r,
+            perm: Perms::KICK_USER.bits()
+        }),
+        E::Access
+    );
+    // Admin holds 0x7FFFFFFF, not bits above it.
+    assert_eq!(
+        f.err(Req::Register {
+            auid: admin,
+            perm: 1 << 40
+        }),
+        E::Access
+    );
+}
+
+#[test]
+fn unregister_rules() {
+    let mut f = fixture();
+    let (a, b) = (f.signup(), f.signup());
+    assert_eq!(f.err(Req::Unregister { auid: a, uid: b }), E::Access);
+    assert_eq!(f.ok(Req::Unregister { auid: a, uid: a }), a);
+    assert_eq!(f.err(Req::Unregister { auid: a, uid: a }), E::Param);
+    assert_eq!(
+        f.err(Req::Unregister {
+            auid: f.admin,
+            uid: a
+        }),
+        E::Param
+    );
+    let admin = f.admin;
+    assert_eq!(
+        f.ok(Req::Unregister {
+            auid: admin,
+            uid: b
+        }),
+        b
+    );
+}
+
+#[test]
+fn channel_lifecycle_and_rules() {
+    let mut f = fixture();
+    let (owner, other) = (f.signup(), f.signup());
+    let nobody = f.ok(Req::Register {
+        auid: f.admin,
+        perm: 0,
+    });
+    assert_eq!(f.err(Req::Create { uid: nobody }), E::Access);
+    assert_eq!(f.err(Req::Create { uid: 0 }), E::Param);
+    let ch = f.ok(Req::Create { uid: owner });
+    let port = f.ok(Req::GetPort { chid: ch });
+    assert!(port > 0 && port < 65536);
+    assert_eq!(f.control.apply(Req::GetChannels), Rep::Channels(vec![ch]));
+    // JOIN: self is free; others need perm_add_user; unknown ids are PARAM.
+    assert_eq!(
+        f.ok(Req::Join {
+            uid: owner,
+            juid: owner,
+            chid: ch
+        }),
+        port
+    );
+    assert_eq!(
+        f.err(Req::Join {
+            uid: owner,
+            juid: other,
+            chid: ch
+        }),
+        E::Access
+    );
+    assert_eq!(
+        f.err(Req::Join {
+            uid: owner,
+            juid: owner,
+            chid: 5
+        }),
+        E::Param
+    );
+    assert_eq!(
+        f.err(Req::Join {
+            uid: owner,
+            juid: 5,
+            chid: ch
+        }),
+        E::Param
+    );
+    let admin = f.admin;
+    assert_eq!(
+        f.ok(Req::Join {
+            uid: admin,
+            juid: other,
+            chid: ch
+        }),
+        port
+    );
+    // The relay's member cap (2 here) answers SERV.
+    assert_eq!(
+        f.err(Req::Join {
+            uid: nobody,
+            juid: nobody,
+            chid: ch
+        }),
+        E::Serv
+    );
+    match f.control.apply(Req::ChannelInfo { chid: ch }) {
+        Rep::ChannelInfo(info) => {
+            assert_eq!(info.owner, owner);
+            assert_eq!(info.port, port);
+            let uids: Vec<u64> = info.members.iter().map(|m| m.0).collect();
+            assert_eq!(uids, [owner, other]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // LEAVE: kicking needs perm_kick_user; not a member is PARAM.
+    assert_eq!(
+        f.err(Req::Leave {
+            uid: owner,
+            luid: other,
+            chid: ch
+        }),
+        E::Access
+    );
+    assert_eq!(
+        f.ok(Req::Leave {
+            uid: admin,
+            luid: other,
+            chid: ch
+        }),
+        1
+    );
+    assert_eq!(
+        f.err(Req::Leave {
+            uid: other,
+            luid: other,
+            chid: ch
+        }),
+        E::Param
+    );
+    // Names: owner or perm_rm_channel.
+    let name = |s: &str| s.to_owned();
+    assert_eq!(
+        f.err(Req::SetChannelName {
+            uid: other,
+            chid: ch,
+            name: name("x")
+        }),
+        E::Access
+    );
+    assert_eq!(
+        f.ok(Req::SetChannelName {
+            uid: owner,
+            chid: ch,
+            name: name("lobby")
+        }),
+        1
+    );
+    assert_eq!(
+        f.control.apply(Req::GetChannelName { chid: ch }),
+        Rep::Name(name("lobby"))
+    );
+    // DELETE: not the owner without perm_rm_channel is ACCESS; the owner may.
+    assert_eq!(
+        f.err(Req::Delete {
+            uid: other,
+            chid: ch
+        }),
+        E::Access
+    );
+    assert_eq!(
+        f.ok(Req::Delete {
+            uid: owner,
+            chid: ch
+        }),
+        ch
+    );
+    assert_eq!(f.err(Req::GetPort { chid: ch }), E::Param);
+    assert_eq!(f.control.apply(Req::GetChannels), Rep::Channels(vec![]));
+}
+
+#[test]
+fn channel_count_is_bounded() {
+    let mut f = fixture();
+    let admin = f.admin;
+    for _ in 0..3 {
+        f.ok(Req::Create { uid: admin });
+    }
+    assert_eq!(f.err(Req::Create { uid: admin }), E::Serv);
+}
+
+#[test]
+fn user_names() {
+    let mut f = fixture();
+    let (a, b) = (f.signup(), f.signup());
+    let n = |s: &str| s.to_owned();
+    assert_eq!(
+        f.ok(Req::SetUserName {
+            uid: a,
+            target: a,
+            name: n("ana")
+        }),
+        1
+    );
+    assert_eq!(
+        f.err(Req::SetUserName {
+            uid: a,
+            target: b,
+            name: n("x")
+        }),
+        E::Access
+    );
+    let admin = f.admin;
+    assert_eq!(
+        f.ok(Req::SetUserName {
+            uid: admin,
+            target: b,
+            name: n("bo")
+        }),
+        1
+    );
+    assert_eq!(
+        f.control.apply(Req::GetUserName { uid: b }),
+        Rep::Name(n("bo"))
+    );
+    assert_eq!(f.err(Req::GetUserName { uid: 77 }), E::Param);
+    assert_eq!(
+        f.err(Req::SetUserName {
+            uid: a,
+            target: 77,
+            name: n("x")
+        }),
+        E::Param
+    );
+}
+
+#[test]
+fn server_info_has_key_and_features() {
+    let mut f = fixture();
+    match f.control.apply(Req::ServerInfo) {
+        Rep::ServerInfo(i) => {
+            assert_eq!(i.version, kv_proto::PROTOCOL_VERSION);
+            assert_eq!(i.public_key, [9; 32]);
+            assert_eq!(i.features, super::info::FEATURES);
+        }
+        other => panic!("{other:?}"),
+    }
+}
