@@ -1,0 +1,385 @@
+//! The load generator: one UDP socket per simulated user, a paced sender thread for the
+//! speakers, and a few receiver threads that drain every user's socket with epoll and
+//! recvmmsg, counting bench packets and their forwarding delay.
+//!
+//! It shares the machine with the relay it measures, so it is built to be cheap: no thread
+//! per user, no allocation per packet, one lock per socket drain.
+
+use std::net::{SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use kv_proto::packet::{self, Datagram};
+use kv_proto::{SystemOp, SystemPacket, PACKET_SIZE};
+
+use crate::histogram::Histogram;
+use crate::payload::{self, Stamp};
+use crate::sys::{self, Events, Poller, RecvBatch};
+
+/// Receive buffer of each simulated user's socket: deep, so the generator is not the one
+/// dropping packets when its threads are briefly descheduled.
+const USER_RECV_BUFFER: usize = 1 << 20;
+
+/// One simulated user.
+#[derive(Debug)]
+pub struct User {
+    /// Its uid (what it writes in the first 8 bytes of its packets).
+    pub uid: u64,
+    /// Index of its channel in [`Fleet::channels`].
+    pub channel: usize,
+    /// Its socket, connected to the channel's relay port.
+    pub socket: UdpSocket,
+}
+
+/// One channel's people.
+#[derive(Debug, Clone)]
+pub struct ChannelPlan {
+    /// Indices into [`Fleet::users`].
+    pub members: Vec<usize>,
+    /// The members who talk.
+    pub speakers: Vec<usize>,
+}
+
+/// All users of a run and how they are grouped.
+#[derive(Debug)]
+pub struct Fleet {
+    /// Users; shared with the receiver threads.
+    pub users: Arc<Vec<User>>,
+    /// Channels.
+    pub channels: Vec<ChannelPlan>,
+}
+
+impl Fleet {
+    /// Binds one socket per user and connects it to its channel's port on `ip`.
+    /// `uids[c][m]` is member `m` of channel `c`; the first `speakers` members of each
+    /// channel talk.
+    pub fn bind(
+        ip: std::net::Ipv4Addr,
+        ports: &[u16],
+        uids: &[Vec<u64>],
+        speakers: usize,
+    ) -> Result<Fleet> {
+        let mut users = Vec::new();
+        let mut channels = Vec::new();
+        for (c, (port, members)) in ports.iter().zip(uids).enumerate() {
+            let mut plan = ChannelPlan {
+                members: Vec::new(),
+                speakers: Vec::new(),
+            };
+            for (m, uid) in members.iter().enumerate() {
+                let socket = UdpSocket::bind((ip, 0)).context("bind user socket")?;
+                sys::set_recv_buffer(socket.as_raw_fd(), USER_RECV_BUFFER);
+                socket.connect(SocketAddrV4::new(ip, *port))?;
+                socket.set_write_timeout(Some(Duration::from_millis(100)))?;
+                plan.members.push(users.len());
+                if m < speakers {
+                    plan.speakers.push(users.len());
+                }
+                users.push(User {
+                    uid: *uid,
+                    channel: c,
+                    socket,
+                });
+            }
+            channels.push(plan);
+        }
+        Ok(Fleet {
+            users: Arc::new(users),
+            channels,
+        })
+    }
+
+    /// Every speaker, interleaved across channels so load is spread evenly in time.
+    pub fn speakers(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        let most = self
+            .channels
+            .iter()
+            .map(|c| c.speakers.len())
+            .max()
+            .unwrap_or(0);
+        for k in 0..most {
+            for c in &self.channels {
+                if let Some(&s) = c.speakers.get(k) {
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+
+    /// Copies each packet from `speaker` should produce: the other members of its channel.
+    pub fn fanout(&self, speaker: usize) -> u64 {
+        let c = self.users[speaker].channel;
+        self.channels[c].members.len().saturating_sub(1) as u64
+    }
+
+    /// Sends a KEEPALIVE from every user so the relay learns its address. With `ack`, asks
+    /// for an ACK and retries until every user has one (KV binds the address on the first
+    /// datagram); without, just paces the sends and waits briefly (the baselines).
+    pub fn announce(&self, ack: bool) -> Result<()> {
+        let mut pending: Vec<usize> = (0..self.users.len()).collect();
+        let mut buf = [0u8; PACKET_SIZE];
+        let mut rx = [0u8; 2048];
+        for _round in 0..10 {
+            for (n, &i) in pending.iter().enumerate() {
+                let u = &self.users[i];
+                SystemPacket {
+                    op: SystemOp::KeepAlive,
+                    uid: u.uid,
+                    ackid: if ack { i as u32 + 1 } else { 0 },
+                }
+                .encode(&mut buf);
+                let _ = u.socket.send(&buf);
+                if n % 16 == 15 {
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+            }
+            if !ack {
+                std::thread::sleep(Duration::from_millis(100));
+                return Ok(());
+            }
+            let deadline = Instant::now() + Duration::from_millis(500);
+            while !pending.is_empty() && Instant::now() < deadline {
+                pending.retain(|&i| {
+                    let s = &self.users[i].socket;
+                    while let Ok(n) = recv_now(s, &mut rx) {
+                        if let Ok(Datagram::System(p)) = packet::parse(&rx[..n]) {
+                            if p.op == SystemOp::Ack && p.ackid == i as u32 + 1 {
+                                return false;
+                            }
+                        }
+                    }
+                    true
+                });
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if pending.is_empty() {
+                return Ok(());
+            }
+        }
+        bail!(
+            "{} users never got an ACK to their KEEPALIVE",
+            pending.len()
+        )
+    }
+}
+
+fn recv_now(s: &UdpSocket, buf: &mut [u8]) -> std::io::Result<usize> {
+    // SAFETY: buf is valid for writes of its length during the call.
+    let n = unsafe {
+        libc::recv(
+            s.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Counters one receiver thread shares with the bench.
+#[derive(Debug, Default)]
+struct RecvShared {
+    received: AtomicU64,
+    hist: Mutex<Histogram>,
+}
+
+/// Receiver threads draining every user's socket.
+#[derive(Debug)]
+pub struct Receivers {
+    shared: Vec<Arc<RecvShared>>,
+    tag: Arc<AtomicU32>,
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<Result<()>>>,
+}
+
+impl Receivers {
+    /// Starts `threads` receivers over `fleet`'s sockets. Only packets whose tag equals the
+    /// current [`Receivers::set_tag`] are counted.
+    pub fn start(fleet: &Fleet, threads: usize, epoch: Instant) -> Result<Receivers> {
+        let threads = threads.clamp(1, fleet.users.len().max(1));
+        let tag = Arc::new(AtomicU32::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut shared = Vec::new();
+        let mut handles = Vec::new();
+        for t in 0..threads {
+            let sh = Arc::new(RecvShared::default());
+            let poller = Poller::new()?;
+            for (i, u) in fleet.users.iter().enumerate() {
+                if i % threads == t {
+                    poller.add(u.socket.as_raw_fd(), i as u64)?;
+                }
+            }
+            let users = fleet.users.clone();
+            let (sh2, tag2, stop2) = (sh.clone(), tag.clone(), stop.clone());
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("recv{t}"))
+                    .spawn(move || receive_loop(poller, &users, &sh2, &tag2, &stop2, epoch))?,
+            );
+            shared.push(sh);
+        }
+        Ok(Receivers {
+            shared,
+            tag,
+            stop,
+            handles,
+        })
+    }
+
+    /// Starts counting packets tagged `tag` (and only those) from now on.
+    pub fn set_tag(&self, tag: u32) {
+        self.tag.store(tag, Ordering::Relaxed);
+    }
+
+    /// Bench packets counted so far (current and earlier tags).
+    pub fn received(&self) -> u64 {
+        self.shared
+            .iter()
+            .map(|s| s.received.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Takes the delay histogram collected since the last call.
+    pub fn take_histogram(&self) -> Histogram {
+        let mut all = Histogram::new();
+        for s in &self.shared {
+            let mut h = s.hist.lock().unwrap_or_else(|p| p.into_inner());
+            all.merge(&h);
+            *h = Histogram::new();
+        }
+        all
+    }
+
+    /// Stops and joins the threads.
+    pub fn stop(self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("receiver panicked"))??;
+        }
+        Ok(())
+    }
+}
+
+fn receive_loop(
+    poller: Poller,
+    users: &[User],
+    sh: &RecvShared,
+    tag: &AtomicU32,
+    stop: &AtomicBool,
+    epoch: Instant,
+) -> Result<()> {
+    let mut events = Events::with_capacity(256);
+    let mut batch = RecvBatch::new();
+    while !stop.load(Ordering::Relaxed) {
+        poller.wait(&mut events, 50)?;
+        let want = tag.load(Ordering::Relaxed);
+        let mut hist = sh.hist.lock().unwrap_or_else(|p| p.into_inner());
+        let mut got = 0;
+        for t in events.tokens() {
+            let Some(u) = users.get(t as usize) else {
+                continue;
+            };
+            let fd = u.socket.as_raw_fd();
+            loop {
+                let n = batch.recv(fd)?;
+                if n == 0 {
+                    break;
+                }
+                let now = epoch.elapsed().as_nanos() as u64;
+                for i in 0..n {
+                    if let Some(s) = payload::read(batch.data(i)) {
+                        if s.tag == want {
+                            got += 1;
+                            hist.record(now.saturating_sub(s.sent_ns));
+                        }
+                    }
+                }
+                if n < sys::RECV_BATCH {
+                    break;
+                }
+            }
+        }
+        drop(hist);
+        sh.received.fetch_add(got, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// What one paced send produced.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sent {
+    /// Packets handed to the kernel.
+    pub packets: u64,
+    /// Copies the relay should deliver for them (packets × other members).
+    pub expected: u64,
+}
+
+/// Sends from `speakers`, `rate` packets per second in total, evenly spaced and round-robin
+/// over the speakers, for `dur`, stamping each with `tag` and the time since `epoch`.
+/// Stops early when `stop` is set.
+pub fn send_paced(
+    fleet: &Fleet,
+    speakers: &[usize],
+    rate: f64,
+    dur: Duration,
+    tag: u32,
+    epoch: Instant,
+    stop: &AtomicBool,
+) -> Sent {
+    let mut out = Sent::default();
+    if speakers.is_empty() || rate <= 0.0 {
+        return out;
+    }
+    let mut templates: Vec<[u8; PACKET_SIZE]> = speakers
+        .iter()
+        .enumerate()
+        .map(|(k, &s)| {
+            let mut p = [0u8; PACKET_SIZE];
+            let stamp = Stamp {
+                tag,
+                sent_ns: 0,
+                speaker: k as u32,
+                seq: 0,
+            };
+            payload::build(fleet.users[s].uid, stamp, &mut p);
+            p
+        })
+        .collect();
+    let fanout: Vec<u64> = speakers.iter().map(|&s| fleet.fanout(s)).collect();
+    let total = (rate * dur.as_secs_f64()).round() as u64;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < total && !stop.load(Ordering::Relaxed) {
+        let due = ((start.elapsed().as_secs_f64() * rate) as u64 + 1).min(total);
+        while sent < due {
+            let k = (sent % speakers.len() as u64) as usize;
+            let pkt = &mut templates[k];
+            payload::restamp(
+                epoch.elapsed().as_nanos() as u64,
+                (sent / speakers.len() as u64) as u32,
+                pkt,
+            );
+            if fleet.users[speakers[k]].socket.send(&pkt[..]).is_ok() {
+                out.packets += 1;
+                out.expected += fanout[k];
+            }
+            sent += 1;
+        }
+        let next = Duration::from_secs_f64(sent as f64 / rate);
+        if let Some(wait) = next.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    out
+}
