@@ -5,7 +5,7 @@
 //! turns them into state changes plus commands, so every decision is testable without a
 //! terminal, a server or a sound card.
 
-use crate::tui::app::{AudioState, ChannelRow, LinkStats, TransmitMode};
+use crate::tui::app::{AudioState, ChannelRow, DeviceKind, LinkStats, TransmitMode};
 
 /// Something that happened: a user intent (from the keymap) or a result from background work.
 #[derive(Debug, Clone, PartialEq)]
@@ -184,12 +184,12 @@ pub enum Command {
     Voice(VoiceControl),
     /// Enumerate audio devices for the picker.
     ListDevices,
-    /// Reopen audio with these devices (None: system default).
-    UseDevices {
-        /// Input device name.
-        input: Option<String>,
-        /// Output device name.
-        output: Option<String>,
+    /// Reopen audio with this device (None: the system default).
+    UseDevice {
+        /// Input or output.
+        kind: DeviceKind,
+        /// Device name.
+        name: Option<String>,
     },
     /// Write settings (devices, mode, thresholds, volumes, name) to the config file.
     SaveSettings,

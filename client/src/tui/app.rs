@@ -793,15 +793,13 @@ impl App {
                                 .filter(|n| n.as_str() != "default")
                                 .cloned()
                         };
-                        let cmd = match p.kind {
-                            DeviceKind::Input => Command::UseDevices {
-                                input: pick(&p.inputs),
-                                output: None,
-                            },
-                            DeviceKind::Output => Command::UseDevices {
-                                input: None,
-                                output: pick(&p.outputs),
-                            },
+                        let list = match p.kind {
+                            DeviceKind::Input => &p.inputs,
+                            DeviceKind::Output => &p.outputs,
+                        };
+                        let cmd = Command::UseDevice {
+                            kind: p.kind,
+                            name: pick(list),
                         };
                         return vec![cmd, Command::SaveSettings];
                     }

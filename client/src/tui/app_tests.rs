@@ -382,9 +382,9 @@ fn device_picker_lists_and_picks() {
     assert_eq!(
         app.update(Action::Submit),
         vec![
-            Command::UseDevices {
-                input: Some("mic A".into()),
-                output: None
+            Command::UseDevice {
+                kind: DeviceKind::Input,
+                name: Some("mic A".into())
             },
             Command::SaveSettings
         ]
@@ -393,9 +393,9 @@ fn device_picker_lists_and_picks() {
     app.update(Action::PickerSwitch);
     assert_eq!(
         app.update(Action::Submit)[0],
-        Command::UseDevices {
-            input: None,
-            output: None
+        Command::UseDevice {
+            kind: DeviceKind::Output,
+            name: None
         }
     );
 }

@@ -13,11 +13,34 @@
 pub mod action;
 pub mod app;
 pub mod config;
+pub mod demo;
+pub mod inbox;
 pub mod keys;
+pub mod runner;
 pub mod ui;
+pub mod voice;
 pub mod widgets;
+pub mod worker;
 
 #[cfg(test)]
 mod app_tests;
 #[cfg(test)]
 mod ui_tests;
+
+use crate::control::ControlClient;
+use crate::tui::voice::{ControlOnlyVoice, VoiceBackend, VoiceHandle};
+
+/// The voice engine `kv-tui` uses.
+pub fn default_voice() -> Box<dyn VoiceBackend> {
+    Box::new(ControlOnlyVoice)
+}
+
+/// Starts the demo's bot in `chid` as `uid`.
+pub fn start_demo_bot(
+    control: &ControlClient,
+    uid: u64,
+    chid: u64,
+) -> Result<Box<dyn VoiceHandle>, String> {
+    let (sink, _rx) = inbox::inbox();
+    ControlOnlyVoice.start(control, uid, chid, &voice::Devices::default(), sink)
+}

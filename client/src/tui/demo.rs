@@ -1,0 +1,156 @@
+//! `kv-tui --demo`: a whole KV on loopback for a newcomer. An embedded server (the
+//! `kv-server` library, data in a temporary directory), one channel, a bot member that
+//! speaks the bundled speech sample in a loop, and a user for the person at the keyboard.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kv_proto::Perms;
+use kv_server::{Config, Server};
+
+use crate::control::{ControlClient, ControlError};
+use crate::tui::voice::VoiceHandle;
+
+/// Why the demo could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The embedded server failed to start.
+    #[error("embedded server: {0}")]
+    Server(String),
+    /// Setting up users or the channel failed.
+    #[error("demo setup: {0}")]
+    Control(#[from] ControlError),
+    /// The bot could not join.
+    #[error("demo bot: {0}")]
+    Bot(String),
+    /// Threads or temporary files.
+    #[error("demo: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running demo: server thread, bot, and the ids the TUI needs.
+pub struct Demo {
+    addr: SocketAddr,
+    chid: u64,
+    user: u64,
+    data_dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<std::thread::JoinHandle<()>>,
+    bot: Option<Box<dyn VoiceHandle>>,
+}
+
+impl std::fmt::Debug for Demo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Demo")
+            .field("addr", &self.addr)
+            .field("chid", &self.chid)
+            .field("user", &self.user)
+            .finish()
+    }
+}
+
+impl Demo {
+    /// Starts the server, creates the channel and users, and starts the bot.
+    pub fn start() -> Result<Self, DemoError> {
+        let data_dir = std::env::temp_dir().join(format!("kv-demo-{}", std::process::id()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::sync_channel(1);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let config = Config::new(SocketAddr::from(([127, 0, 0, 1], 0)), data_dir.clone());
+        let server = std::thread::Builder::new()
+            .name("kv-demo-server".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = addr_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let server = match Server::bind(config).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = addr_tx.send(Err(e.to_string()));
+                            return;
+                        }
+                    };
+                    let _ = addr_tx.send(Ok((server.local_addr(), server.admin_uid())));
+                    let stop = async move {
+                        let _ = stop_rx.await;
+                    };
+                    if let Err(e) = server.run(stop).await {
+                        tracing::error!(error = %e, "demo server failed");
+                    }
+                });
+            })?;
+        let (addr, admin) = addr_rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| DemoError::Server("did not start within 10 s".into()))?
+            .map_err(DemoError::Server)?;
+        tracing::info!(%addr, "demo server started");
+
+        let control = ControlClient::new(&addr.to_string())?;
+        let chid = control.create(admin)?;
+        control.set_channel_name(admin, chid, "demo")?;
+        let bot = control.register(0, Perms::NONE)?;
+        control.set_user_name(bot, bot, "kv-bot")?;
+        let user = control.register(0, Perms::NONE)?;
+        control.set_user_name(user, user, "you")?;
+
+        let mut demo = Demo {
+            addr,
+            chid,
+            user,
+            data_dir,
+            stop: Some(stop_tx),
+            server: Some(server),
+            bot: None,
+        };
+        demo.bot = Some(crate::tui::start_demo_bot(&control, bot, chid).map_err(DemoError::Bot)?);
+        Ok(demo)
+    }
+
+    /// The embedded server's control address.
+    pub fn server_addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// The demo channel.
+    pub fn channel(&self) -> u64 {
+        self.chid
+    }
+
+    /// The uid made for the person at the keyboard.
+    pub fn user_uid(&self) -> u64 {
+        self.user
+    }
+
+    /// Stops the bot and the server and removes the temporary data.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(bot) = self.bot.take() {
+            bot.stop();
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(h) = self.server.take() {
+            let _ = h.join();
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,319 @@
+//! The event loop: terminal setup and restore (also on panic), an input thread, the network
+//! worker, and one loop that turns every message into actions, runs `update`, carries out
+//! the commands it returns, and draws.
+
+use std::io::{self, Stdout};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossterm::event::{
+    Event, KeyboardEnhancementFlags, PopKeyboardEnhancementFlags, PushKeyboardEnhancementFlags,
+};
+use crossterm::terminal::{
+    disable_raw_mode, enable_raw_mode, supports_keyboard_enhancement, EnterAlternateScreen,
+    LeaveAlternateScreen,
+};
+use crossterm::{cursor, execute};
+use ratatui::backend::CrosstermBackend;
+use ratatui::Terminal;
+
+use crate::control::ControlClient;
+use crate::tui::action::{Action, Command};
+use crate::tui::app::{App, DeviceKind, PttStyle};
+use crate::tui::config::{ConfigError, Settings};
+use crate::tui::inbox::{inbox, ActionSink, Inbox};
+use crate::tui::keys::{KeyError, KeyMap};
+use crate::tui::ui;
+use crate::tui::voice::{Devices, VoiceBackend};
+use crate::tui::worker::{Identity, Worker};
+
+/// Commands queued for the worker before new ones are refused with a "busy" notice.
+const COMMAND_CAPACITY: usize = 64;
+/// Longest wait for the worker to leave the channel when quitting.
+const QUIT_GRACE: Duration = Duration::from_secs(3);
+/// Redraw at least this often (meters, reconnect countdowns) even without messages.
+const FRAME: Duration = Duration::from_millis(100);
+/// Timeout of each control request: short, so a dead server is noticed quickly.
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Set while the terminal is in raw mode with keyboard enhancement pushed, so the panic
+/// hook knows what to undo.
+static ENHANCED: AtomicBool = AtomicBool::new(false);
+
+/// Why the terminal client could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The terminal could not be set up or drawn to.
+    #[error("terminal: {0}")]
+    Terminal(#[from] io::Error),
+    /// The settings file is unreadable or invalid.
+    #[error("settings: {0}")]
+    Config(#[from] ConfigError),
+    /// A key in the settings' `[keys]` table is invalid.
+    #[error("settings [keys]: {0}")]
+    Keys(#[from] KeyError),
+    /// The server address is unusable.
+    #[error("{0}")]
+    Control(#[from] crate::control::ControlError),
+}
+
+/// Everything `run` needs.
+pub struct Options {
+    /// `host:port` of the server.
+    pub server: String,
+    /// Who we are.
+    pub identity: Identity,
+    /// Channel to join once connected (from a `kv://` URL).
+    pub join: Option<u64>,
+    /// Config dir (settings, log file).
+    pub config_dir: PathBuf,
+    /// The voice engine.
+    pub voice: Box<dyn VoiceBackend>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("server", &self.server)
+            .field("identity", &self.identity)
+            .field("join", &self.join)
+            .field("config_dir", &self.config_dir)
+            .finish()
+    }
+}
+
+/// Runs the terminal client until the user quits.
+pub fn run(opts: Options) -> Result<(), RunError> {
+    let mut settings = Settings::load(&opts.config_dir)?;
+    let keymap = KeyMap::with_overrides(&settings.keys)?;
+    let control = ControlClient::new(&opts.server)?.with_timeout(CONTROL_TIMEOUT);
+
+    let mut app = App::new(opts.server.clone());
+    settings.apply_to(&mut app);
+    app.help = keymap.help();
+    app.rejoin = opts.join;
+
+    let (sink, inbox_rx) = inbox();
+    let (cmd_tx, cmd_rx) = std::sync::mpsc::sync_channel(COMMAND_CAPACITY);
+    let devices = Devices {
+        input: settings.input_device.clone(),
+        output: settings.output_device.clone(),
+    };
+    let worker = Worker::new(control, opts.identity, opts.voice, devices, sink.clone());
+    let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("kv-tui-net".into())
+        .spawn(move || {
+            worker.run(cmd_rx);
+            let _ = done_tx.send(());
+        })?;
+
+    install_panic_hook();
+    let mut terminal = setup_terminal()?;
+    app.ptt_style = ptt_style();
+    tracing::info!(ptt = ?app.ptt_style, server = %opts.server, "kv-tui started");
+
+    let stop_input = Arc::new(AtomicBool::new(false));
+    spawn_input(sink.clone(), stop_input.clone())?;
+    drop(sink);
+
+    let result = event_loop(
+        &mut terminal,
+        &mut app,
+        &keymap,
+        &mut settings,
+        &opts.config_dir,
+        &inbox_rx,
+        &cmd_tx,
+    );
+    stop_input.store(true, Ordering::Relaxed);
+    // Let the worker leave the channel cleanly; a hung server must not hang us.
+    let _ = cmd_tx.try_send(Command::Quit);
+    drop(cmd_tx);
+    if done_rx.recv_timeout(QUIT_GRACE).is_err() {
+        tracing::warn!("worker did not finish in time");
+    }
+    restore_terminal();
+    terminal.show_cursor()?;
+    tracing::info!("kv-tui stopped");
+    result
+}
+
+fn event_loop(
+    terminal: &mut Terminal<CrosstermBackend<Stdout>>,
+    app: &mut App,
+    keymap: &KeyMap,
+    settings: &mut Settings,
+    config_dir: &std::path::Path,
+    inbox_rx: &Receiver<Inbox>,
+    cmd_tx: &SyncSender<Command>,
+) -> Result<(), RunError> {
+    while !app.should_quit {
+        terminal.draw(|f| ui::draw(app, f))?;
+        let first = match inbox_rx.recv_timeout(FRAME) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        // Handle everything queued before drawing again, so bursts cost one frame.
+        let mut next = Some(first);
+        let mut handled = 0;
+        while let Some(msg) = next.take() {
+            let action = match msg {
+                Inbox::Action(a) => Some(a),
+                Inbox::Term(Event::Key(ev)) => keymap.translate(&ev, &app.overlay, app.ptt_style),
+                Inbox::Term(_) => None,
+            };
+            if let Some(a) = action {
+                for cmd in app.update(a) {
+                    dispatch(cmd, app, settings, config_dir, cmd_tx);
+                }
+            }
+            handled += 1;
+            if handled < 256 && !app.should_quit {
+                next = inbox_rx.try_recv().ok();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Carries out one command: settings here, everything else on the worker.
+fn dispatch(
+    cmd: Command,
+    app: &mut App,
+    settings: &mut Settings,
+    config_dir: &std::path::Path,
+    cmd_tx: &SyncSender<Command>,
+) {
+    match cmd {
+        Command::SaveSettings => {
+            settings.update_from(app);
+            if let Err(e) = settings.save(config_dir) {
+                tracing::warn!(error = %e, "could not save settings");
+                app.notice = Some(format!("error: could not save settings: {e}"));
+            }
+        }
+        Command::Quit => {}
+        cmd => {
+            if let Command::UseDevice { kind, name } = &cmd {
+                match kind {
+                    DeviceKind::Input => settings.input_device = name.clone(),
+                    DeviceKind::Output => settings.output_device = name.clone(),
+                }
+            }
+            match cmd_tx.try_send(cmd) {
+                Ok(()) => {}
+                Err(TrySendError::Full(cmd)) => {
+                    tracing::warn!(?cmd, "worker busy; command dropped");
+                    app.update(Action::Error("busy: try again".into()));
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    app.update(Action::Error("network worker stopped".into()));
+                }
+            }
+        }
+    }
+}
+
+/// Push-to-talk style: hold where the terminal reports key releases. `KV_TUI_PTT=hold` or
+/// `toggle` overrides the detection.
+fn ptt_style() -> PttStyle {
+    match std::env::var("KV_TUI_PTT").as_deref() {
+        Ok("hold") => PttStyle::Hold,
+        Ok("toggle") => PttStyle::Toggle,
+        _ if ENHANCED.load(Ordering::Relaxed) => PttStyle::Hold,
+        _ => PttStyle::Toggle,
+    }
+}
+
+fn setup_terminal() -> io::Result<Terminal<CrosstermBackend<Stdout>>> {
+    enable_raw_mode()?;
+    let mut out = io::stdout();
+    execute!(out, EnterAlternateScreen, cursor::Hide)?;
+    // Key releases (for hold-to-talk) need the kitty keyboard protocol.
+    if matches!(supports_keyboard_enhancement(), Ok(true)) {
+        execute!(
+            out,
+            PushKeyboardEnhancementFlags(
+                KeyboardEnhancementFlags::DISAMBIGUATE_ESCAPE_CODES
+                    | KeyboardEnhancementFlags::REPORT_EVENT_TYPES
+            )
+        )?;
+        ENHANCED.store(true, Ordering::Relaxed);
+    }
+    let mut t = Terminal::new(CrosstermBackend::new(out))?;
+    t.clear()?;
+    Ok(t)
+}
+
+/// Puts the terminal back as we found it; safe to call twice and from the panic hook.
+fn restore_terminal() {
+    let mut out = io::stdout();
+    if ENHANCED.swap(false, Ordering::Relaxed) {
+        let _ = execute!(out, PopKeyboardEnhancementFlags);
+    }
+    let _ = disable_raw_mode();
+    let _ = execute!(out, LeaveAlternateScreen, cursor::Show);
+}
+
+/// Restores the terminal before the default hook prints, so the message is readable.
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        restore_terminal();
+        tracing::error!(%info, "panic");
+        default(info);
+    }));
+}
+
+/// Reads terminal events on a thread of its own, polling so it notices `stop`.
+fn spawn_input(sink: ActionSink, stop: Arc<AtomicBool>) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("kv-tui-input".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match crossterm::event::poll(Duration::from_millis(50)) {
+                    Ok(true) => match crossterm::event::read() {
+                        Ok(ev) => {
+                            if !sink.send_term(ev) {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "reading terminal input failed");
+                            return;
+                        }
+                    },
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "polling terminal input failed");
+                        return;
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Sends tracing output to `dir/kv-tui.log` (never to the screen). `KV_LOG` sets the
+/// filter (default `info`).
+pub fn init_logging(dir: &std::path::Path) -> io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("kv-tui.log");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KV_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init();
+    Ok(path)
+}
