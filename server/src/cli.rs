@@ -119,33 +119,42 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn stop_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (not
+/// when first polled), so a signal sent right after the start-up lines is never missed.
+/// Must be called inside the runtime.
+pub fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                (term, int) => {
+                    let e = term.err().or(int.err());
+                    tracing::warn!(error = ?e, "cannot watch SIGTERM/SIGINT; using ctrl-c only");
+                    let _ = tokio::signal::ctrl_c().await;
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM");
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            tracing::info!("stop signal received");
         }
     }
     #[cfg(not(unix))]
-    {
+    async move {
         let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("stop signal received");
     }
-    tracing::info!("stop signal received");
 }
 
 /// Runs a server with `config` until SIGINT/SIGTERM, printing the two start-up lines.
 pub async fn serve(config: Config) -> Result<(), ServerError> {
+    let stop = stop_signal();
     let server = Server::bind(config).await?;
     let mut out = std::io::stdout().lock();
     let printed = writeln!(out, "listening on {}", server.local_addr())
@@ -156,7 +165,7 @@ pub async fn serve(config: Config) -> Result<(), ServerError> {
         tracing::warn!(error = %e, "cannot print start-up lines");
     }
     tracing::info!(addr = %server.local_addr(), admin = server.admin_uid(), "listening");
-    server.run(stop_signal()).await
+    server.run(stop).await
 }
 
 /// The whole program: parse flags, run, map the outcome to an exit code.

@@ -1,1 +1,46 @@
-//! Helpers for whole-system tests (in progress).
+//! Helpers for whole-system tests: start the real server binary, speak raw bytes to it.
+//!
+//! - [`server`]: [`ServerProcess`] spawns the server on `127.0.0.1:0` with a temporary data
+//!   directory, reads its `listening on` / `admin uid` lines, and can stop (SIGTERM), kill
+//!   (SIGKILL) and restart it on the same data. Its stderr is kept and printed if a test
+//!   panics while it runs.
+//! - [`control`]: one TCP request/reply exchange, as typed messages or raw bytes.
+//! - [`udp`]: [`UdpPeer`], a channel member with its own socket: keepalives, voice packets,
+//!   and receiving with signature checks.
+//!
+//! Binaries are found by [`bin_path`]: `KV_SERVER_BIN` (etc.) if set, else next to the
+//! test executable in `target/<profile>/`, where cargo builds this package's binaries
+//! before running its integration tests.
+
+pub mod control;
+pub mod server;
+pub mod udp;
+
+pub use control::{exchange, request, request_padded};
+pub use server::ServerProcess;
+pub use udp::UdpPeer;
+
+use std::path::PathBuf;
+
+/// Path of a binary built into the same target directory as the running test, or the
+/// path in environment variable `env_override` if set. Panics with instructions when the
+/// binary is missing.
+pub fn bin_path(name: &str, env_override: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env_override) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current test executable");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/<profile>/deps");
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "binary {} not found; build it with `cargo test -p kv-tests` (which builds this \
+         package's binaries) or `cargo build --workspace`, or point {env_override} at it",
+        path.display()
+    );
+    path
+}

@@ -1,0 +1,266 @@
+//! [`ServerProcess`]: the real server binary, started on `127.0.0.1:0`.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::VerifyingKey;
+use kv_proto::{ControlReply, ControlRequest, ErrorCode};
+
+use crate::control;
+
+/// Longest a test waits for the server to print its start-up lines or to exit.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Most stderr kept per server, so a chatty server cannot fill memory.
+const STDERR_LIMIT: usize = 1 << 20;
+
+/// A running `kv-server`. Killed when dropped; its stderr is printed if the test panicked.
+#[derive(Debug)]
+pub struct ServerProcess {
+    /// Control address (`127.0.0.1:<real port>`).
+    pub addr: SocketAddr,
+    /// The bootstrap admin's uid, from the `admin uid:` line.
+    pub admin_uid: u64,
+    /// Data directory (a temporary one unless given).
+    pub data_dir: PathBuf,
+    /// The process.
+    pub child: Child,
+    /// Flags besides `--listen` and `--data-dir`, re-used by [`ServerProcess::restart`].
+    args: Vec<String>,
+    /// Everything the server wrote to stderr (all runs), for failure reports.
+    stderr: Arc<Mutex<String>>,
+    /// Keeps a temporary data directory alive across restarts.
+    _temp: Option<Arc<tempfile::TempDir>>,
+}
+
+/// The server binary under test: `KV_SERVER_BIN`, else this package's `kv-server-e2e`.
+pub fn server_bin() -> PathBuf {
+    crate::bin_path("kv-server-e2e", "KV_SERVER_BIN")
+}
+
+impl ServerProcess {
+    /// Starts a server with default flags and a fresh temporary data directory.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra flags (e.g. `["--peer-timeout", "0.5"]`) and a fresh
+    /// temporary data directory.
+    pub fn start_with(args: &[&str]) -> Self {
+        let temp = tempfile::tempdir().expect("temporary data dir");
+        let dir = temp.path().to_path_buf();
+        let mut s = Self::start_in(&dir, args);
+        s._temp = Some(Arc::new(temp));
+        s
+    }
+
+    /// Starts a server on `data_dir` (kept after the test).
+    pub fn start_in(data_dir: &Path, args: &[&str]) -> Self {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (child, addr, admin_uid) = spawn(data_dir, &args, &stderr);
+        Self {
+            addr,
+            admin_uid,
+            data_dir: data_dir.to_path_buf(),
+            child,
+            args,
+            stderr,
+            _temp: None,
+        }
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit; returns its exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait()
+    }
+
+    /// Kills the server with SIGKILL (no clean-up at all) and reaps it.
+    pub fn sigkill(&mut self) {
+        self.signal(libc::SIGKILL);
+        self.wait();
+    }
+
+    /// Sends a signal to the server process.
+    pub fn signal(&self, sig: libc::c_int) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) with our own child's pid has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for server") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("server did not exit in time\n{}", self.stderr_log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the server again on the same data directory and flags (stopping it with
+    /// SIGTERM first if it still runs). The port is a new one: read `addr` again.
+    pub fn restart(&mut self) {
+        if self.child.try_wait().expect("server status").is_none() {
+            self.terminate();
+        }
+        let (child, addr, admin_uid) = spawn(&self.data_dir, &self.args, &self.stderr);
+        self.child = child;
+        self.addr = addr;
+        self.admin_uid = admin_uid;
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn stderr_log(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Sends a request and decodes the reply.
+    pub fn request(&self, req: &ControlRequest) -> ControlReply {
+        control::request(self.addr, req)
+    }
+
+    /// Sends raw bytes as a request and returns the raw reply.
+    pub fn raw(&self, bytes: &[u8]) -> Vec<u8> {
+        control::exchange(self.addr, bytes)
+    }
+
+    /// Sends a request that must succeed with a plain value (id, port, 1).
+    pub fn ok(&self, req: &ControlRequest) -> u64 {
+        match self.request(req) {
+            ControlReply::Value(v) => v,
+            other => panic!("{req:?} -> {other:?}"),
+        }
+    }
+
+    /// Sends a request that must fail; returns the error code.
+    pub fn err(&self, req: &ControlRequest) -> ErrorCode {
+        match self.request(req) {
+            ControlReply::Error(e) => e,
+            other => panic!("{req:?} should fail, got {other:?}"),
+        }
+    }
+
+    /// Registers a user with the default permissions (plain sign-up).
+    pub fn signup(&self) -> u64 {
+        self.ok(&ControlRequest::Register { auid: 0, perm: 0 })
+    }
+
+    /// Registers a user with `perm`, granted by the admin.
+    pub fn register_with(&self, perm: u64) -> u64 {
+        self.ok(&ControlRequest::Register {
+            auid: self.admin_uid,
+            perm,
+        })
+    }
+
+    /// The key that signs system packets, from SERVER_INFO.
+    pub fn public_key(&self) -> VerifyingKey {
+        match self.request(&ControlRequest::ServerInfo) {
+            ControlReply::ServerInfo(i) => {
+                VerifyingKey::from_bytes(&i.public_key).expect("valid Ed25519 public key")
+            }
+            other => panic!("SERVER_INFO -> {other:?}"),
+        }
+    }
+
+    /// The address of a channel socket on this server.
+    pub fn udp_addr(&self, port: u64) -> SocketAddr {
+        SocketAddr::new(self.addr.ip(), u16::try_from(port).expect("port fits u16"))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- kv-server stderr ----\n{}", self.stderr_log());
+        }
+    }
+}
+
+/// Spawns the binary and waits for its two start-up lines.
+fn spawn(data_dir: &Path, args: &[String], log: &Arc<Mutex<String>>) -> (Child, SocketAddr, u64) {
+    let mut child = Command::new(server_bin())
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", server_bin().display()));
+
+    let mut err = child.stderr.take().expect("piped stderr");
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = err.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if let Ok(mut s) = log2.lock() {
+                if s.len() < STDERR_LIMIT {
+                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        }
+    });
+
+    let out = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut addr, mut admin) = (None, None);
+    let deadline = Instant::now() + START_TIMEOUT;
+    while addr.is_none() || admin.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(a) = line.strip_prefix("listening on ") {
+                    addr = Some(a.trim().parse::<SocketAddr>().expect("listen address"));
+                } else if let Some(u) = line.strip_prefix("admin uid: ") {
+                    admin = Some(u.trim().parse::<u64>().expect("admin uid"));
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(50));
+                panic!(
+                    "server did not print its start-up lines\n{}",
+                    log.lock().map(|s| s.clone()).unwrap_or_default()
+                );
+            }
+        }
+    }
+    (
+        child,
+        addr.unwrap_or_else(|| unreachable!()),
+        admin.unwrap_or_else(|| unreachable!()),
+    )
+}
