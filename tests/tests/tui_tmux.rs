@@ -1,0 +1,244 @@
+//! `kv-tui` in a real terminal: tmux runs the built binary against a real `kv-server`,
+//! keys are sent with `send-keys`, and the screen is read with `capture-pane`, asserting
+//! what a person would see. Then the process must exit 0 with the terminal restored
+//! (main screen back, cursor shown, cooked mode).
+//!
+//! Skips (with a printed reason) only when tmux is not installed; `make test` installs it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use kv_proto::{ChannelInfo, ControlReply, ControlRequest};
+use kv_tests::ServerProcess;
+
+/// Longest wait for the screen to show something.
+const SCREEN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A private tmux server (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn available() -> bool {
+        Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// Starts `shell_cmd` in a detached 100×30 session.
+    fn start(shell_cmd: &str) -> Self {
+        let socket = format!("kv-tui-test-{}", std::process::id());
+        let t = Tmux { socket };
+        let out = t.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "kv",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            shell_cmd,
+        ]);
+        assert!(out.status.success(), "tmux new-session: {out:?}");
+        t
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("TMUX")
+            .output()
+            .expect("run tmux")
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "kv"];
+        args.extend_from_slice(keys);
+        let out = self.run(&args);
+        assert!(out.status.success(), "send-keys {keys:?}: {out:?}");
+    }
+
+    fn screen(&self) -> String {
+        let out = self.run(&["capture-pane", "-p", "-t", "kv"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn format(&self, f: &str) -> String {
+        let out = self.run(&["display-message", "-p", "-t", "kv", f]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Waits until the screen satisfies `ok`; panics with the last screen otherwise.
+    fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + SCREEN_TIMEOUT;
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!("screen never showed {what}; last screen:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_text(&self, text: &str) -> String {
+        self.wait_for(text, |s| s.contains(text))
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+fn tui_bin() -> PathBuf {
+    kv_tests::bin_path("kv-tui-e2e", "KV_TUI_BIN")
+}
+
+fn channel_info(server: &ServerProcess, chid: u64) -> ChannelInfo {
+    match server.request(&ControlRequest::ChannelInfo { chid }) {
+        ControlReply::ChannelInfo(i) => i,
+        other => panic!("CHANNEL_INFO -> {other:?}"),
+    }
+}
+
+/// The uid kv-tui stored for `server` in its config dir.
+fn stored_uid(dir: &Path, server: &str) -> u64 {
+    let text = std::fs::read_to_string(dir.join("identities")).expect("identity store written");
+    text.lines()
+        .find_map(|l| l.strip_prefix(server)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no uid for {server} in:\n{text}"))
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[test]
+fn join_mute_help_and_quit_in_a_real_terminal() {
+    if !Tmux::available() {
+        println!("SKIPPED: tmux is not installed (`make deps` installs it)");
+        return;
+    }
+    let server = ServerProcess::start();
+    // Someone is already in a named channel.
+    let alice = server.signup();
+    let chid = server.ok(&ControlRequest::Create { uid: alice });
+    server.ok(&ControlRequest::SetChannelName {
+        uid: alice,
+        chid,
+        name: "lobby".into(),
+    });
+    server.ok(&ControlRequest::SetUserName {
+        uid: alice,
+        target: alice,
+        name: "alice".into(),
+    });
+    server.ok(&ControlRequest::Join {
+        uid: alice,
+        juid: alice,
+        chid,
+    });
+
+    let config = tempfile::tempdir().expect("config dir");
+    let addr = server.addr.to_string();
+    // After kv-tui exits, the shell reports its exit status and whether the terminal is
+    // back in cooked mode (`icanon` rather than raw mode's `-icanon`).
+    let cmd = format!(
+        "KV_CONFIG_DIR={dir} KV_TUI_PTT=toggle {bin} --server {addr}; \
+         echo KV_TUI_EXIT=$?; echo STTY=$(stty -a | tr ' ' '\\n' | grep -x -- '-\\?icanon'); \
+         sleep 600",
+        dir = shell_quote(&config.path().display().to_string()),
+        bin = shell_quote(&tui_bin().display().to_string()),
+    );
+    let tmux = Tmux::start(&cmd);
+
+    // First run: registered, and asked for a display name.
+    tmux.wait_text("Your display name");
+    tmux.keys(&["-l", "bob"]);
+    tmux.keys(&["Enter"]);
+    let s = tmux.wait_for("the channel list", |s| {
+        s.contains("Channels (1)") && s.contains("lobby (1)") && !s.contains("Your display name")
+    });
+    assert!(s.contains("not in a channel"), "{s}");
+    assert!(
+        s.contains("voice-activated"),
+        "status shows the transmit mode:\n{s}"
+    );
+    let bob = stored_uid(config.path(), &addr);
+
+    // Join the selected (only) channel: both members are listed, the server agrees.
+    tmux.keys(&["Enter"]);
+    let s = tmux.wait_for("the members of lobby", |s| {
+        s.contains("lobby · 2 members") && s.contains("alice") && s.contains("bob (you)")
+    });
+    assert!(s.contains("● lobby"), "joined channel is marked:\n{s}");
+    let members: Vec<u64> = channel_info(&server, chid)
+        .members
+        .iter()
+        .map(|m| m.0)
+        .collect();
+    assert!(
+        members.contains(&bob),
+        "server lists bob as a member: {members:?}"
+    );
+    // The server knows the name typed at the prompt.
+    match server.request(&ControlRequest::GetUserName { uid: bob }) {
+        ControlReply::Name(n) => assert_eq!(n, "bob"),
+        other => panic!("GET_USER_NAME -> {other:?}"),
+    }
+
+    // Mute: the status line and the member list say so.
+    tmux.keys(&["m"]);
+    let s = tmux.wait_text("MUTED");
+    assert!(s.contains("bob (you) muted"), "{s}");
+
+    // Help lists the keys, including the push-to-talk style in use.
+    tmux.keys(&["?"]);
+    let s = tmux.wait_text("Keys (any key closes)");
+    assert!(
+        s.contains("mute / unmute") && s.contains("push-to-talk"),
+        "{s}"
+    );
+    assert!(
+        s.contains("press, press again"),
+        "toggle push-to-talk is said:\n{s}"
+    );
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("help closed", |s| !s.contains("Keys (any key closes)"));
+
+    // Unmute again, then quit.
+    tmux.keys(&["m"]);
+    tmux.wait_for("unmuted", |s| !s.contains("MUTED"));
+    tmux.keys(&["q"]);
+    let s = tmux.wait_text("KV_TUI_EXIT=");
+    assert!(s.contains("KV_TUI_EXIT=0"), "kv-tui exits 0:\n{s}");
+    // Terminal restored: the TUI's screen is gone, main screen, cursor visible, cooked mode.
+    let s = tmux.wait_text("STTY=");
+    assert!(!s.contains("Channels ("), "alternate screen left:\n{s}");
+    assert!(
+        s.contains("STTY=icanon"),
+        "terminal back in cooked mode:\n{s}"
+    );
+    assert_eq!(tmux.format("#{alternate_on}"), "0", "main screen");
+    assert_eq!(tmux.format("#{cursor_flag}"), "1", "cursor visible");
+    // Leaving on quit: the server no longer lists bob.
+    let members: Vec<u64> = channel_info(&server, chid)
+        .members
+        .iter()
+        .map(|m| m.0)
+        .collect();
+    assert!(!members.contains(&bob), "bob left on quit: {members:?}");
+    // Logs went to the file, not the screen.
+    let log = std::fs::read_to_string(config.path().join("kv-tui.log")).expect("log file");
+    assert!(log.contains("kv-tui started"), "{log}");
+}
