@@ -1,0 +1,553 @@
+//! Adaptive jitter buffer for one sender: frames in (any order, duplicated, late), one frame
+//! per `pop` out, in sequence, with what to do about missing ones. Sans-IO: every call takes
+//! `now_ms`, so tests run on virtual time.
+//!
+//! How the delay adapts:
+//! - *Target.* Each primary frame's transit (`arrival - timestamp`) goes into a window of the
+//!   last [`TRANSIT_WINDOW`] frames; the jitter is the 95th percentile minus the minimum. The
+//!   target delay is that jitter plus [`SAFETY_MS`], plus one frame while packets are being
+//!   lost (so the next packet, which carries the lost frame again, is there in time), clamped to
+//!   `min_delay_ms..=max_delay_ms`. Before anything is measured it is one frame.
+//! - *Start.* A talk spurt starts playing at its first frame's expected arrival plus the target.
+//! - *Grow.* When the frame due has not arrived and no later one has either, `pop` says
+//!   [`Playout::Stretch`] (conceal, keep waiting): the delay grows by one frame, exactly when the
+//!   network needs it.
+//! - *Shrink, slowly.* Over each [`SHRINK_WINDOW_MS`] the smallest margin (time a frame waited
+//!   before it was played) is tracked; if even the tightest frame waited a whole frame longer
+//!   than needed, one frame is dropped (a silence gap is shortened first). At most one frame per
+//!   window, so the delay walks back down over seconds, not in one jump.
+
+/// Frames a buffer can hold; bounds memory and how far ahead a packet may be.
+pub const CAPACITY: usize = 64;
+/// Transit samples the jitter estimate looks at (about 2.5 s of 20 ms frames).
+pub const TRANSIT_WINDOW: usize = 128;
+/// Margin kept on top of the measured jitter, for scheduling noise of the playout clock.
+pub const SAFETY_MS: f32 = 2.0;
+/// Length of one shrink decision window.
+pub const SHRINK_WINDOW_MS: u64 = 1000;
+/// For how long after a loss the target keeps one extra frame.
+pub const LOSS_MEMORY_MS: u64 = 10_000;
+/// With nothing arriving for this long (and no end-of-spurt flag seen), the stream is idle.
+pub const IDLE_AFTER_MS: u64 = 300;
+
+/// Delay limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JitterConfig {
+    /// Smallest target delay (on top of the fastest transit seen).
+    pub min_delay_ms: u32,
+    /// Largest target delay; frames queued beyond it are dropped.
+    pub max_delay_ms: u32,
+}
+
+impl Default for JitterConfig {
+    fn default() -> Self {
+        Self {
+            min_delay_ms: 0,
+            max_delay_ms: 400,
+        }
+    }
+}
+
+/// Where a frame in the buffer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameOrigin {
+    /// Its own packet.
+    Primary,
+    /// A repeat inside a later packet (its own packet was lost or is late).
+    Redundant,
+}
+
+/// What the player should do for the next frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Playout<'a> {
+    /// Nothing to play: no stream, or still waiting for the start delay.
+    Idle,
+    /// Decode and play this frame.
+    Frame {
+        /// The Opus frame.
+        data: &'a [u8],
+        /// Whether it came from its own packet or a later one's redundancy.
+        origin: FrameOrigin,
+        /// Its duration in samples.
+        samples: usize,
+    },
+    /// The frame due is lost (a later one is here). Recover it with Opus FEC from `next` when
+    /// present (the frame right after it), else conceal.
+    Lost {
+        /// The following frame, if it is in the buffer.
+        next: Option<&'a [u8]>,
+        /// Duration of the lost frame.
+        samples: usize,
+    },
+    /// Nothing has arrived for the frame due: conceal one frame and keep waiting for it (the
+    /// buffer delay grows by one frame).
+    Stretch {
+        /// Duration to conceal.
+        samples: usize,
+    },
+    /// Silence between two talk spurts that are both in the buffer.
+    Gap {
+        /// Duration of silence to play.
+        samples: usize,
+    },
+}
+
+/// Counters since the buffer was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JitterStats {
+    /// Primary packets accepted.
+    pub received: u64,
+    /// Packets that arrived twice.
+    pub duplicates: u64,
+    /// Packets that arrived after their frame was played or given up.
+    pub late: u64,
+    /// Frames played from a later packet's redundant copy.
+    pub recovered_redundancy: u64,
+    /// Frames reported [`Playout::Lost`].
+    pub lost: u64,
+    /// Frames concealed while waiting ([`Playout::Stretch`]).
+    pub stretched: u64,
+    /// Frames dropped to shrink the delay or stay under `max_delay_ms`.
+    pub dropped: u64,
+    /// Times the stream restarted (sender restarted, sequence jumped).
+    pub resets: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    Idle,
+    /// Waiting until `start_ms` before the first pop plays.
+    Buffering {
+        start_ms: u64,
+    },
+    Playing,
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    full: bool,
+    seq: u32,
+    ts: i64,
+    arrival_ms: u64,
+    origin: FrameOrigin,
+    data: Vec<u8>,
+}
+
+/// The per-sender adaptive jitter buffer.
+#[derive(Debug, Clone)]
+pub struct JitterBuffer {
+    cfg: JitterConfig,
+    slots: Vec<Slot>,
+    state: State,
+    /// Sequence number of the frame due.
+    next_seq: u32,
+    /// Timestamp (unwrapped, samples) where playout stands.
+    cursor_ts: i64,
+    frame_samples: usize,
+    /// Last (wrapped, unwrapped) timestamp, for unwrapping.
+    ts_ref: Option<(u32, i64)>,
+    /// Highest unwrapped timestamp end received in the current stream.
+    high_ts: i64,
+    transits: [f64; TRANSIT_WINDOW],
+    transit_len: usize,
+    transit_pos: usize,
+    jitter_ms: f32,
+    target_ms: f32,
+    last_loss_ms: Option<u64>,
+    last_accept_ms: u64,
+    end_seq: Option<u32>,
+    window_start_ms: u64,
+    window_min_margin: f32,
+    shrink_pending: bool,
+    generation: u64,
+    stats: JitterStats,
+}
+
+impl JitterBuffer {
+    /// An idle buffer.
+    pub fn new(cfg: JitterConfig) -> Self {
+        let slot = Slot {
+            full: false,
+            seq: 0,
+            ts: 0,
+            arrival_ms: 0,
+            origin: FrameOrigin::Primary,
+            data: Vec::new(),
+        };
+        Self {
+            cfg,
+            slots: vec![slot; CAPACITY],
+            state: State::Idle,
+            next_seq: 0,
+            cursor_ts: 0,
+            frame_samples: 960,
+            ts_ref: None,
+            high_ts: 0,
+            transits: [0.0; TRANSIT_WINDOW],
+            transit_len: 0,
+            transit_pos: 0,
+            jitter_ms: 0.0,
+            target_ms: 20.0,
+            last_loss_ms: None,
+            last_accept_ms: 0,
+            end_seq: None,
+            window_start_ms: 0,
+            window_min_margin: f32::INFINITY,
+            shrink_pending: false,
+            generation: 0,
+            stats: JitterStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> JitterStats {
+        self.stats
+    }
+
+    /// Measured jitter (95th percentile transit minus minimum), ms.
+    pub fn jitter_ms(&self) -> f32 {
+        self.jitter_ms
+    }
+
+    /// Current target delay, ms.
+    pub fn target_ms(&self) -> f32 {
+        self.target_ms
+    }
+
+    /// Audio queued ahead of the playout position, ms (0 when idle).
+    pub fn buffered_ms(&self) -> f32 {
+        match self.state {
+            State::Idle => 0.0,
+            _ => ((self.high_ts - self.cursor_ts).max(0) as f32) / 48.0,
+        }
+    }
+
+    /// True while a stream is being played (a talk spurt is on).
+    pub fn is_playing(&self) -> bool {
+        self.state == State::Playing
+    }
+
+    /// Increments each time a new stream starts; the decoder resets when it changes.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn frame_ms(&self) -> f32 {
+        self.frame_samples as f32 / 48.0
+    }
+
+    fn unwrap_ts(&mut self, ts: u32, update: bool) -> i64 {
+        match self.ts_ref {
+            None => {
+                let ext = i64::from(ts);
+                self.ts_ref = Some((ts, ext));
+                ext
+            }
+            Some((r, rext)) => {
+                let ext = rext + i64::from(ts.wrapping_sub(r) as i32);
+                if update && ext > rext {
+                    self.ts_ref = Some((ts, ext));
+                }
+                ext
+            }
+        }
+    }
+
+    fn slot(&self, seq: u32) -> Option<&Slot> {
+        let s = &self.slots[seq as usize % CAPACITY];
+        (s.full && s.seq == seq).then_some(s)
+    }
+
+    fn clear_slots(&mut self) {
+        for s in &mut self.slots {
+            s.full = false;
+        }
+    }
+
+    /// Adds one frame. `flags` are the payload's flags (only the current frame's matter:
+    /// pass 0 for redundant copies).
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert(
+        &mut self,
+        now_ms: u64,
+        seq: u32,
+        timestamp: u32,
+        frame_samples: u16,
+        flags: u8,
+        data: &[u8],
+        origin: FrameOrigin,
+    ) {
+        if data.is_empty() {
+            return;
+        }
+        let primary = origin == FrameOrigin::Primary;
+        let ts = self.unwrap_ts(timestamp, primary);
+        match self.state {
+            State::Idle => {
+                if !primary {
+                    // A stream starts from its own packets; a repeat alone says little.
+                    return;
+                }
+                self.start_stream(now_ms, seq, ts, frame_samples);
+            }
+            State::Buffering { .. } => {
+                let d = seq.wrapping_sub(self.next_seq) as i32;
+                if d < 0 {
+                    // An earlier frame of the same spurt (reordered, or a repeat of a lost
+                    // first packet) moves the start back; anything else is stale.
+                    let contiguous = -d < CAPACITY as i32
+                        && ts == self.cursor_ts + i64::from(d) * i64::from(frame_samples);
+                    if !contiguous {
+                        if primary {
+                            self.stats.late += 1;
+                        }
+                        return;
+                    }
+                    self.next_seq = seq;
+                    self.cursor_ts = ts;
+                } else if d >= CAPACITY as i32 {
+                    if primary {
+                        self.stats.resets += 1;
+                        self.start_stream(now_ms, seq, ts, frame_samples);
+                    } else {
+                        return;
+                    }
+                }
+            }
+            State::Playing => {
+                let d = seq.wrapping_sub(self.next_seq) as i32;
+                if d < 0 {
+                    if primary {
+                        self.stats.late += 1;
+                    }
+                    return;
+                }
+                if d >= CAPACITY as i32 {
+                    if !primary {
+                        return;
+                    }
+                    self.stats.resets += 1;
+                    self.start_stream(now_ms, seq, ts, frame_samples);
+                }
+            }
+        }
+        let idx = seq as usize % CAPACITY;
+        let slot = &mut self.slots[idx];
+        if slot.full && slot.seq == seq {
+            if primary {
+                if slot.origin == FrameOrigin::Primary {
+                    self.stats.duplicates += 1;
+                    return;
+                }
+                // The repeat came first; the data is identical, just note the packet came.
+                slot.origin = FrameOrigin::Primary;
+                slot.arrival_ms = now_ms;
+                self.accept_primary(now_ms, seq, ts, flags);
+            }
+            return;
+        }
+        slot.full = true;
+        slot.seq = seq;
+        slot.ts = ts;
+        slot.arrival_ms = now_ms;
+        slot.origin = origin;
+        slot.data.clear();
+        slot.data.extend_from_slice(data);
+        self.frame_samples = usize::from(frame_samples);
+        self.high_ts = self.high_ts.max(ts + i64::from(frame_samples));
+        if primary {
+            self.accept_primary(now_ms, seq, ts, flags);
+        }
+    }
+
+    fn start_stream(&mut self, now_ms: u64, seq: u32, ts: i64, frame_samples: u16) {
+        self.clear_slots();
+        self.frame_samples = usize::from(frame_samples);
+        self.next_seq = seq;
+        self.cursor_ts = ts;
+        self.high_ts = ts;
+        self.end_seq = None;
+        // Play when this frame would have arrived at the fastest transit seen, plus the
+        // target; without history, one target after it actually arrived.
+        let due = match self.min_transit() {
+            Some(min) if (now_ms as f64 - ts as f64 / 48.0 - min).abs() < 5_000.0 => {
+                ts as f64 / 48.0 + min
+            }
+            _ => {
+                self.transit_len = 0;
+                self.transit_pos = 0;
+                now_ms as f64
+            }
+        };
+        let start = (due + f64::from(self.target_ms)).max(0.0) as u64;
+        self.state = State::Buffering { start_ms: start };
+        self.window_start_ms = now_ms;
+        self.window_min_margin = f32::INFINITY;
+        self.shrink_pending = false;
+        self.generation += 1;
+    }
+
+    fn min_transit(&self) -> Option<f64> {
+        self.transits[..self.transit_len]
+            .iter()
+            .copied()
+            .reduce(f64::min)
+    }
+
+    fn accept_primary(&mut self, now_ms: u64, seq: u32, ts: i64, flags: u8) {
+        self.stats.received += 1;
+        self.last_accept_ms = now_ms;
+        if flags & kv_proto::voice::FLAG_SPURT_END != 0 {
+            self.end_seq = Some(seq);
+        }
+        let transit = now_ms as f64 - ts as f64 / 48.0;
+        self.transits[self.transit_pos] = transit;
+        self.transit_pos = (self.transit_pos + 1) % TRANSIT_WINDOW;
+        self.transit_len = (self.transit_len + 1).min(TRANSIT_WINDOW);
+        self.update_target(now_ms);
+    }
+
+    fn update_target(&mut self, now_ms: u64) {
+        let frame_ms = self.frame_ms();
+        if self.transit_len < 4 {
+            self.target_ms = frame_ms.max(self.cfg.min_delay_ms as f32);
+            return;
+        }
+        let mut w = [0.0f64; TRANSIT_WINDOW];
+        let w = &mut w[..self.transit_len];
+        w.copy_from_slice(&self.transits[..self.transit_len]);
+        w.sort_unstable_by(f64::total_cmp);
+        let p95 = w[(w.len() - 1) * 95 / 100];
+        self.jitter_ms = (p95 - w[0]) as f32;
+        let lossy = self
+            .last_loss_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) < LOSS_MEMORY_MS);
+        let want = self.jitter_ms + SAFETY_MS + if lossy { frame_ms } else { 0.0 };
+        self.target_ms = want.clamp(self.cfg.min_delay_ms as f32, self.cfg.max_delay_ms as f32);
+    }
+
+    fn note_loss(&mut self, now_ms: u64) {
+        self.last_loss_ms = Some(now_ms);
+        self.update_target(now_ms);
+    }
+
+    /// Takes the next frame's worth of playout. Call it each time the player needs the next
+    /// frame (every `samples` of output while a stream plays).
+    pub fn pop(&mut self, now_ms: u64) -> Playout<'_> {
+        match self.state {
+            State::Idle => return Playout::Idle,
+            State::Buffering { start_ms } => {
+                if now_ms < start_ms {
+                    return Playout::Idle;
+                }
+                self.state = State::Playing;
+                self.window_start_ms = now_ms;
+            }
+            State::Playing => {}
+        }
+        let n = self.frame_samples;
+        self.check_window(now_ms);
+
+        // Keep the queue under the maximum delay (e.g. after a long stall released a burst).
+        while self.buffered_ms() > self.cfg.max_delay_ms as f32 + self.frame_ms() {
+            if self.slot(self.next_seq).is_some() {
+                self.stats.dropped += 1;
+            }
+            self.advance(n);
+        }
+
+        if let Some(slot) = self.slot(self.next_seq) {
+            let gap = slot.ts - self.cursor_ts;
+            if gap >= (n / 2) as i64 {
+                // Silence between spurts; shorten it first when the delay should shrink.
+                if self.shrink_pending {
+                    self.shrink_pending = false;
+                    self.stats.dropped += 1;
+                    self.cursor_ts += gap.min(n as i64);
+                    if gap <= n as i64 {
+                        return self.play_cursor(now_ms);
+                    }
+                }
+                let g = gap.min(n as i64);
+                self.cursor_ts += g;
+                return Playout::Gap {
+                    samples: g as usize,
+                };
+            }
+            if self.shrink_pending && self.slot(self.next_seq.wrapping_add(1)).is_some() {
+                self.shrink_pending = false;
+                self.stats.dropped += 1;
+                self.advance(n);
+            }
+            return self.play_cursor(now_ms);
+        }
+
+        // The frame due is missing. Is anything later here?
+        let later =
+            (1..CAPACITY as u32).any(|j| self.slot(self.next_seq.wrapping_add(j)).is_some());
+        if later {
+            self.stats.lost += 1;
+            self.note_loss(now_ms);
+            self.advance(n);
+            let next = self.slot(self.next_seq).map(|s| &s.data[..]);
+            return Playout::Lost { next, samples: n };
+        }
+        let ended = self
+            .end_seq
+            .is_some_and(|e| self.next_seq.wrapping_sub(e.wrapping_add(1)) as i32 >= 0);
+        if ended || now_ms.saturating_sub(self.last_accept_ms) >= IDLE_AFTER_MS {
+            self.state = State::Idle;
+            return Playout::Idle;
+        }
+        self.stats.stretched += 1;
+        Playout::Stretch { samples: n }
+    }
+
+    fn advance(&mut self, n: usize) {
+        let idx = self.next_seq as usize % CAPACITY;
+        if self.slots[idx].seq == self.next_seq {
+            self.slots[idx].full = false;
+        }
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.cursor_ts += n as i64;
+    }
+
+    /// Plays the frame at the cursor (which is present).
+    fn play_cursor(&mut self, now_ms: u64) -> Playout<'_> {
+        let idx = self.next_seq as usize % CAPACITY;
+        let (ts, arrival, origin) = {
+            let s = &self.slots[idx];
+            (s.ts, s.arrival_ms, s.origin)
+        };
+        if origin == FrameOrigin::Redundant {
+            self.stats.recovered_redundancy += 1;
+            self.note_loss(now_ms);
+        }
+        let margin = now_ms.saturating_sub(arrival) as f32;
+        self.window_min_margin = self.window_min_margin.min(margin);
+        self.slots[idx].full = false;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        let samples = self.frame_samples;
+        self.cursor_ts = ts + samples as i64;
+        let s = &self.slots[idx];
+        Playout::Frame {
+            data: &s.data,
+            origin,
+            samples,
+        }
+    }
+
+    fn check_window(&mut self, now_ms: u64) {
+        if now_ms.saturating_sub(self.window_start_ms) < SHRINK_WINDOW_MS {
+            return;
+        }
+        // Slack needed beyond the jitter: the safety margin, plus a frame while lossy.
+        let needed = (self.target_ms - self.jitter_ms).max(SAFETY_MS);
+        if self.window_min_margin.is_finite() && self.window_min_margin >= self.frame_ms() + needed
+        {
+            self.shrink_pending = true;
+        }
+        self.window_start_ms = now_ms;
+        self.window_min_margin = f32::INFINITY;
+    }
+}

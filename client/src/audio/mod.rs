@@ -1,0 +1,38 @@
+//! The audio engine: everything between a microphone (or WAV file) and a voice payload, and
+//! between voice payloads and a speaker (or WAV file).
+//!
+//! - [`tx`]: capture pipeline (denoise → transmit gate → Opus → payload with redundancy).
+//! - [`vad`]: the transmit gate (continuous, voice-activated with hangover, push-to-talk).
+//! - [`rx`]: receive pipeline (per-sender jitter buffer + decoder + recovery, mixed).
+//! - [`jitter`]: the adaptive jitter buffer (sans-IO, virtual time).
+//! - [`mixer`]: summing with per-user gain and a limiter.
+//! - [`wav`]: WAV input/output; [`resample`]: rate conversion; [`device`]: cpal devices.
+//! - [`quality`]: objective speech-quality measure used by tests; [`bench`]: `kv bench`.
+//!
+//! Everything except [`device`] is sans-IO: callers pass `now_ms` and buffers, so the whole
+//! chain runs in tests on virtual time.
+
+pub mod bench;
+pub mod device;
+pub mod error;
+pub mod jitter;
+pub mod mixer;
+pub mod quality;
+pub mod resample;
+pub mod rx;
+pub mod tx;
+pub mod vad;
+pub mod wav;
+
+pub use error::AudioError;
+pub use rx::{PeerStats, RxConfig, RxPipeline};
+pub use tx::{InputLevel, TxConfig, TxPipeline};
+pub use vad::TransmitMode;
+pub use wav::{read_wav_mono_48k, WavFormat, WavSink};
+
+/// The one sample rate inside KV: Opus' and nnnoiseless' native rate, so nothing resamples
+/// except at the edges (devices and WAV files at other rates).
+pub const SAMPLE_RATE: u32 = 48_000;
+
+#[cfg(test)]
+mod chain_tests;
