@@ -35,8 +35,7 @@ pub struct Demo {
     chid: u64,
     user: u64,
     data_dir: PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<std::thread::JoinHandle<()>>,
+    server: Option<EmbeddedServer>,
     bot: Option<Box<dyn VoiceHandle>>,
 }
 
@@ -54,44 +53,9 @@ impl Demo {
     /// Starts the server, creates the channel and users, and starts the bot.
     pub fn start() -> Result<Self, DemoError> {
         let data_dir = std::env::temp_dir().join(format!("kv-demo-{}", std::process::id()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::sync_channel(1);
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let config = Config::new(SocketAddr::from(([127, 0, 0, 1], 0)), data_dir.clone());
-        let server = std::thread::Builder::new()
-            .name("kv-demo-server".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = addr_tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    let server = match Server::bind(config).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            let _ = addr_tx.send(Err(e.to_string()));
-                            return;
-                        }
-                    };
-                    let _ = addr_tx.send(Ok((server.local_addr(), server.admin_uid())));
-                    let stop = async move {
-                        let _ = stop_rx.await;
-                    };
-                    if let Err(e) = server.run(stop).await {
-                        tracing::error!(error = %e, "demo server failed");
-                    }
-                });
-            })?;
-        let (addr, admin) = addr_rx
-            .recv_timeout(Duration::from_secs(10))
-            .map_err(|_| DemoError::Server("did not start within 10 s".into()))?
-            .map_err(DemoError::Server)?;
+        let server =
+            EmbeddedServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), data_dir.clone())?;
+        let (addr, admin) = (server.addr(), server.admin_uid());
         tracing::info!(%addr, "demo server started");
 
         let control = ControlClient::new(&addr.to_string())?;
@@ -107,7 +71,6 @@ impl Demo {
             chid,
             user,
             data_dir,
-            stop: Some(stop_tx),
             server: Some(server),
             bot: None,
         };
@@ -139,17 +102,105 @@ impl Demo {
         if let Some(bot) = self.bot.take() {
             bot.stop();
         }
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(h) = self.server.take() {
-            let _ = h.join();
+        if let Some(server) = self.server.take() {
+            server.stop();
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
 impl Drop for Demo {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A `kv-server` running inside this process, on a thread with its own tokio runtime.
+#[derive(Debug)]
+pub struct EmbeddedServer {
+    addr: SocketAddr,
+    admin: u64,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EmbeddedServer {
+    /// Starts a server listening on `listen` with its data in `data_dir`, and waits until
+    /// it accepts connections.
+    pub fn start(listen: SocketAddr, data_dir: PathBuf) -> Result<Self, DemoError> {
+        let (addr_tx, addr_rx) = std::sync::mpsc::sync_channel(1);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let config = Config::new(listen, data_dir);
+        let thread = std::thread::Builder::new()
+            .name("kv-embedded-server".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = addr_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let server = match Server::bind(config).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = addr_tx.send(Err(e.to_string()));
+                            return;
+                        }
+                    };
+                    let _ = addr_tx.send(Ok((server.local_addr(), server.admin_uid())));
+                    let stop = async move {
+                        let _ = stop_rx.await;
+                    };
+                    if let Err(e) = server.run(stop).await {
+                        tracing::error!(error = %e, "embedded server failed");
+                    }
+                });
+            })?;
+        let (addr, admin) = addr_rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| DemoError::Server("did not start within 10 s".into()))?
+            .map_err(DemoError::Server)?;
+        tracing::info!(%addr, "embedded server started");
+        Ok(EmbeddedServer {
+            addr,
+            admin,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The control address (the real port when 0 was asked).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The bootstrap admin's uid.
+    pub fn admin_uid(&self) -> u64 {
+        self.admin
+    }
+
+    /// Shuts the server down gracefully and waits for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for EmbeddedServer {
     fn drop(&mut self) {
         self.shutdown();
     }

@@ -1,0 +1,134 @@
+//! The `kv-tui` command line: flags, `kv://` URLs, logging, then [`crate::tui::runner::run`].
+//! `main.rs`-style code lives here (with `anyhow`) so the whole-system tests can build a
+//! binary that is `kv-tui`, line for line.
+//!
+//! ```text
+//! kv-tui [--server HOST:PORT] [--uid UID] [kv://HOST:PORT/CHANNEL]
+//! kv-tui --demo
+//! ```
+
+use std::process::ExitCode;
+
+use crate::identity::IdentityStore;
+use crate::tui::config::{config_dir, Settings};
+use crate::tui::runner::{init_logging, run, Options};
+use crate::tui::worker::Identity;
+use anyhow::{bail, Context};
+use clap::Parser;
+
+/// Terminal client for KV voice chat.
+#[derive(Debug, Parser)]
+#[command(name = "kv-tui", version, about)]
+struct Args {
+    /// Server control address [default: the settings' server, else 127.0.0.1:8085].
+    #[arg(long)]
+    server: Option<String>,
+    /// Act as this user id instead of the one stored for the server.
+    #[arg(long)]
+    uid: Option<u64>,
+    /// Start an embedded server on loopback with a talking bot, and join it.
+    #[arg(long, conflicts_with_all = ["server", "uid", "url"])]
+    demo: bool,
+    /// `kv://HOST:PORT/CHANNEL`: server and channel id to join at once.
+    url: Option<String>,
+}
+
+/// Splits `kv://host:port/chid` (port and channel optional).
+fn parse_url(url: &str) -> anyhow::Result<(String, Option<u64>)> {
+    let Some(rest) = url.strip_prefix("kv://") else {
+        bail!("{url:?} is not a kv:// URL (kv://HOST:PORT/CHANNEL)");
+    };
+    let (host, chan) = match rest.split_once('/') {
+        Some((h, c)) => (h, c.trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    if host.is_empty() {
+        bail!("{url:?} has no host");
+    }
+    let chid = if chan.is_empty() {
+        None
+    } else {
+        Some(
+            chan.parse::<u64>()
+                .with_context(|| format!("channel {chan:?} in {url:?} is not a channel id"))?,
+        )
+    };
+    Ok((host.to_string(), chid))
+}
+
+/// Runs `kv-tui` with the process's arguments; errors are printed as one line.
+pub fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kv-tui: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = config_dir()?;
+    let log = init_logging(&dir).with_context(|| format!("log file in {}", dir.display()))?;
+    tracing::info!(log = %log.display(), "starting");
+    let voice = crate::tui::default_voice();
+
+    if args.demo {
+        let demo = crate::tui::demo::Demo::start().context("starting the demo")?;
+        let opts = Options {
+            server: demo.server_addr(),
+            identity: Identity::Fixed(demo.user_uid()),
+            join: Some(demo.channel()),
+            config_dir: dir,
+            voice,
+        };
+        let result = run(opts);
+        demo.stop();
+        return result.map_err(Into::into);
+    }
+
+    let settings = Settings::load(&dir)?;
+    let (mut server, join) = match &args.url {
+        Some(u) => {
+            let (s, c) = parse_url(u)?;
+            (Some(s), c)
+        }
+        None => (None, None),
+    };
+    if args.server.is_some() {
+        server = args.server.clone();
+    }
+    let server = server
+        .or(settings.server.clone())
+        .unwrap_or_else(|| format!("127.0.0.1:{}", kv_proto::DEFAULT_CONTROL_PORT));
+    let identity = match args.uid {
+        Some(uid) => Identity::Fixed(uid),
+        None => Identity::Stored(IdentityStore::at(&dir)),
+    };
+    run(Options {
+        server,
+        identity,
+        join,
+        config_dir: dir,
+        voice,
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_url;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("kv://h:9/12").unwrap(),
+            ("h:9".to_string(), Some(12))
+        );
+        assert_eq!(parse_url("kv://h").unwrap(), ("h".to_string(), None));
+        assert!(parse_url("http://h/1").is_err());
+        assert!(parse_url("kv://h/lobby").is_err());
+        assert!(parse_url("kv:///1").is_err());
+    }
+}

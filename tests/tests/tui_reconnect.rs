@@ -1,0 +1,127 @@
+//! `kv-tui` survives a server restart: the real app state and network worker (the parts
+//! of `kv-tui` below the terminal) against an in-process `kv-server` that is stopped and
+//! started again on the same port and data. The client must notice, back off, reconnect
+//! and rejoin its channel on its own.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::time::{Duration, Instant};
+
+use kv_client::control::ControlClient;
+use kv_client::tui::action::Command;
+use kv_client::tui::app::{App, Connection};
+use kv_client::tui::demo::EmbeddedServer;
+use kv_client::tui::inbox::{inbox, Inbox};
+use kv_client::tui::voice::{ControlOnlyVoice, Devices};
+use kv_client::tui::worker::{Identity, Worker};
+use kv_proto::Perms;
+
+/// The event loop minus the terminal: actions in, `update`, commands out to the worker.
+struct Headless {
+    app: App,
+    inbox: Receiver<Inbox>,
+    commands: SyncSender<Command>,
+}
+
+impl Headless {
+    fn pump_until(&mut self, what: &str, timeout: Duration, done: impl Fn(&App) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done(&self.app) {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .unwrap_or_else(|| panic!("timed out waiting for {what}: {:#?}", self.app));
+            let Ok(Inbox::Action(a)) = self.inbox.recv_timeout(left) else {
+                continue;
+            };
+            for cmd in self.app.update(a) {
+                if !matches!(cmd, Command::SaveSettings | Command::Quit) {
+                    self.commands.send(cmd).expect("worker alive");
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, a: kv_client::tui::action::Action) {
+        for cmd in self.app.update(a) {
+            self.commands.send(cmd).expect("worker alive");
+        }
+    }
+}
+
+fn members(addr: SocketAddr, chid: u64) -> Vec<u64> {
+    let c = ControlClient::new(&addr.to_string()).expect("address");
+    c.channel_info(chid)
+        .expect("CHANNEL_INFO")
+        .members
+        .into_iter()
+        .map(|m| m.0)
+        .collect()
+}
+
+#[test]
+fn reconnects_and_rejoins_after_a_server_restart() {
+    let data = tempfile::tempdir().expect("data dir");
+    // A fixed port, so the restarted server is where the client looks.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let listen = SocketAddr::from(([127, 0, 0, 1], port));
+    let server = EmbeddedServer::start(listen, data.path().to_path_buf()).expect("server");
+    let control = ControlClient::new(&listen.to_string())
+        .expect("address")
+        .with_timeout(Duration::from_millis(500));
+    let uid = control.register(0, Perms::NONE).expect("sign up");
+    control.set_user_name(uid, uid, "dora").expect("name");
+    let chid = control.create(server.admin_uid()).expect("create");
+    control
+        .set_channel_name(server.admin_uid(), chid, "room")
+        .expect("name channel");
+
+    let (sink, inbox_rx) = inbox();
+    let (cmd_tx, cmd_rx) = std::sync::mpsc::sync_channel(64);
+    let worker = Worker::new(
+        control,
+        Identity::Fixed(uid),
+        Box::new(ControlOnlyVoice),
+        Devices::default(),
+        sink,
+    );
+    let worker = std::thread::spawn(move || worker.run(cmd_rx));
+    let mut h = Headless {
+        app: App::new(listen.to_string()),
+        inbox: inbox_rx,
+        commands: cmd_tx,
+    };
+
+    h.pump_until("connected with channels", Duration::from_secs(10), |a| {
+        a.connection == Connection::Connected && !a.channels.is_empty()
+    });
+    assert_eq!(h.app.display_name, "dora");
+    h.send(kv_client::tui::action::Action::JoinSelected);
+    h.pump_until("joined", Duration::from_secs(10), |a| {
+        a.joined == Some(chid) && !a.members.is_empty()
+    });
+    assert_eq!(members(listen, chid), vec![uid]);
+
+    // The server goes away: the client notices and starts backing off.
+    server.stop();
+    h.pump_until("reconnecting", Duration::from_secs(10), |a| {
+        matches!(a.connection, Connection::Reconnecting { .. })
+    });
+    assert_eq!(h.app.joined, None);
+    assert_eq!(h.app.rejoin, Some(chid), "remembers where it was");
+
+    // Back on the same port and data: reconnected and in the channel again, unaided.
+    let server = EmbeddedServer::start(listen, data.path().to_path_buf()).expect("restart");
+    h.pump_until("rejoined", Duration::from_secs(15), |a| {
+        a.connection == Connection::Connected && a.joined == Some(chid)
+    });
+    assert_eq!(h.app.notice.as_deref(), Some("joined room"));
+    assert_eq!(members(listen, chid), vec![uid]);
+
+    h.commands.send(Command::Quit).expect("worker alive");
+    worker.join().expect("worker thread");
+    assert!(members(listen, chid).is_empty(), "left on quit");
+    server.stop();
+}
