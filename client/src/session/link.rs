@@ -11,9 +11,9 @@ use kv_proto::PACKET_SIZE;
 
 /// Keepalive period once admitted: far inside the server's 60 s peer timeout, and often
 /// enough that the round-trip time shown to the user stays fresh.
-pub const KEEPALIVE_INTERVAL_MS: u64 = 2_000;
+pub const KEEPALIVE_INTERVAL_US: u64 = 2_000_000;
 /// Keepalive period until the first ACK, so admission survives a lost packet quickly.
-pub const ADMISSION_RETRY_MS: u64 = 250;
+pub const ADMISSION_RETRY_US: u64 = 250_000;
 /// Outstanding keepalives remembered for RTT; older ACKs are ignored.
 const MAX_OUTSTANDING: usize = 8;
 /// Signed packets older than this (by the server's clock, against ours) are replays.
@@ -66,8 +66,8 @@ pub struct LinkStats {
     pub forged: u64,
     /// Datagrams that did not parse.
     pub malformed: u64,
-    /// Time of the last ACK, milliseconds (caller's clock).
-    pub last_ack_ms: Option<u64>,
+    /// Time of the last ACK, microseconds (caller's clock).
+    pub last_ack_us: Option<u64>,
 }
 
 /// Protocol state of one voice link.
@@ -80,9 +80,9 @@ pub struct Link {
     /// Server key from SERVER_INFO; `None` for a server without signatures, whose system
     /// packets are then taken on trust (the seed's behaviour).
     key: Option<VerifyingKey>,
-    /// When the next keepalive is due.
-    next_keepalive_ms: u64,
-    /// Keepalives awaiting an ACK: (ackid, sent at).
+    /// When the next keepalive is due, microseconds.
+    next_keepalive_us: u64,
+    /// Keepalives awaiting an ACK: (ackid, sent at in microseconds).
     outstanding: Vec<(u32, u64)>,
     /// Next ackid; starts random so a stranger cannot guess it, never 0.
     next_ackid: u32,
@@ -97,7 +97,7 @@ impl Link {
             uid,
             chid,
             key,
-            next_keepalive_ms: 0,
+            next_keepalive_us: 0,
             outstanding: Vec::with_capacity(MAX_OUTSTANDING),
             next_ackid: ackid_seed.max(1),
             stats: LinkStats::default(),
@@ -109,14 +109,15 @@ impl Link {
         self.stats
     }
 
-    /// When the caller should next call [`Link::poll_keepalive`].
-    pub fn next_timeout_ms(&self) -> u64 {
-        self.next_keepalive_ms
+    /// When the caller should next call [`Link::poll_keepalive`], microseconds.
+    pub fn next_timeout_us(&self) -> u64 {
+        self.next_keepalive_us
     }
 
-    /// Writes a keepalive into `out` when one is due at `now_ms`.
-    pub fn poll_keepalive(&mut self, now_ms: u64, out: &mut [u8; PACKET_SIZE]) -> bool {
-        if now_ms < self.next_keepalive_ms {
+    /// Writes a keepalive into `out` when one is due at `now_us` (microseconds: loopback
+    /// round trips are far below a millisecond).
+    pub fn poll_keepalive(&mut self, now_us: u64, out: &mut [u8; PACKET_SIZE]) -> bool {
+        if now_us < self.next_keepalive_us {
             return false;
         }
         let ackid = self.next_ackid;
@@ -124,7 +125,7 @@ impl Link {
         if self.outstanding.len() == MAX_OUTSTANDING {
             self.outstanding.remove(0);
         }
-        self.outstanding.push((ackid, now_ms));
+        self.outstanding.push((ackid, now_us));
         SystemPacket {
             op: SystemOp::KeepAlive,
             uid: self.uid,
@@ -133,17 +134,17 @@ impl Link {
         .encode(out);
         self.stats.keepalives_sent += 1;
         let period = if self.stats.admitted {
-            KEEPALIVE_INTERVAL_MS
+            KEEPALIVE_INTERVAL_US
         } else {
-            ADMISSION_RETRY_MS
+            ADMISSION_RETRY_US
         };
-        self.next_keepalive_ms = now_ms + period;
+        self.next_keepalive_us = now_us + period;
         true
     }
 
-    /// Interprets one received datagram at `now_ms`; `now_unix_ms` is the wall clock used
+    /// Interprets one received datagram at `now_us`; `now_unix_ms` is the wall clock used
     /// for the replay check of signed packets.
-    pub fn handle<'a>(&mut self, now_ms: u64, now_unix_ms: u64, buf: &'a [u8]) -> Incoming<'a> {
+    pub fn handle<'a>(&mut self, now_us: u64, now_unix_ms: u64, buf: &'a [u8]) -> Incoming<'a> {
         let dg = match packet::parse(buf) {
             Ok(d) => d,
             Err(_) => {
@@ -159,7 +160,7 @@ impl Link {
             Datagram::System(s) => s,
         };
         if sys.op == SystemOp::Ack {
-            return self.on_ack(now_ms, sys.ackid);
+            return self.on_ack(now_us, sys.ackid);
         }
         if sys.op == SystemOp::KeepAlive {
             return Incoming::Ignored;
@@ -180,27 +181,27 @@ impl Link {
 
     /// An ACK counts only when it answers a keepalive we sent: the ackid is the proof,
     /// so ACKs need no signature check.
-    fn on_ack(&mut self, now_ms: u64, ackid: u32) -> Incoming<'static> {
+    fn on_ack(&mut self, now_us: u64, ackid: u32) -> Incoming<'static> {
         let Some(pos) = self.outstanding.iter().position(|&(id, _)| id == ackid) else {
             return Incoming::Ignored;
         };
         let (_, sent) = self.outstanding[pos];
         // Older keepalives than the one answered will never be answered usefully.
         self.outstanding.drain(..=pos);
-        let rtt = now_ms.saturating_sub(sent) as f32;
+        let rtt = now_us.saturating_sub(sent) as f32 / 1000.0;
         self.stats.rtt_ms = Some(rtt);
         self.stats.srtt_ms = Some(match self.stats.srtt_ms {
             Some(s) => s + (rtt - s) / 8.0,
             None => rtt,
         });
         self.stats.acks += 1;
-        self.stats.last_ack_ms = Some(now_ms);
+        self.stats.last_ack_us = Some(now_us);
         if self.stats.admitted {
             Incoming::Ack
         } else {
             self.stats.admitted = true;
             // Switch to the slow period from the next keepalive on.
-            self.next_keepalive_ms = now_ms + KEEPALIVE_INTERVAL_MS;
+            self.next_keepalive_us = now_us + KEEPALIVE_INTERVAL_US;
             Incoming::Admitted { rtt_ms: rtt }
         }
     }
@@ -258,24 +259,27 @@ mod tests {
             _ => panic!(),
         };
         // Retries fast until admitted.
-        assert!(!l.poll_keepalive(100, &mut out));
-        assert!(l.poll_keepalive(250, &mut out));
+        assert!(!l.poll_keepalive(100_000, &mut out));
+        assert!(l.poll_keepalive(250_000, &mut out));
         // A made-up ackid proves nothing.
-        assert_eq!(l.handle(260, NOW_UNIX, &ack(first + 77)), Incoming::Ignored);
         assert_eq!(
-            l.handle(262, NOW_UNIX, &ack(first)),
+            l.handle(260_000, NOW_UNIX, &ack(first + 77)),
+            Incoming::Ignored
+        );
+        assert_eq!(
+            l.handle(262_000, NOW_UNIX, &ack(first)),
             Incoming::Admitted { rtt_ms: 262.0 }
         );
         assert!(l.stats().admitted);
-        assert_eq!(l.next_timeout_ms(), 262 + KEEPALIVE_INTERVAL_MS);
-        // A later keepalive gets its own ACK and RTT.
-        assert!(l.poll_keepalive(2262, &mut out));
+        assert_eq!(l.next_timeout_us(), 262_000 + KEEPALIVE_INTERVAL_US);
+        // A later keepalive gets its own ACK and RTT, with sub-millisecond resolution.
+        assert!(l.poll_keepalive(2_262_000, &mut out));
         let id = match packet::parse(&out).unwrap() {
             Datagram::System(s) => s.ackid,
             _ => panic!(),
         };
-        assert_eq!(l.handle(2270, NOW_UNIX, &ack(id)), Incoming::Ack);
-        assert_eq!(l.stats().rtt_ms, Some(8.0));
+        assert_eq!(l.handle(2_262_250, NOW_UNIX, &ack(id)), Incoming::Ack);
+        assert_eq!(l.stats().rtt_ms, Some(0.25));
     }
 
     #[test]

@@ -1,3 +1,25 @@
 //! Voice session: the UDP link to a channel and the threads that move audio through it.
+//!
+//! - [`link`]: protocol state of the link (keepalives, RTT, signed system packets), sans-IO.
+//! - [`voice`]: [`VoiceSession`], which joins a channel and runs three threads:
+//!   `kv-capture` (input → TxPipeline → socket), `kv-net` (socket → link → RxPipeline) and
+//!   `kv-playout` (the output clock: RxPipeline → sink, talking and stats events).
+//! - [`events`]: what the session reports, through a bounded channel.
 
+mod capture;
+pub mod clock;
+mod error;
+pub mod events;
 pub mod link;
+mod media;
+mod net;
+mod playout;
+mod shared;
+mod voice;
+
+pub use error::SessionError;
+pub use events::{SessionEvent, SessionStats};
+pub use media::{InputSource, OutputSink};
+pub use playout::BLOCK as OUTPUT_BLOCK;
+pub use shared::EndReason;
+pub use voice::{SessionConfig, VoiceSession};

@@ -1,0 +1,91 @@
+//! State shared by a session's threads and its owner.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::audio::{RxPipeline, TxPipeline};
+
+use super::clock::SessionClock;
+use super::events::{EventSink, SessionEvent};
+use super::link::LinkStats;
+
+/// Why a session stopped on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The owner asked (leave or drop).
+    Left,
+    /// The server removed us.
+    Kicked,
+    /// The server closed the channel.
+    Shutdown,
+    /// A thread failed.
+    Failed,
+}
+
+/// Everything the threads share. The pipelines sit behind std mutexes (not tokio's: no
+/// `.await` anywhere): each is locked for one frame of work by its thread and briefly by
+/// the owner's setters, never across a socket wait or a sleep.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub uid: u64,
+    pub chid: u64,
+    pub clock: SessionClock,
+    /// Set once to stop every thread.
+    pub stop: AtomicBool,
+    /// Capture is replaced by silence (the pipeline keeps running so spurts end cleanly).
+    pub muted: AtomicBool,
+    /// Output is replaced by silence (the mixer keeps running so buffers stay fresh).
+    pub deafened: AtomicBool,
+    pub tx: Mutex<TxPipeline>,
+    pub rx: Mutex<RxPipeline>,
+    pub link: Mutex<LinkStats>,
+    /// Known members other than us.
+    pub members: Mutex<BTreeSet<u64>>,
+    pub end: Mutex<Option<EndReason>>,
+    pub packets_sent: AtomicU64,
+    pub packets_received: AtomicU64,
+    pub packets_dropped: AtomicU64,
+    pub late_blocks: AtomicU64,
+    pub events: EventSink,
+}
+
+/// Locks a mutex, taking over the data of a poisoned one: a panicked thread must not take
+/// the rest of the session (and the UI) down with it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Stops the session for `reason` (the first reason wins) and tells the owner.
+    pub fn end(&self, reason: EndReason, event: Option<SessionEvent>) {
+        let mut end = lock(&self.end);
+        if end.is_none() {
+            *end = Some(reason);
+            if let Some(ev) = event {
+                self.events.emit(ev);
+            }
+        }
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Adds `uid` to the members, announcing it when new.
+    pub fn member_joined(&self, uid: u64) {
+        if uid != self.uid && lock(&self.members).insert(uid) {
+            self.events.emit(SessionEvent::PeerJoined { uid });
+        }
+    }
+
+    /// Removes `uid` from the members and the mixer, announcing it when known.
+    pub fn member_left(&self, uid: u64) {
+        let known = lock(&self.members).remove(&uid);
+        lock(&self.rx).remove_peer(uid);
+        if known {
+            self.events.emit(SessionEvent::PeerLeft { uid });
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! [`VoiceSession`]: join a channel and talk. The one type the TUI and `kv join` drive.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+use kv_proto::control::features;
+use kv_proto::ErrorCode;
+
+use crate::audio::{
+    self, InputLevel, PeerStats, RxConfig, RxPipeline, TransmitMode, TxConfig, TxPipeline, WavSink,
+};
+use crate::control::{ControlClient, ControlError};
+
+use super::capture::{self, CaptureInput};
+use super::clock::SessionClock;
+use super::error::SessionError;
+use super::events::{EventSink, SessionEvent, SessionStats};
+use super::link::Link;
+use super::media::{InputSource, OutputSink};
+use super::playout::{self, PlayoutSink};
+use super::shared::{lock, EndReason, Shared};
+
+/// Samples of ring buffer between a device callback and its thread: 200 ms, far more than
+/// the few blocks ever queued, so a stalled thread costs samples, not a crash.
+const DEVICE_RING: usize = 9_600;
+
+/// Everything needed to join a channel.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Control address, `host:port`.
+    pub server: String,
+    /// Our uid (see [`crate::identity`]).
+    pub uid: u64,
+    /// Channel to join.
+    pub chid: u64,
+    /// The microphone.
+    pub input: InputSource,
+    /// The speaker.
+    pub output: OutputSink,
+    /// Capture settings (frame size, bitrate, mode, denoise, redundancy).
+    pub tx: TxConfig,
+    /// Playback settings (jitter buffer, limiter).
+    pub rx: RxConfig,
+    /// Send voice here instead of the channel's port on the control host. For tests that
+    /// put a lossy relay in between; `None` in normal use.
+    pub voice_addr: Option<SocketAddr>,
+    /// Timeout of each control request.
+    pub control_timeout: Duration,
+}
+
+impl SessionConfig {
+    /// Defaults for everything but where to connect: silence in, nothing out.
+    pub fn new(server: impl Into<String>, uid: u64, chid: u64) -> Self {
+        Self {
+            server: server.into(),
+            uid,
+            chid,
+            input: InputSource::Silence,
+            output: OutputSink::Discard,
+            tx: TxConfig::default(),
+            rx: RxConfig::default(),
+            voice_addr: None,
+            control_timeout: crate::control::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// A joined channel with audio flowing. Setters take effect from the next frame; they only
+/// flip atomics or lock a pipeline briefly, so a UI can call them from its event loop.
+/// Dropping the session stops it and leaves the channel.
+#[derive(Debug)]
+pub struct VoiceSession {
+    shared: Arc<Shared>,
+    control: ControlClient,
+    port: u16,
+    threads: Vec<JoinHandle<()>>,
+    playout: Option<JoinHandle<Result<(), String>>>,
+    left: bool,
+}
+
+fn spawn<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>, SessionError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(SessionError::Thread)
+}
+
+/// The server's signing key, when it has one. Servers without SERVER_INFO (the seed's)
+/// get `None`, and their system packets are taken on trust.
+fn server_key(control: &ControlClient) -> Result<Option<VerifyingKey>, SessionError> {
+    match control.server_info() {
+        Ok(info) if info.features & features::SIGNED_SYSTEM_PACKETS != 0 => {
+            VerifyingKey::from_bytes(&info.public_key)
+                .map(Some)
+                .map_err(|_| {
+                    SessionError::Control(ControlError::Protocol {
+                        addr: control.addr().into(),
+                        detail: "server's public key is invalid".into(),
+                    })
+                })
+        }
+        Ok(_) => Ok(None),
+        Err(e) if e.code() == Some(ErrorCode::NoImpl) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn open_socket(to: SocketAddr) -> Result<UdpSocket, SessionError> {
+    let local: IpAddr = match to {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let s = UdpSocket::bind((local, 0)).map_err(SessionError::Socket)?;
+    s.connect(to).map_err(SessionError::Socket)?;
+    Ok(s)
+}
+
+impl VoiceSession {
+    /// Joins `cfg.chid` as `cfg.uid` and starts audio. Returns the session and its event
+    /// stream (bounded; drain it, or events are dropped and counted).
+    pub fn start(mut cfg: SessionConfig) -> Result<(Self, Receiver<SessionEvent>), SessionError> {
+        let control = ControlClient::new(&cfg.server)?.with_timeout(cfg.control_timeout);
+        // Everything that can fail locally is checked before joining, so a bad WAV path or
+        // device never leaves a ghost member in the channel.
+        let tx = TxPipeline::new(cfg.tx.clone()).map_err(|e| SessionError::Audio(e.to_string()))?;
+        let rx = RxPipeline::new(cfg.rx);
+        let sink = match &cfg.output {
+            OutputSink::Discard => PlayoutSink::Discard,
+            OutputSink::Wav { path, format } => PlayoutSink::Wav(
+                WavSink::create(path, *format).map_err(|e| SessionError::Audio(e.to_string()))?,
+            ),
+            OutputSink::Device(name) => {
+                let (stream, ring) = audio::device::open_output(name, DEVICE_RING)
+                    .map_err(|e| SessionError::Audio(e.to_string()))?;
+                PlayoutSink::Device {
+                    _stream: stream,
+                    ring,
+                }
+            }
+        };
+        let input = match std::mem::replace(&mut cfg.input, InputSource::Silence) {
+            InputSource::Silence => CaptureInput::Silence,
+            InputSource::Samples(s) => CaptureInput::Samples(s),
+            InputSource::Device(name) => {
+                let (stream, ring) = audio::device::open_input(&name, DEVICE_RING)
+                    .map_err(|e| SessionError::Audio(e.to_string()))?;
+                CaptureInput::Device(stream, ring)
+            }
+        };
+        let key = server_key(&control)?;
+        let (uid, chid) = (cfg.uid, cfg.chid);
+        let port = control.join(uid, uid, chid)?;
+        let started = Self::start_joined(cfg, control.clone(), key, port, tx, rx, input, sink);
+        if started.is_err() {
+            // Do not stay a member of a channel we cannot talk in.
+            let _ = control.leave(uid, uid, chid);
+        }
+        started
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_joined(
+        cfg: SessionConfig,
+        control: ControlClient,
+        key: Option<VerifyingKey>,
+        port: u16,
+        tx: TxPipeline,
+        rx: RxPipeline,
+        input: CaptureInput,
+        sink: PlayoutSink,
+    ) -> Result<(Self, Receiver<SessionEvent>), SessionError> {
+        let voice_addr = cfg
+            .voice_addr
+            .unwrap_or_else(|| SocketAddr::new(control.host(), port));
+        let socket = open_socket(voice_addr)?;
+        // Members already present; an older server without CHANNEL_INFO just has none.
+        let members: Vec<u64> = control
+            .channel_info(cfg.chid)
+            .map(|i| {
+                i.members
+                    .into_iter()
+                    .map(|(u, _)| u)
+                    .filter(|&u| u != cfg.uid)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (events, receiver) = EventSink::new();
+        events.emit(SessionEvent::Joined {
+            uid: cfg.uid,
+            chid: cfg.chid,
+            voice_addr,
+            members: members.clone(),
+        });
+        let shared = Arc::new(Shared {
+            uid: cfg.uid,
+            chid: cfg.chid,
+            clock: SessionClock::start(),
+            stop: AtomicBool::new(false),
+            muted: AtomicBool::new(false),
+            deafened: AtomicBool::new(false),
+            tx: Mutex::new(tx),
+            rx: Mutex::new(rx),
+            link: Mutex::new(Default::default()),
+            members: Mutex::new(BTreeSet::new()),
+            end: Mutex::new(None),
+            packets_sent: AtomicU64::new(0),
+            packets_received: AtomicU64::new(0),
+            packets_dropped: AtomicU64::new(0),
+            late_blocks: AtomicU64::new(0),
+            events,
+        });
+        for m in members {
+            shared.member_joined(m);
+        }
+        let link = Link::new(cfg.uid, cfg.chid, key, rand::random());
+        let mut session = VoiceSession {
+            shared: shared.clone(),
+            control,
+            port,
+            threads: Vec::new(),
+            playout: None,
+            left: false,
+        };
+        let net_socket = socket.try_clone().map_err(SessionError::Socket)?;
+        let s = shared.clone();
+        session.threads.push(spawn("kv-net", move || {
+            super::net::run(s, net_socket, link)
+        })?);
+        let s = shared.clone();
+        session.playout = Some(spawn("kv-playout", move || playout::run(s, sink))?);
+        let s = shared.clone();
+        session
+            .threads
+            .push(spawn("kv-capture", move || capture::run(s, socket, input))?);
+        tracing::info!(uid = cfg.uid, chid = cfg.chid, %voice_addr, "voice session started");
+        Ok((session, receiver))
+    }
+
+    /// Our uid.
+    pub fn uid(&self) -> u64 {
+        self.shared.uid
+    }
+
+    /// The channel.
+    pub fn chid(&self) -> u64 {
+        self.shared.chid
+    }
+
+    /// The channel's UDP port as the server announced it.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// True once the session stopped on its own (kicked, shutdown, failure) or was left.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopped()
+    }
+
+    /// Why the session stopped, if it has.
+    pub fn end_reason(&self) -> Option<EndReason> {
+        *lock(&self.shared.end)
+    }
+
+    /// Mute: the microphone is replaced by silence.
+    pub fn set_muted(&self, on: bool) {
+        self.shared.muted.store(on, Ordering::Relaxed);
+    }
+
+    /// True when muted.
+    pub fn muted(&self) -> bool {
+        self.shared.muted.load(Ordering::Relaxed)
+    }
+
+    /// Deafen: nothing is played (the mixer keeps running, so statistics stay live).
+    pub fn set_deafened(&self, on: bool) {
+        self.shared.deafened.store(on, Ordering::Relaxed);
+    }
+
+    /// True when deafened.
+    pub fn deafened(&self) -> bool {
+        self.shared.deafened.load(Ordering::Relaxed)
+    }
+
+    /// Push-to-talk key state (effective in [`TransmitMode::PushToTalk`]).
+    pub fn set_push_to_talk(&self, pressed: bool) {
+        lock(&self.shared.tx).set_push_to_talk(pressed);
+    }
+
+    /// Continuous, voice-activated or push-to-talk.
+    pub fn set_mode(&self, mode: TransmitMode) {
+        lock(&self.shared.tx).set_mode(mode);
+    }
+
+    /// The transmit mode in effect.
+    pub fn mode(&self) -> TransmitMode {
+        lock(&self.shared.tx).config().mode
+    }
+
+    /// Noise suppression on or off.
+    pub fn set_denoise(&self, on: bool) {
+        lock(&self.shared.tx).set_denoise(on);
+    }
+
+    /// True when noise suppression is on.
+    pub fn denoise(&self) -> bool {
+        lock(&self.shared.tx).config().denoise
+    }
+
+    /// Playback gain of one member (1.0 = unchanged, 0.0 = muted for us).
+    pub fn set_peer_gain(&self, uid: u64, gain: f32) {
+        lock(&self.shared.rx).set_gain(uid, gain);
+    }
+
+    /// Input level, VAD probability and whether we are transmitting (for a level meter).
+    pub fn input_level(&self) -> InputLevel {
+        lock(&self.shared.tx).level()
+    }
+
+    /// Per-member receive statistics (packets, loss, recovery, jitter, talking).
+    pub fn peer_stats(&self) -> Vec<PeerStats> {
+        lock(&self.shared.rx).peer_stats()
+    }
+
+    /// Known members other than us.
+    pub fn members(&self) -> Vec<u64> {
+        lock(&self.shared.members).iter().copied().collect()
+    }
+
+    /// A full statistics snapshot (the same as the periodic [`SessionEvent::Stats`]).
+    pub fn stats(&self) -> SessionStats {
+        playout::snapshot(&self.shared)
+    }
+
+    /// Stops audio, finishes the output file and leaves the channel (unless the server
+    /// already removed us). Returns the final statistics.
+    pub fn leave(mut self) -> Result<SessionStats, SessionError> {
+        self.stop_threads()?;
+        let stats = playout::snapshot(&self.shared);
+        self.left = true;
+        if matches!(
+            self.end_reason(),
+            None | Some(EndReason::Left) | Some(EndReason::Failed)
+        ) {
+            self.control
+                .leave(self.shared.uid, self.shared.uid, self.shared.chid)?;
+        }
+        Ok(stats)
+    }
+
+    fn stop_threads(&mut self) -> Result<(), SessionError> {
+        self.shared.end(EndReason::Left, None);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        match self.playout.take().map(|t| t.join()) {
+            Some(Ok(Err(e))) => Err(SessionError::Audio(e)),
+            Some(Err(_)) => Err(SessionError::Audio("playout thread panicked".into())),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for VoiceSession {
+    fn drop(&mut self) {
+        if self.left {
+            return;
+        }
+        let _ = self.stop_threads();
+        if matches!(
+            self.end_reason(),
+            None | Some(EndReason::Left) | Some(EndReason::Failed)
+        ) {
+            let c = self.control.clone().with_timeout(Duration::from_secs(1));
+            if let Err(e) = c.leave(self.shared.uid, self.shared.uid, self.shared.chid) {
+                tracing::debug!(error = %e, "leave on drop failed");
+            }
+        }
+    }
+}
