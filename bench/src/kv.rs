@@ -1,56 +1,54 @@
 //! Starting a real kv-server and setting up users and channels through its control port.
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, ChildStdout, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 use kv_proto::ControlRequest;
 
 use crate::control;
-use crate::target::free_port;
 
 /// Per-member packet rate the bench allows the server, far above 50 pps so flood mode
 /// measures the relay rather than its rate cap.
 pub const BENCH_MEMBER_PPS: u32 = 1_000_000;
 
-/// Spawns `server` with its data in `dir`, listening on a free 127.0.0.1 port, and waits
-/// until its control port answers.
-pub fn spawn(server: &Path, dir: &Path) -> Result<(Child, SocketAddr)> {
+/// Spawns `server` with its data in `dir`, listening on a free 127.0.0.1 port, and reads
+/// its start-up lines (`listening on IP:PORT`, `admin uid: N`) to find the control port.
+/// Returns the child and its stdout, which must stay open while the server runs.
+pub fn spawn(server: &Path, dir: &Path) -> Result<(Child, ChildStdout, SocketAddr)> {
     if !server.exists() {
         bail!(
             "{} not found: build it first (cargo build --release -p kv-server) or pass --server",
             server.display()
         );
     }
-    let addr = free_port()?;
     let mut child = Command::new(server)
-        .arg("--listen")
-        .arg(addr.to_string())
-        .arg("--data-dir")
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .arg("--max-member-pps")
         .arg(BENCH_MEMBER_PPS.to_string())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("spawn {}", server.display()))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            bail!("kv-server exited at start: {status}");
-        }
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-            return Ok((child, addr));
-        }
-        if Instant::now() > deadline {
+    let stdout = child.stdout.take().context("kv-server stdout")?;
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let addr: SocketAddr = match line.trim().strip_prefix("listening on ").map(str::parse) {
+        Some(Ok(a)) => a,
+        _ => {
             let _ = child.kill();
-            bail!("kv-server did not listen on {addr} within 10 s");
+            let _ = child.wait();
+            bail!("kv-server said {line:?} instead of `listening on IP:PORT`");
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    line.clear();
+    reader.read_line(&mut line)?;
+    Ok((child, reader.into_inner(), addr))
 }
 
 /// Registers `channels * members` users, has the first member of each channel create it,

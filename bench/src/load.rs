@@ -190,6 +190,8 @@ fn recv_now(s: &UdpSocket, buf: &mut [u8]) -> std::io::Result<usize> {
 #[derive(Debug, Default)]
 struct RecvShared {
     received: AtomicU64,
+    /// Bench packets of any tag: tells when a relay's backlog has drained.
+    any: AtomicU64,
     hist: Mutex<Histogram>,
 }
 
@@ -249,6 +251,28 @@ impl Receivers {
             .sum()
     }
 
+    /// Bench packets of any tag received so far.
+    pub fn any(&self) -> u64 {
+        self.shared
+            .iter()
+            .map(|s| s.any.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Waits (at most `max`) until no bench packet has arrived for 100 ms, so a backlog
+    /// left by an overloaded step does not count against the next one.
+    pub fn wait_quiet(&self, max: Duration) {
+        let until = Instant::now() + max;
+        let mut last = self.any();
+        let mut quiet = 0;
+        while quiet < 2 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = self.any();
+            quiet = if now == last { quiet + 1 } else { 0 };
+            last = now;
+        }
+    }
+
     /// Takes the delay histogram collected since the last call.
     pub fn take_histogram(&self) -> Histogram {
         let mut all = Histogram::new();
@@ -286,6 +310,7 @@ fn receive_loop(
         let want = tag.load(Ordering::Relaxed);
         let mut hist = sh.hist.lock().unwrap_or_else(|p| p.into_inner());
         let mut got = 0;
+        let mut any = 0;
         for t in events.tokens() {
             let Some(u) = users.get(t as usize) else {
                 continue;
@@ -299,6 +324,7 @@ fn receive_loop(
                 let now = epoch.elapsed().as_nanos() as u64;
                 for i in 0..n {
                     if let Some(s) = payload::read(batch.data(i)) {
+                        any += 1;
                         if s.tag == want {
                             got += 1;
                             hist.record(now.saturating_sub(s.sent_ns));
@@ -312,6 +338,7 @@ fn receive_loop(
         }
         drop(hist);
         sh.received.fetch_add(got, Ordering::Relaxed);
+        sh.any.fetch_add(any, Ordering::Relaxed);
     }
     Ok(())
 }

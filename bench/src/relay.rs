@@ -236,6 +236,7 @@ struct Step {
 }
 
 fn flood_step(rig: &Rig, rate: f64, tag: u32, opts: &RunOpts, epoch: Instant) -> Result<Step> {
+    rig.rx.wait_quiet(Duration::from_secs(3));
     rig.rx.set_tag(tag);
     let _ = rig.rx.take_histogram();
     let stop = AtomicBool::new(false);

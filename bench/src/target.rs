@@ -2,9 +2,8 @@
 //! the CPU it reads from /proc is the relay's alone.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
@@ -66,6 +65,7 @@ pub struct Target {
     pub uids: Vec<Vec<u64>>,
     child: Child,
     _stdin: Option<ChildStdin>,
+    _stdout: Option<ChildStdout>,
     _dir: Option<TempDir>,
 }
 
@@ -75,7 +75,7 @@ impl Target {
         match kind {
             Kind::Kv => {
                 let dir = TempDir::new()?;
-                let (child, control) = kv::spawn(&opts.server, &dir.0)?;
+                let (child, stdout, control) = kv::spawn(&opts.server, &dir.0)?;
                 let pid = child.id();
                 let mut t = Target {
                     pid,
@@ -83,6 +83,7 @@ impl Target {
                     uids: Vec::new(),
                     child,
                     _stdin: None,
+                    _stdout: Some(stdout),
                     _dir: Some(dir),
                 };
                 let (ports, uids) = kv::setup(control, channels, members)?;
@@ -128,6 +129,7 @@ impl Target {
                     uids,
                     child,
                     _stdin: stdin,
+                    _stdout: None,
                     _dir: None,
                 })
             }
@@ -160,10 +162,4 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// A free TCP port on 127.0.0.1 (bound then released; the server binds it right after).
-pub fn free_port() -> Result<SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?)
 }
