@@ -551,3 +551,244 @@ impl JitterBuffer {
         self.window_min_margin = f32::INFINITY;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kv_proto::voice::{FLAG_SPURT_END, FLAG_SPURT_START};
+
+    const N: u16 = 960;
+
+    fn jb() -> JitterBuffer {
+        JitterBuffer::new(JitterConfig::default())
+    }
+
+    /// Inserts primary frame `seq` (timestamp seq * 960, payload [seq as u8]).
+    fn put(b: &mut JitterBuffer, now: u64, seq: u32) {
+        put_flags(b, now, seq, 0);
+    }
+
+    fn put_flags(b: &mut JitterBuffer, now: u64, seq: u32, flags: u8) {
+        b.insert(
+            now,
+            seq,
+            seq.wrapping_mul(u32::from(N)),
+            N,
+            flags,
+            &[seq as u8],
+            FrameOrigin::Primary,
+        );
+    }
+
+    /// What a pop played, as a short string, for readable assertions.
+    fn pop(b: &mut JitterBuffer, now: u64) -> String {
+        match b.pop(now) {
+            Playout::Idle => "idle".into(),
+            Playout::Frame { data, origin, .. } => match origin {
+                FrameOrigin::Primary => format!("{}", data[0]),
+                FrameOrigin::Redundant => format!("r{}", data[0]),
+            },
+            Playout::Lost { next, .. } => match next {
+                Some(d) => format!("lost>{}", d[0]),
+                None => "lost".into(),
+            },
+            Playout::Stretch { .. } => "stretch".into(),
+            Playout::Gap { samples } => format!("gap{samples}"),
+        }
+    }
+
+    #[test]
+    fn waits_one_frame_then_plays_in_order_despite_reordering() {
+        let mut b = jb();
+        put(&mut b, 0, 0);
+        assert_eq!(
+            pop(&mut b, 10),
+            "idle",
+            "start delay is one frame before jitter is known"
+        );
+        put(&mut b, 21, 2);
+        put(&mut b, 22, 1);
+        assert_eq!(pop(&mut b, 20), "0");
+        assert_eq!(pop(&mut b, 40), "1");
+        assert_eq!(pop(&mut b, 60), "2");
+        assert_eq!(b.stats().received, 3);
+        assert_eq!(b.stats().lost, 0);
+    }
+
+    #[test]
+    fn duplicates_and_late_packets_are_counted_not_played() {
+        let mut b = jb();
+        put(&mut b, 0, 0);
+        put(&mut b, 1, 0);
+        assert_eq!(b.stats().duplicates, 1);
+        put(&mut b, 20, 1);
+        assert_eq!(pop(&mut b, 20), "0");
+        assert_eq!(pop(&mut b, 40), "1");
+        put(&mut b, 41, 0); // played already
+        assert_eq!(b.stats().late, 1);
+        put(&mut b, 45, 2);
+        assert_eq!(pop(&mut b, 60), "2");
+    }
+
+    #[test]
+    fn loss_is_reported_with_the_next_frame_for_fec_then_redundancy_recovers() {
+        let mut b = jb();
+        put(&mut b, 0, 0);
+        // 1 is lost; 2 arrives.
+        put(&mut b, 40, 2);
+        assert_eq!(pop(&mut b, 20), "0");
+        assert_eq!(pop(&mut b, 40), "lost>2");
+        assert_eq!(pop(&mut b, 60), "2");
+        assert_eq!(b.stats().lost, 1);
+        // 4 is lost but its copy rides in packet 5.
+        put(&mut b, 60, 3);
+        b.insert(61, 4, 4 * 960, N, 0, &[4], FrameOrigin::Redundant);
+        put(&mut b, 61, 5);
+        assert_eq!(pop(&mut b, 80), "3");
+        assert_eq!(pop(&mut b, 100), "r4");
+        assert_eq!(pop(&mut b, 120), "5");
+        assert_eq!(b.stats().recovered_redundancy, 1);
+        // A primary arriving after its copy was stored is not a duplicate.
+        b.insert(121, 7, 7 * 960, N, 0, &[7], FrameOrigin::Redundant);
+        put(&mut b, 122, 7);
+        assert_eq!(b.stats().duplicates, 0);
+    }
+
+    #[test]
+    fn underrun_stretches_then_spurt_end_goes_idle_without_concealment() {
+        let mut b = jb();
+        put_flags(&mut b, 0, 0, FLAG_SPURT_START);
+        assert_eq!(pop(&mut b, 20), "0");
+        // 1 is late: conceal and wait for it (delay grows).
+        assert_eq!(pop(&mut b, 40), "stretch");
+        put(&mut b, 45, 1);
+        assert_eq!(pop(&mut b, 60), "1");
+        assert_eq!(b.stats().stretched, 1);
+        put_flags(&mut b, 60, 2, FLAG_SPURT_END);
+        assert_eq!(pop(&mut b, 80), "2");
+        assert!(b.is_playing());
+        assert_eq!(pop(&mut b, 100), "idle");
+        assert!(!b.is_playing());
+        assert_eq!(b.stats().stretched, 1);
+    }
+
+    #[test]
+    fn silence_inside_the_buffer_is_kept_and_stream_idles_without_packets() {
+        let mut b = jb();
+        put(&mut b, 0, 0);
+        // Next spurt starts 2 frames of silence later (seq 1, timestamp 3 frames).
+        b.insert(
+            5,
+            1,
+            3 * 960,
+            N,
+            FLAG_SPURT_START,
+            &[1],
+            FrameOrigin::Primary,
+        );
+        assert_eq!(pop(&mut b, 20), "0");
+        assert_eq!(pop(&mut b, 40), "gap960");
+        assert_eq!(pop(&mut b, 60), "gap960");
+        assert_eq!(pop(&mut b, 80), "1");
+        // Nothing more: stretch until the idle timeout.
+        assert_eq!(pop(&mut b, 100), "stretch");
+        assert_eq!(pop(&mut b, 5 + IDLE_AFTER_MS), "idle");
+        // A restarted sender (sequence from 0 again) is heard again.
+        put(&mut b, 1000, 0);
+        assert_eq!(pop(&mut b, 1100), "0");
+    }
+
+    /// Feeds `secs` of 20 ms frames whose network delay is `delay(seq)` ms and pops every 20 ms
+    /// of virtual time; returns (frames played, stretches) in the last second.
+    fn run(b: &mut JitterBuffer, first: u32, secs: u32, delay: impl Fn(u32) -> u64) -> u32 {
+        let frames = secs * 50;
+        let mut arrivals: Vec<(u64, u32)> = (first..first + frames)
+            .map(|s| (u64::from(s) * 20 + delay(s), s))
+            .collect();
+        arrivals.sort();
+        let mut next = 0;
+        let mut played = 0;
+        let start = u64::from(first) * 20;
+        let mut now = start;
+        while now < start + u64::from(secs) * 1000 {
+            while next < arrivals.len() && arrivals[next].0 <= now {
+                put(b, arrivals[next].0, arrivals[next].1);
+                next += 1;
+            }
+            if matches!(b.pop(now), Playout::Frame { .. }) {
+                played += 1;
+            }
+            now += 20;
+        }
+        played
+    }
+
+    #[test]
+    fn adapts_up_to_jitter_and_back_down_when_it_calms() {
+        let mut b = jb();
+        // Calm network: target stays near the 2 ms safety margin.
+        run(&mut b, 0, 3, |_| 5);
+        assert!(b.target_ms() < 5.0, "calm target {}", b.target_ms());
+        // 0–60 ms of jitter (pseudo-random): target grows to cover it.
+        let jit = |s: u32| 5 + u64::from(s.wrapping_mul(2_654_435_761) >> 26) % 61;
+        run(&mut b, 150, 5, jit);
+        let high = b.target_ms();
+        assert!(high > 45.0, "jittery target {high}");
+        let st = b.stats();
+        // After the first second of adapting, nothing should need stretching.
+        let before = st.stretched;
+        run(&mut b, 400, 3, jit);
+        assert!(
+            b.stats().stretched - before <= 2,
+            "stretched {} after adapting",
+            b.stats().stretched - before
+        );
+        let buffered_high = b.buffered_ms();
+        // Calm again: the window forgets the jitter, and frames are dropped one per second.
+        let dropped = b.stats().dropped;
+        // (12 s: the extra frame for recovery is kept for 10 s after the last loss.)
+        run(&mut b, 550, 12, |_| 5);
+        assert!(b.target_ms() < 5.0, "calm again target {}", b.target_ms());
+        assert!(b.stats().dropped > dropped, "shrank by dropping frames");
+        assert!(
+            b.buffered_ms() < buffered_high.max(30.0),
+            "buffer {} -> {}",
+            buffered_high,
+            b.buffered_ms()
+        );
+    }
+
+    #[test]
+    fn losses_add_one_frame_of_target_for_recovery() {
+        let mut b = jb();
+        run(&mut b, 0, 2, |_| 5);
+        let calm = b.target_ms();
+        put(&mut b, 2000, 100);
+        put(&mut b, 2040, 102);
+        let _ = b.pop(2100);
+        let _ = b.pop(2120);
+        assert!(b.stats().lost >= 1);
+        assert!(
+            b.target_ms() >= calm + 19.0,
+            "{} vs {}",
+            b.target_ms(),
+            calm
+        );
+    }
+
+    #[test]
+    fn far_ahead_sequence_restarts_the_stream_and_buffer_is_bounded() {
+        let mut b = jb();
+        put(&mut b, 0, 0);
+        assert_eq!(pop(&mut b, 20), "0");
+        put(&mut b, 20, 1_000_000);
+        assert_eq!(b.stats().resets, 1);
+        assert_eq!(pop(&mut b, 60), "64"); // 1_000_000 as u8
+                                           // Sequence numbers wrap.
+        let mut b = jb();
+        put(&mut b, 0, u32::MAX);
+        b.insert(20, 0, 0, N, 0, &[0], FrameOrigin::Primary);
+        assert_eq!(pop(&mut b, 20), "255");
+        assert_eq!(pop(&mut b, 40), "0");
+    }
+}

@@ -106,6 +106,7 @@ mod tests {
             .zip(&want[4800..43_200])
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max);
-        assert!(err < 0.01, "max error {err}");
+        // Within half a sample of phase (a whole sample would be 0.029 at 440 Hz).
+        assert!(err < 0.02, "max error {err}");
     }
 }
