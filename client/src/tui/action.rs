@@ -133,10 +133,12 @@ pub enum Action {
         /// Average loss over all peers, percent.
         loss_pct: Option<f32>,
     },
-    /// Our microphone: level 0..1 (as drawn on the meter) and whether we are sending.
+    /// Our microphone, from the capture path's last frame.
     MicLevel {
-        /// Level 0..1 on the meter's scale.
-        level: f32,
+        /// RMS level, dB full scale.
+        dbfs: f32,
+        /// Voice-activity probability 0..1 (what the threshold applies to).
+        vad: f32,
         /// True while voice is being sent.
         sending: bool,
     },

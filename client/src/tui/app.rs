@@ -229,11 +229,13 @@ pub struct App {
     pub member_sel: usize,
     /// Where arrow keys go.
     pub focus: Focus,
-    /// Our mic level on the meter's 0..1 scale.
-    pub mic_level: f32,
+    /// Our mic level, dB full scale (-100 when silent or unknown).
+    pub mic_dbfs: f32,
+    /// Voice-activity probability of our mic, 0..1.
+    pub mic_vad: f32,
     /// Whether we are sending right now.
     pub sending: bool,
-    /// Voice-activation threshold on the same scale as the meter.
+    /// Voice-activation threshold: the voice probability above which we send.
     pub vad_threshold: f32,
     /// Transmit mode.
     pub mode: TransmitMode,
@@ -284,7 +286,8 @@ impl App {
             members: Vec::new(),
             member_sel: 0,
             focus: Focus::Channels,
-            mic_level: 0.0,
+            mic_dbfs: -100.0,
+            mic_vad: 0.0,
             sending: false,
             vad_threshold: 0.5,
             mode: TransmitMode::VoiceActivated,
@@ -640,7 +643,8 @@ impl App {
                 self.member_sel = 0;
                 self.focus = Focus::Channels;
                 self.sending = false;
-                self.mic_level = 0.0;
+                self.mic_dbfs = -100.0;
+                self.mic_vad = 0.0;
                 self.rtt_ms = None;
                 self.loss_pct = None;
                 self.notice = Some(reason);
@@ -664,8 +668,13 @@ impl App {
                 self.loss_pct = loss_pct;
                 vec![]
             }
-            Action::MicLevel { level, sending } => {
-                self.mic_level = level.clamp(0.0, 1.0);
+            Action::MicLevel { dbfs, vad, sending } => {
+                self.mic_dbfs = if dbfs.is_finite() { dbfs } else { -100.0 };
+                self.mic_vad = if vad.is_finite() {
+                    vad.clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
                 self.sending = sending;
                 vec![]
             }

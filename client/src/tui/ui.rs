@@ -11,7 +11,7 @@ use crate::tui::widgets;
 pub fn draw(app: &App, frame: &mut Frame) {
     let [main, meter, status] = Layout::vertical([
         Constraint::Min(5),
-        Constraint::Length(3),
+        Constraint::Length(4),
         Constraint::Length(2),
     ])
     .areas(frame.area());

@@ -63,7 +63,8 @@ fn in_lobby() -> App {
         loss_pct: Some(0.5),
     });
     app.update(Action::MicLevel {
-        level: 0.7,
+        dbfs: -18.0,
+        vad: 0.8,
         sending: true,
     });
     app.notice = None;

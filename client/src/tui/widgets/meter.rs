@@ -1,5 +1,6 @@
-//! Our microphone level as a bar, with the voice-activation threshold marked on it, and
-//! whether we are sending.
+//! Our microphone: the level as a bar (−60…0 dBFS), the voice probability as a bar with the
+//! voice-activation threshold marked on it (what decides sending in voice-activated mode),
+//! and whether we are sending.
 
 use ratatui::layout::Rect;
 use ratatui::style::{Style, Stylize};
@@ -9,7 +10,10 @@ use ratatui::Frame;
 
 use crate::tui::app::{App, AudioState, TransmitMode};
 
-/// Renders the meter into `area` (3 rows: border, bar, border).
+/// Bottom of the level bar, dBFS: quieter than this reads as empty.
+const FLOOR_DBFS: f32 = -60.0;
+
+/// Renders the meter into `area` (4 rows: border, level, voice, border).
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let block = Block::bordered().title(" Microphone ");
     let inner = block.inner(area);
@@ -22,26 +26,39 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     } else if app.sending {
         "sending".green().bold()
     } else if app.mode == TransmitMode::PushToTalk {
-        "hold to talk".dark_gray()
+        "push to talk".dark_gray()
     } else {
         "quiet".dark_gray()
     };
-    let label = format!(" thr {:.2} ", app.vad_threshold);
-    let tail = state.content.chars().count() as u16 + label.len() as u16 + 1;
-    let width = inner.width.saturating_sub(tail) as usize;
-    let mut spans = bar(app.mic_level, app.vad_threshold, width, app.sending);
-    spans.push(Span::raw(label));
-    spans.push(state);
-    frame.render_widget(Paragraph::new(Line::from(spans)), inner);
+    // Both rows share one bar width so they line up.
+    let tail = 18u16.max(state.content.chars().count() as u16 + 12);
+    let width = inner.width.saturating_sub(tail + 6) as usize;
+    let level = ((app.mic_dbfs - FLOOR_DBFS) / -FLOOR_DBFS).clamp(0.0, 1.0);
+    let mut row1 = vec![Span::raw("level ")];
+    row1.extend(bar(level, None, width, app.sending));
+    row1.push(Span::raw(format!(" {:>4.0} dBFS", app.mic_dbfs.max(-99.0))));
+    let mut row2 = vec![Span::raw("voice ")];
+    row2.extend(bar(
+        app.mic_vad,
+        Some(app.vad_threshold),
+        width,
+        app.sending,
+    ));
+    row2.push(Span::raw(format!(" thr {:.2} ", app.vad_threshold)));
+    row2.push(state);
+    frame.render_widget(
+        Paragraph::new(vec![Line::from(row1), Line::from(row2)]),
+        inner,
+    );
 }
 
-/// The bar itself: `width` cells, filled to `level`, with `│` at `threshold` (both 0..1).
-pub fn bar(level: f32, threshold: f32, width: usize, sending: bool) -> Vec<Span<'static>> {
+/// A bar of `width` cells filled to `value` (0..1), with `│` at `mark` when given.
+pub fn bar(value: f32, mark: Option<f32>, width: usize, sending: bool) -> Vec<Span<'static>> {
     if width == 0 {
         return vec![];
     }
-    let filled = ((level.clamp(0.0, 1.0) * width as f32).round() as usize).min(width);
-    let mark = ((threshold.clamp(0.0, 1.0) * width as f32).round() as usize).min(width - 1);
+    let filled = ((value.clamp(0.0, 1.0) * width as f32).round() as usize).min(width);
+    let mark = mark.map(|m| ((m.clamp(0.0, 1.0) * width as f32).round() as usize).min(width - 1));
     let fill_style = if sending {
         Style::new().green()
     } else {
@@ -49,7 +66,7 @@ pub fn bar(level: f32, threshold: f32, width: usize, sending: bool) -> Vec<Span<
     };
     (0..width)
         .map(|i| {
-            if i == mark {
+            if Some(i) == mark {
                 Span::styled("│", Style::new().yellow().bold())
             } else if i < filled {
                 Span::styled("█", fill_style)
