@@ -107,6 +107,8 @@ pub enum Action {
     Left {
         /// Why, for the status line.
         reason: String,
+        /// Join again once the channel is listed (the server restarted it).
+        rejoin: bool,
     },
     /// A peer's audio arrived or stopped.
     Talking {

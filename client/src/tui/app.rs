@@ -572,6 +572,15 @@ impl App {
                     .and_then(|id| self.channels.iter().position(|c| c.id == id))
                     .unwrap_or(self.channel_sel)
                     .min(self.channels.len().saturating_sub(1));
+                // Back in a channel the server closed under us, once it is listed again.
+                if self.connection == Connection::Connected && self.joining.is_none() {
+                    if let Some(chid) = self.rejoin.take() {
+                        if self.channels.iter().any(|c| c.id == chid) {
+                            self.joining = Some(chid);
+                            return vec![Command::Join(chid)];
+                        }
+                    }
+                }
                 if let Some(id) = self.joined {
                     if !self.channels.iter().any(|c| c.id == id) {
                         self.joined = None;
@@ -636,7 +645,10 @@ impl App {
                 cmds.push(Command::Refresh);
                 cmds
             }
-            Action::Left { reason } => {
+            Action::Left { reason, rejoin } => {
+                if rejoin {
+                    self.rejoin = self.joined.or(self.joining);
+                }
                 self.joined = None;
                 self.joining = None;
                 self.members.clear();

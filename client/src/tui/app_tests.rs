@@ -76,6 +76,7 @@ fn join_then_leave_emits_commands_and_tracks_state() {
     assert_eq!(app.update(Action::Leave), vec![Command::Leave]);
     app.update(Action::Left {
         reason: "left".into(),
+        rejoin: false,
     });
     assert_eq!(app.joined, None);
     assert!(app.members.is_empty());
@@ -398,4 +399,38 @@ fn device_picker_lists_and_picks() {
             name: None
         }
     );
+}
+
+#[test]
+fn server_closing_the_channel_rejoins_once_it_is_listed_again() {
+    let mut app = connected();
+    app.update(Action::JoinSelected);
+    app.update(Action::Joined { chid: 10 });
+    app.update(Action::Left {
+        reason: "the server closed the channel".into(),
+        rejoin: true,
+    });
+    assert_eq!(app.joined, None);
+    // Listed again: join it.
+    let cmds = app.update(Action::ChannelsLoaded(vec![row(10, "lobby", 0, 7)]));
+    assert_eq!(cmds, vec![Command::Join(10)]);
+    // Kicked: no rejoin.
+    app.update(Action::Joined { chid: 10 });
+    app.update(Action::Left {
+        reason: "kicked".into(),
+        rejoin: false,
+    });
+    assert_eq!(
+        app.update(Action::ChannelsLoaded(vec![row(10, "lobby", 0, 7)])),
+        vec![]
+    );
+    // Closed and gone (deleted): nothing to rejoin, and it is forgotten.
+    app.update(Action::JoinSelected);
+    app.update(Action::Joined { chid: 10 });
+    app.update(Action::Left {
+        reason: "closed".into(),
+        rejoin: true,
+    });
+    assert_eq!(app.update(Action::ChannelsLoaded(vec![])), vec![]);
+    assert_eq!(app.rejoin, None);
 }

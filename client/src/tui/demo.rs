@@ -10,7 +10,7 @@ use kv_proto::Perms;
 use kv_server::{Config, Server};
 
 use crate::control::{ControlClient, ControlError};
-use crate::tui::voice::VoiceHandle;
+use crate::session::{InputSource, SessionConfig, SessionEvent, VoiceSession};
 
 /// Why the demo could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +36,7 @@ pub struct Demo {
     user: u64,
     data_dir: PathBuf,
     server: Option<EmbeddedServer>,
-    bot: Option<Box<dyn VoiceHandle>>,
+    bot: Option<Bot>,
 }
 
 impl std::fmt::Debug for Demo {
@@ -74,7 +74,7 @@ impl Demo {
             server: Some(server),
             bot: None,
         };
-        demo.bot = Some(crate::tui::start_demo_bot(&control, bot, chid).map_err(DemoError::Bot)?);
+        demo.bot = Some(Bot::start(addr.to_string(), bot, chid)?);
         Ok(demo)
     }
 
@@ -203,5 +203,117 @@ impl EmbeddedServer {
 impl Drop for EmbeddedServer {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// The bundled speech sample (48 kHz mono 16-bit, see assets/README.md), built into the
+/// binary so `--demo` works from any directory.
+const SPEECH_WAV: &[u8] = include_bytes!("../../../assets/speech.wav");
+/// Times the sample repeats (with a pause) in one bot session, about a minute of talk.
+const BOT_REPEATS: usize = 8;
+/// Silence between repeats, samples (2 s at 48 kHz).
+const BOT_PAUSE: usize = 96_000;
+
+/// Decodes [`SPEECH_WAV`] to f32 samples.
+pub fn speech_sample() -> Result<Vec<f32>, DemoError> {
+    let reader = hound::WavReader::new(std::io::Cursor::new(SPEECH_WAV))
+        .map_err(|e| DemoError::Bot(format!("bundled sample: {e}")))?;
+    let spec = reader.spec();
+    if spec.channels != 1 || spec.sample_rate != 48_000 || spec.bits_per_sample != 16 {
+        return Err(DemoError::Bot(format!(
+            "bundled sample has format {spec:?}"
+        )));
+    }
+    reader
+        .into_samples::<i16>()
+        .map(|s| s.map(|v| f32::from(v) / 32768.0))
+        .collect::<Result<_, _>>()
+        .map_err(|e| DemoError::Bot(format!("bundled sample: {e}")))
+}
+
+/// A member that talks: a voice session whose microphone is the speech sample, started
+/// again whenever the sample has played through.
+#[derive(Debug)]
+pub struct Bot {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Bot {
+    /// Joins `chid` on `server` as `uid` and starts talking.
+    pub fn start(server: String, uid: u64, chid: u64) -> Result<Bot, DemoError> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let speech = speech_sample()?;
+        let mut input = Vec::with_capacity((speech.len() + BOT_PAUSE) * BOT_REPEATS);
+        for _ in 0..BOT_REPEATS {
+            input.extend_from_slice(&speech);
+            input.extend(std::iter::repeat_n(0.0, BOT_PAUSE));
+        }
+        let mut cfg = SessionConfig::new(server, uid, chid);
+        cfg.input = InputSource::Samples(input);
+        // Check it can join before handing control to the thread.
+        let (first, events) =
+            VoiceSession::start(cfg.clone()).map_err(|e| DemoError::Bot(e.to_string()))?;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("kv-demo-bot".into())
+            .spawn(move || {
+                let mut current = Some((first, events));
+                while let Some((session, events)) = current.take() {
+                    // Talk until the input has played out or we are told to stop.
+                    loop {
+                        if stop2.load(Ordering::Relaxed) {
+                            let _ = session.leave();
+                            return;
+                        }
+                        match events.recv_timeout(Duration::from_millis(100)) {
+                            Ok(SessionEvent::InputEnded) => break,
+                            Ok(SessionEvent::Kicked | SessionEvent::Shutdown) => return,
+                            Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                        }
+                    }
+                    let _ = session.leave();
+                    match VoiceSession::start(cfg.clone()) {
+                        Ok(next) => current = Some(next),
+                        Err(e) => tracing::warn!(error = %e, "demo bot could not rejoin"),
+                    }
+                }
+            })?;
+        Ok(Bot {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Leaves the channel and ends the bot's thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bundled_speech_decodes() {
+        let s = super::speech_sample().expect("sample");
+        // About 5 s of 48 kHz audio, not silent.
+        assert!(s.len() > 48_000 * 3, "{} samples", s.len());
+        let peak = s.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(peak > 0.1, "peak {peak}");
     }
 }

@@ -18,6 +18,7 @@ pub mod demo;
 pub mod inbox;
 pub mod keys;
 pub mod runner;
+pub mod session_voice;
 pub mod ui;
 pub mod voice;
 pub mod widgets;
@@ -28,20 +29,9 @@ mod app_tests;
 #[cfg(test)]
 mod ui_tests;
 
-use crate::control::ControlClient;
-use crate::tui::voice::{ControlOnlyVoice, VoiceBackend, VoiceHandle};
+use crate::tui::voice::VoiceBackend;
 
-/// The voice engine `kv-tui` uses.
+/// The voice engine `kv-tui` uses: the client library's voice session on cpal devices.
 pub fn default_voice() -> Box<dyn VoiceBackend> {
-    Box::new(ControlOnlyVoice)
-}
-
-/// Starts the demo's bot in `chid` as `uid`.
-pub fn start_demo_bot(
-    control: &ControlClient,
-    uid: u64,
-    chid: u64,
-) -> Result<Box<dyn VoiceHandle>, String> {
-    let (sink, _rx) = inbox::inbox();
-    ControlOnlyVoice.start(control, uid, chid, &voice::Devices::default(), sink)
+    Box::new(session_voice::SessionVoice::default())
 }

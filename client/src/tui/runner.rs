@@ -30,6 +30,8 @@ use crate::tui::ui;
 use crate::tui::voice::{Devices, VoiceBackend};
 use crate::tui::worker::{Identity, Worker};
 
+/// Log file name in the config dir.
+pub const LOG_FILE: &str = "kv-tui.log";
 /// Commands queued for the worker before new ones are refused with a "busy" notice.
 const COMMAND_CAPACITY: usize = 64;
 /// Longest wait for the worker to leave the channel when quitting.
@@ -38,6 +40,9 @@ const QUIT_GRACE: Duration = Duration::from_secs(3);
 const FRAME: Duration = Duration::from_millis(100);
 /// Timeout of each control request: short, so a dead server is noticed quickly.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The process's original stderr while fd 2 points at the log file (-1: not redirected).
+static SAVED_STDERR: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
 /// Set while the terminal is in raw mode with keyboard enhancement pushed, so the panic
 /// hook knows what to undo.
@@ -112,6 +117,9 @@ pub fn run(opts: Options) -> Result<(), RunError> {
         })?;
 
     install_panic_hook();
+    // C libraries (ALSA above all) print to stderr, which would scribble over the screen:
+    // send fd 2 to the log file while the TUI owns the terminal.
+    redirect_stderr(&opts.config_dir.join(LOG_FILE));
     let mut terminal = setup_terminal()?;
     app.ptt_style = ptt_style();
     tracing::info!(ptt = ?app.ptt_style, server = %opts.server, "kv-tui started");
@@ -250,8 +258,46 @@ fn setup_terminal() -> io::Result<Terminal<CrosstermBackend<Stdout>>> {
     Ok(t)
 }
 
+/// Points fd 2 at `path` (appending), remembering the original; failures leave it alone.
+fn redirect_stderr(path: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    else {
+        return;
+    };
+    // SAFETY: dup/dup2 on valid descriptors have no memory-safety preconditions; `file`
+    // stays open until after dup2 has made fd 2 a second reference to it.
+    unsafe {
+        let saved = libc::dup(2);
+        if saved < 0 {
+            return;
+        }
+        if libc::dup2(file.as_raw_fd(), 2) < 0 {
+            libc::close(saved);
+            return;
+        }
+        SAVED_STDERR.store(saved, Ordering::SeqCst);
+    }
+}
+
+/// Gives fd 2 back to the terminal (after a redirect); safe to call twice.
+fn restore_stderr() {
+    let saved = SAVED_STDERR.swap(-1, Ordering::SeqCst);
+    if saved >= 0 {
+        // SAFETY: `saved` is the descriptor dup() returned and nothing else closes it.
+        unsafe {
+            libc::dup2(saved, 2);
+            libc::close(saved);
+        }
+    }
+}
+
 /// Puts the terminal back as we found it; safe to call twice and from the panic hook.
 fn restore_terminal() {
+    restore_stderr();
     let mut out = io::stdout();
     if ENHANCED.swap(false, Ordering::Relaxed) {
         let _ = execute!(out, PopKeyboardEnhancementFlags);
@@ -303,7 +349,7 @@ fn spawn_input(sink: ActionSink, stop: Arc<AtomicBool>) -> io::Result<()> {
 /// filter (default `info`).
 pub fn init_logging(dir: &std::path::Path) -> io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let path = dir.join("kv-tui.log");
+    let path = dir.join(LOG_FILE);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -19,6 +19,21 @@ pub struct Devices {
     pub output: Option<String>,
 }
 
+/// Why a session could not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartError {
+    /// For the status line.
+    pub message: String,
+    /// Network trouble: reconnect (and rejoin) rather than give up.
+    pub transient: bool,
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Starts voice sessions.
 pub trait VoiceBackend: Send {
     /// Joins `uid` to `chid` and starts sending and receiving. Events are reported into
@@ -30,7 +45,7 @@ pub trait VoiceBackend: Send {
         chid: u64,
         devices: &Devices,
         out: ActionSink,
-    ) -> Result<Box<dyn VoiceHandle>, String>;
+    ) -> Result<Box<dyn VoiceHandle>, StartError>;
 
     /// Input and output device names for the picker.
     fn list_devices(&self) -> (Vec<String>, Vec<String>);
@@ -62,8 +77,11 @@ impl VoiceBackend for ControlOnlyVoice {
         chid: u64,
         _devices: &Devices,
         out: ActionSink,
-    ) -> Result<Box<dyn VoiceHandle>, String> {
-        control.join(uid, uid, chid).map_err(|e| e.to_string())?;
+    ) -> Result<Box<dyn VoiceHandle>, StartError> {
+        control.join(uid, uid, chid).map_err(|e| StartError {
+            transient: e.is_transient(),
+            message: e.to_string(),
+        })?;
         let _ = out.try_send(Action::Audio(AudioState::NoDevice(
             "built without a voice engine".into(),
         )));

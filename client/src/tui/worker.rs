@@ -200,6 +200,7 @@ impl Worker {
                 if was_in {
                     self.send(Action::Left {
                         reason: "left the channel".into(),
+                        rejoin: false,
                     });
                 }
                 Ok(true)
@@ -225,6 +226,7 @@ impl Worker {
                     self.stop_session();
                     self.send(Action::Left {
                         reason: "you deleted the channel".into(),
+                        rejoin: false,
                     });
                 }
                 true
@@ -275,6 +277,12 @@ impl Worker {
             Ok(handle) => {
                 self.session = Some((chid, handle));
                 self.send(Action::Joined { chid });
+            }
+            Err(e) if e.transient => {
+                // The server went away: reconnect, and the app rejoins.
+                tracing::warn!(error = %e, "join failed; reconnecting");
+                self.uid = None;
+                return false;
             }
             Err(e) => self.send(Action::Error(format!("join failed: {e}"))),
         }
