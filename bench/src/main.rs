@@ -50,12 +50,15 @@ enum Cmd {
         /// Scenarios to run, comma-separated (default: all). Known: 1x50, 10x5, 100x5, 1x200.
         #[arg(long, value_delimiter = ',')]
         scenarios: Vec<String>,
-        /// Seconds of traffic before the measured window.
-        #[arg(long, default_value_t = 1.0)]
+        /// Seconds of traffic through each relay before its measured windows.
+        #[arg(long, default_value_t = 0.5)]
         warmup: f64,
-        /// Seconds measured per scenario and relay.
-        #[arg(long, default_value_t = 4.0)]
+        /// Seconds of one measured window.
+        #[arg(long, default_value_t = 1.0)]
         secs: f64,
+        /// Measured windows per relay and scenario (relays alternate window by window).
+        #[arg(long, default_value_t = 4)]
+        rounds: usize,
         /// Scenario for the flood search ("none" to skip).
         #[arg(long, default_value = "1x50")]
         flood: String,
@@ -124,6 +127,7 @@ fn main() -> Result<()> {
             scenarios,
             warmup,
             secs: measure,
+            rounds,
             flood,
             flood_step,
             flood_loss,
@@ -151,6 +155,7 @@ fn main() -> Result<()> {
                 scenarios,
                 warmup: secs(warmup)?,
                 measure: secs(measure)?,
+                rounds: rounds.clamp(1, 100),
                 flood: (flood != "none").then_some(flood),
                 flood_step: secs(flood_step)?,
                 flood_loss: flood_loss.clamp(0.0, 1.0),

@@ -67,8 +67,10 @@ pub struct RunOpts {
     pub scenarios: Vec<String>,
     /// Traffic before the measured window.
     pub warmup: Duration,
-    /// The measured window.
+    /// One measured window.
     pub measure: Duration,
+    /// Measured windows per relay, alternating between relays.
+    pub rounds: usize,
     /// Flood search on this scenario (None: skip).
     pub flood: Option<String>,
     /// Length of one flood step.
@@ -84,29 +86,43 @@ pub struct RunOpts {
 /// Time left for stragglers after the last send before counting.
 const DRAIN: Duration = Duration::from_millis(200);
 
-/// Measured outcome of one relay on one scenario.
+/// Measured outcome of one relay on one scenario, over all its windows.
 #[derive(Debug)]
 struct Outcome {
     kind: Kind,
-    /// Packets the speakers sent (whole run).
+    /// Packets the speakers sent (all windows).
     sent: u64,
-    /// Copies that should have arrived (whole run).
+    /// Copies that should have arrived.
     expected: u64,
-    /// Copies that arrived (whole run).
+    /// Copies that arrived.
     received: u64,
-    /// Copies that arrived in the measured window.
-    window_fwd: u64,
-    /// Relay CPU in the measured window, ns.
+    /// Relay CPU per forwarded packet of each window, µs.
+    per_window_us: Vec<f64>,
+    /// Relay CPU over all windows, ns.
     cpu_ns: u64,
-    /// Generator CPU in the measured window, ns.
+    /// Generator CPU over all windows, ns.
     gen_cpu_ns: u64,
-    /// Window length.
+    /// Total window time.
     window: Duration,
-    /// Delays of the copies received in the window.
+    /// Delays of the copies received.
     hist: Histogram,
 }
 
 impl Outcome {
+    fn new(kind: Kind) -> Self {
+        Outcome {
+            kind,
+            sent: 0,
+            expected: 0,
+            received: 0,
+            per_window_us: Vec::new(),
+            cpu_ns: 0,
+            gen_cpu_ns: 0,
+            window: Duration::ZERO,
+            hist: Histogram::new(),
+        }
+    }
+
     fn loss(&self) -> f64 {
         if self.expected == 0 {
             return 0.0;
@@ -114,24 +130,45 @@ impl Outcome {
         1.0 - self.received.min(self.expected) as f64 / self.expected as f64
     }
 
+    /// Median over windows of the relay's CPU per forwarded packet: robust to a window
+    /// disturbed by something else on the machine.
     fn cpu_us_per_pkt(&self) -> f64 {
-        if self.window_fwd == 0 {
+        let mut v: Vec<f64> = self
+            .per_window_us
+            .iter()
+            .copied()
+            .filter(|x| x.is_finite())
+            .collect();
+        if v.is_empty() {
             return f64::NAN;
         }
-        self.cpu_ns as f64 / self.window_fwd as f64 / 1000.0
+        v.sort_by(f64::total_cmp);
+        let m = v.len() / 2;
+        if v.len() % 2 == 1 {
+            v[m]
+        } else {
+            (v[m - 1] + v[m]) / 2.0
+        }
     }
 
     fn detail(&self) -> String {
         let secs = self.window.as_secs_f64();
+        let windows: Vec<String> = self
+            .per_window_us
+            .iter()
+            .map(|v| format!("{v:.2}"))
+            .collect();
         format!(
-            "  {:<5} sent={} expected={} received={} loss={:.5} fwd_pps={:.0} cpu_us_per_pkt={:.3} relay_cpu={:.1}% gen_cpu={:.1}% p50_ms={:.3} p99_ms={:.3} max_ms={:.2} samples={}",
+            "  {:<5} sent={} expected={} received={} loss={:.5} fwd_pps={:.0} cpu_us_per_pkt={:.3} (windows {}) mean={:.3} relay_cpu={:.1}% gen_cpu={:.1}% p50_ms={:.3} p99_ms={:.3} max_ms={:.2} samples={}",
             self.kind.name(),
             self.sent,
             self.expected,
             self.received,
             self.loss(),
-            self.window_fwd as f64 / secs,
+            self.received as f64 / secs,
             self.cpu_us_per_pkt(),
+            windows.join(","),
+            self.cpu_ns as f64 / self.received.max(1) as f64 / 1000.0,
             self.cpu_ns as f64 / 1e9 / secs * 100.0,
             self.gen_cpu_ns as f64 / 1e9 / secs * 100.0,
             self.hist.quantile_ms(0.5),
@@ -177,52 +214,69 @@ impl Rig {
     }
 }
 
-fn run_one(kind: Kind, sc: &Scenario, opts: &RunOpts, epoch: Instant) -> Result<Outcome> {
-    let rig = Rig::start(kind, sc, opts, epoch)?;
-    let tag = 1;
+/// Sends one window of `sc`'s traffic through `rig` and adds what happened to `out`.
+fn window(
+    rig: &Rig,
+    sc: &Scenario,
+    dur: Duration,
+    tag: u32,
+    epoch: Instant,
+    out: Option<&mut Outcome>,
+) -> Result<()> {
+    rig.rx.wait_quiet(Duration::from_secs(2));
     rig.rx.set_tag(tag);
     let rate = sc.pps * rig.speakers.len() as f64;
     let stop = AtomicBool::new(false);
     let me = std::process::id();
-    let out = std::thread::scope(|s| -> Result<Outcome> {
-        let sender = s.spawn(|| {
-            load::send_paced(
-                &rig.fleet,
-                &rig.speakers,
-                rate,
-                opts.warmup + opts.measure,
-                tag,
-                epoch,
-                &stop,
-            )
-        });
-        std::thread::sleep(opts.warmup);
-        let t0 = Instant::now();
-        let c0 = cpu::sample(rig.target.pid)?;
-        let g0 = cpu::sample(me)?;
-        let r0 = rig.rx.received();
-        let _ = rig.rx.take_histogram();
-        let sent = sender
-            .join()
-            .map_err(|_| anyhow::anyhow!("sender panicked"))?;
-        std::thread::sleep(DRAIN);
-        let c1 = cpu::sample(rig.target.pid)?;
-        let g1 = cpu::sample(me)?;
-        let r1 = rig.rx.received();
-        Ok(Outcome {
-            kind,
-            sent: sent.packets,
-            expected: sent.expected,
-            received: r1,
-            window_fwd: r1 - r0,
-            cpu_ns: c1.since(&c0),
-            gen_cpu_ns: g1.since(&g0),
-            window: t0.elapsed(),
-            hist: rig.rx.take_histogram(),
-        })
-    })?;
-    rig.finish()?;
-    Ok(out)
+    let _ = rig.rx.take_histogram();
+    let t0 = Instant::now();
+    let c0 = cpu::sample(rig.target.pid)?;
+    let g0 = cpu::sample(me)?;
+    let r0 = rig.rx.received();
+    let sent = load::send_paced(&rig.fleet, &rig.speakers, rate, dur, tag, epoch, &stop);
+    std::thread::sleep(DRAIN);
+    let c1 = cpu::sample(rig.target.pid)?;
+    let g1 = cpu::sample(me)?;
+    let got = rig.rx.received() - r0;
+    if let Some(out) = out {
+        let cpu_ns = c1.since(&c0);
+        out.sent += sent.packets;
+        out.expected += sent.expected;
+        out.received += got;
+        out.cpu_ns += cpu_ns;
+        out.gen_cpu_ns += g1.since(&g0);
+        out.window += t0.elapsed();
+        out.per_window_us
+            .push(cpu_ns as f64 / got.max(1) as f64 / 1000.0);
+        out.hist.merge(&rig.rx.take_histogram());
+    }
+    Ok(())
+}
+
+/// Runs `sc` on every relay: all are started and set up first, then measured in
+/// alternating windows (kv, naive, floor, kv, ...) so that a change in the machine's load
+/// hits them alike.
+fn run_scenario(sc: &Scenario, opts: &RunOpts, epoch: Instant) -> Result<Vec<Outcome>> {
+    let mut rigs = Vec::new();
+    for &k in &opts.kinds {
+        rigs.push((k, Rig::start(k, sc, opts, epoch)?));
+    }
+    let mut outs: Vec<Outcome> = opts.kinds.iter().map(|&k| Outcome::new(k)).collect();
+    let mut tag = 1;
+    for (_, rig) in &rigs {
+        tag += 1;
+        window(rig, sc, opts.warmup, tag, epoch, None)?;
+    }
+    for _ in 0..opts.rounds {
+        for ((_, rig), out) in rigs.iter().zip(outs.iter_mut()) {
+            tag += 1;
+            window(rig, sc, opts.measure, tag, epoch, Some(out))?;
+        }
+    }
+    for (_, rig) in rigs {
+        rig.finish()?;
+    }
+    Ok(outs)
 }
 
 /// One flood step's result.
@@ -336,19 +390,18 @@ pub fn run(opts: &RunOpts) -> Result<()> {
     let mut summary = Vec::new();
     for sc in &chosen {
         println!(
-            "# {}: {} channel(s) x {} members, {} speaker(s) per channel at {} pps, {} s measured",
+            "# {}: {} channel(s) x {} members, {} speaker(s) per channel at {} pps, {} x {} s windows per relay",
             sc.name,
             sc.channels,
             sc.members,
             sc.speakers,
             sc.pps,
+            opts.rounds,
             opts.measure.as_secs_f64()
         );
-        let mut outs = Vec::new();
-        for &k in &opts.kinds {
-            let o = run_one(k, sc, opts, epoch)?;
+        let outs = run_scenario(sc, opts, epoch)?;
+        for o in &outs {
             println!("{}", o.detail());
-            outs.push(o);
         }
         let get = |k: Kind| outs.iter().find(|o| o.kind == k);
         let cpu = |k: Kind| get(k).map(|o| o.cpu_us_per_pkt());
