@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kv_proto::control::{MAX_LISTED_CHANNELS, MAX_LISTED_MEMBERS};
 use kv_proto::Perms;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
@@ -66,9 +67,11 @@ impl Server {
         })?;
 
         let (trigger, shutdown) = shutdown::channel();
+        // Never more than a reply may list (clients reject longer CHANNEL_INFO and
+        // GET_CHANNELS replies).
         let relay_config = RelayConfig {
             peer_timeout: config.peer_timeout,
-            max_members: config.max_members,
+            max_members: config.max_members.min(MAX_LISTED_MEMBERS as usize),
             max_member_pps: config.max_member_pps,
         };
         let mut registry = Registry::new(
@@ -77,7 +80,7 @@ impl Server {
             config.udp_ports.clone(),
             key,
             relay_config,
-            config.max_channels,
+            config.max_channels.min(MAX_LISTED_CHANNELS as usize),
             shutdown,
         );
         for ch in store.channels()? {
