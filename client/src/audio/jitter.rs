@@ -27,8 +27,10 @@ pub const SAFETY_MS: f32 = 2.0;
 pub const SHRINK_WINDOW_MS: u64 = 1000;
 /// For how long after a loss the target keeps one extra frame.
 pub const LOSS_MEMORY_MS: u64 = 10_000;
-/// With nothing arriving for this long (and no end-of-spurt flag seen), the stream is idle.
-pub const IDLE_AFTER_MS: u64 = 300;
+/// With nothing arriving for this long (or twice the target delay plus a frame, if longer)
+/// and no end-of-spurt flag seen, the stream is idle: concealment stops, and the next packet
+/// starts a fresh stream (re-synchronising after a long stall).
+pub const IDLE_AFTER_MS: u64 = 120;
 
 /// Delay limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -495,7 +497,8 @@ impl JitterBuffer {
         let ended = self
             .end_seq
             .is_some_and(|e| self.next_seq.wrapping_sub(e.wrapping_add(1)) as i32 >= 0);
-        if ended || now_ms.saturating_sub(self.last_accept_ms) >= IDLE_AFTER_MS {
+        let idle_after = IDLE_AFTER_MS.max((2.0 * self.target_ms + self.frame_ms()) as u64);
+        if ended || now_ms.saturating_sub(self.last_accept_ms) >= idle_after {
             self.state = State::Idle;
             return Playout::Idle;
         }

@@ -2,11 +2,13 @@
 //!
 //! Measure: **log-spectral distance (LSD) over 20 ms frames after time alignment.**
 //! - Alignment: the lag is found by cross-correlation (FFT), so network and buffer delay do not
-//!   count as distortion.
+//!   count as distortion; then each 0.5 s block is re-aligned within ±60 ms, because a jitter
+//!   buffer legitimately changes its delay by whole frames during a call.
 //! - Why not plain SNR: Opus is a perceptual codec; it changes phase and fine waveform detail
 //!   that listeners do not hear, so even a perfect network gives a low, noisy SNR (it is
 //!   reported as a secondary figure). LSD compares the spectral envelope per 20 ms frame, on a
-//!   dB scale like loudness perception, 100 Hz–8 kHz where speech intelligibility lives. A lost
+//!   dB scale like loudness perception, in 32 mel bands over 100 Hz–8 kHz where speech
+//!   intelligibility lives (bands, not DFT bins: the ear hears the envelope). A lost
 //!   frame replaced by silence or a poor concealment shows up as a frame with a distance of
 //!   tens of dB, so the mean tracks exactly what packet loss does to speech, while a correctly
 //!   decoded frame stays at a few dB.
@@ -25,9 +27,15 @@ const BAND_LO_HZ: f32 = 100.0;
 const BAND_HI_HZ: f32 = 8000.0;
 /// Frames quieter than this below the loudest reference frame are not scored.
 const ACTIVE_RANGE_DB: f32 = 40.0;
-/// Spectral floor relative to each reference frame's strongest bin: bins below it in both
-/// signals (deep nulls between harmonics, inaudible) are not scored.
+/// Spectral floor relative to each reference frame's strongest band, so bands far below what
+/// is audible next to it do not dominate.
 const FLOOR_DB: f32 = 50.0;
+/// Mel bands the spectrum is summed into.
+pub const BANDS: usize = 32;
+/// Block length for piecewise alignment (0.5 s).
+pub const BLOCK: usize = 24_000;
+/// How far a block's lag may differ from the global lag (60 ms = three 20 ms frames).
+pub const LOCAL_LAG: usize = 2880;
 
 /// Result of [`compare`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,13 +54,12 @@ pub struct QualityReport {
     pub active_frames: usize,
 }
 
-/// Finds the lag in `-max_lag..=max_lag` that best aligns `degraded` to `reference`
-/// (`degraded[i + lag] ≈ reference[i]`), with its normalized correlation.
-pub fn find_lag(reference: &[f32], degraded: &[f32], max_lag: usize) -> (i64, f32) {
-    if reference.is_empty() || degraded.is_empty() {
-        return (0, 0.0);
-    }
-    let n = (reference.len() + degraded.len()).next_power_of_two();
+/// Circular cross-correlation `xc[k] = Σ reference[i] · degraded[i + k]` (negative `k` at
+/// `n + k`), computed with an FFT of size `n`, plus the product of the signals' norms.
+fn cross_correlation(reference: &[f32], degraded: &[f32]) -> (Vec<f64>, f64) {
+    let n = (reference.len() + degraded.len())
+        .next_power_of_two()
+        .max(2);
     let mut planner = RealFftPlanner::<f64>::new();
     let fwd = planner.plan_fft_forward(n);
     let inv = planner.plan_fft_inverse(n);
@@ -77,21 +84,35 @@ pub fn find_lag(reference: &[f32], degraded: &[f32], max_lag: usize) -> (i64, f3
     }
     let mut xc = inv.make_output_vec();
     let _ = inv.process(&mut c, &mut xc);
-    let max_lag = max_lag.min(n / 2 - 1) as i64;
-    let mut best = (0i64, f64::MIN);
-    for lag in -max_lag..=max_lag {
-        let idx = if lag >= 0 {
-            lag as usize
-        } else {
-            (n as i64 + lag) as usize
-        };
-        if xc[idx] > best.1 {
-            best = (lag, xc[idx]);
-        }
+    // realfft's inverse is unnormalized.
+    for v in xc.iter_mut() {
+        *v /= n as f64;
     }
     let er: f64 = reference.iter().map(|s| f64::from(*s).powi(2)).sum();
     let ed: f64 = degraded.iter().map(|s| f64::from(*s).powi(2)).sum();
-    let norm = (er * ed).sqrt() * n as f64;
+    (xc, (er * ed).sqrt())
+}
+
+fn at_lag(xc: &[f64], lag: i64) -> f64 {
+    let n = xc.len() as i64;
+    xc[lag.rem_euclid(n) as usize]
+}
+
+/// Finds the lag in `-max_lag..=max_lag` that best aligns `degraded` to `reference`
+/// (`degraded[i + lag] ≈ reference[i]`), with its normalized correlation.
+pub fn find_lag(reference: &[f32], degraded: &[f32], max_lag: usize) -> (i64, f32) {
+    if reference.is_empty() || degraded.is_empty() {
+        return (0, 0.0);
+    }
+    let (xc, norm) = cross_correlation(reference, degraded);
+    let max_lag = max_lag.min(xc.len() / 2 - 1) as i64;
+    let mut best = (0i64, f64::MIN);
+    for lag in -max_lag..=max_lag {
+        let v = at_lag(&xc, lag);
+        if v > best.1 {
+            best = (lag, v);
+        }
+    }
     let corr = if norm > 0.0 { best.1 / norm } else { 0.0 };
     (best.0, corr as f32)
 }
@@ -99,17 +120,7 @@ pub fn find_lag(reference: &[f32], degraded: &[f32], max_lag: usize) -> (i64, f3
 /// Aligns and scores `degraded` against `reference`, searching lags up to `max_lag` samples.
 pub fn compare(reference: &[f32], degraded: &[f32], max_lag: usize) -> QualityReport {
     let (lag, correlation) = find_lag(reference, degraded, max_lag);
-    // aligned[i] = degraded[i + lag], zero where it does not exist.
-    let aligned: Vec<f32> = (0..reference.len() as i64)
-        .map(|i| {
-            let j = i + lag;
-            if j >= 0 && (j as usize) < degraded.len() {
-                degraded[j as usize]
-            } else {
-                0.0
-            }
-        })
-        .collect();
+    let aligned = align_blocks(reference, degraded, lag);
     let (lsd_db, lsd_p95_db, active_frames) = log_spectral_distance(reference, &aligned);
     let sig: f64 = reference.iter().map(|s| f64::from(*s).powi(2)).sum();
     let err: f64 = reference
@@ -128,8 +139,56 @@ pub fn compare(reference: &[f32], degraded: &[f32], max_lag: usize) -> QualityRe
     }
 }
 
+/// `degraded` shifted so it lines up with `reference`, block by block: each [`BLOCK`] of the
+/// reference gets its own lag within [`LOCAL_LAG`] of the global one. A jitter buffer changes
+/// its delay by whole frames during a call (inaudible in speech), and one global lag would
+/// score everything after such a change as distorted.
+pub fn align_blocks(reference: &[f32], degraded: &[f32], global_lag: i64) -> Vec<f32> {
+    let get = |j: i64| -> f32 {
+        if j >= 0 && (j as usize) < degraded.len() {
+            degraded[j as usize]
+        } else {
+            0.0
+        }
+    };
+    let mut aligned = Vec::with_capacity(reference.len());
+    let mut start = 0usize;
+    while start < reference.len() {
+        let end = (start + BLOCK).min(reference.len());
+        let block = &reference[start..end];
+        let energy: f32 = block.iter().map(|s| s * s).sum();
+        let mut lag = global_lag;
+        if energy > 1e-6 {
+            // The degraded window that covers every candidate lag.
+            let w0 = start as i64 + global_lag - LOCAL_LAG as i64;
+            let window: Vec<f32> = (0..(block.len() + 2 * LOCAL_LAG) as i64)
+                .map(|k| get(w0 + k))
+                .collect();
+            // Lags are measured from the window start: LOCAL_LAG means "same as global".
+            let (xc, _) = cross_correlation(block, &window);
+            let at_global = at_lag(&xc, LOCAL_LAG as i64);
+            let (best, v) = (0..=2 * LOCAL_LAG as i64)
+                .map(|l| (l, at_lag(&xc, l)))
+                .fold(
+                    (LOCAL_LAG as i64, f64::MIN),
+                    |b, x| if x.1 > b.1 { x } else { b },
+                );
+            // Move only for a clearly better match: voiced speech correlates almost as well
+            // one pitch period off, and that ambiguity must not count as a delay change.
+            if v > 1.2 * at_global.max(0.0) {
+                lag = global_lag + best - LOCAL_LAG as i64;
+            }
+        }
+        aligned.extend((start..end).map(|i| get(i as i64 + lag)));
+        start = end;
+    }
+    aligned
+}
+
 /// Mean and 95th-percentile log-spectral distance (dB) between two aligned signals over the
-/// reference's active 20 ms frames, and how many frames were scored.
+/// reference's active 20 ms frames, and how many frames were scored. Spectra are summed into
+/// [`BANDS`] mel-spaced bands first: the ear resolves the spectral envelope, not single DFT
+/// bins between harmonics, so codec noise in inaudible valleys does not dominate.
 pub fn log_spectral_distance(reference: &[f32], aligned: &[f32]) -> (f32, f32, usize) {
     let mut planner = RealFftPlanner::<f32>::new();
     let fft = planner.plan_fft_forward(FRAME);
@@ -137,23 +196,38 @@ pub fn log_spectral_distance(reference: &[f32], aligned: &[f32]) -> (f32, f32, u
         .map(|i| 0.5 - 0.5 * (2.0 * std::f32::consts::PI * i as f32 / FRAME as f32).cos())
         .collect();
     let bin_hz = 48_000.0 / FRAME as f32;
-    let lo = (BAND_LO_HZ / bin_hz).ceil() as usize;
-    let hi = ((BAND_HI_HZ / bin_hz).floor() as usize).min(FRAME / 2);
+    let mel = |hz: f32| 2595.0 * (1.0 + hz / 700.0).log10();
+    let (m_lo, m_hi) = (mel(BAND_LO_HZ), mel(BAND_HI_HZ));
+    // Band index of each bin in range (None outside 100 Hz–8 kHz).
+    let band_of: Vec<Option<usize>> = (0..=FRAME / 2)
+        .map(|k| {
+            let hz = k as f32 * bin_hz;
+            (BAND_LO_HZ..BAND_HI_HZ).contains(&hz).then(|| {
+                (((mel(hz) - m_lo) / (m_hi - m_lo) * BANDS as f32) as usize).min(BANDS - 1)
+            })
+        })
+        .collect();
     let mut input = fft.make_input_vec();
     let mut out = fft.make_output_vec();
-    let mut power = |x: &[f32]| -> Vec<f32> {
+    let mut bands = |x: &[f32]| -> [f32; BANDS] {
         for ((b, s), w) in input.iter_mut().zip(x).zip(&window) {
             *b = s * w;
         }
         let _ = fft.process(&mut input, &mut out);
-        out[lo..=hi].iter().map(|c| c.norm_sqr()).collect()
+        let mut e = [0.0f32; BANDS];
+        for (c, band) in out.iter().zip(&band_of) {
+            if let Some(b) = band {
+                e[*b] += c.norm_sqr();
+            }
+        }
+        e
     };
     let n = reference.len().min(aligned.len());
     let mut frames = Vec::new();
     let mut start = 0;
     while start + FRAME <= n {
-        let pr = power(&reference[start..start + FRAME]);
-        let pd = power(&aligned[start..start + FRAME]);
+        let pr = bands(&reference[start..start + FRAME]);
+        let pd = bands(&aligned[start..start + FRAME]);
         let energy: f32 = reference[start..start + FRAME].iter().map(|s| s * s).sum();
         frames.push((energy, pr, pd));
         start += HOP;
@@ -169,16 +243,15 @@ pub fn log_spectral_distance(reference: &[f32], aligned: &[f32]) -> (f32, f32, u
         .map(|(_, pr, pd)| {
             let peak = pr.iter().copied().fold(0.0f32, f32::max);
             let floor = (peak * 10f32.powf(-FLOOR_DB / 10.0)).max(1e-12);
-            // Only bins where either signal rises above the floor carry information; the
-            // rest would pull every frame towards 0 dB for sparse (harmonic) spectra.
-            let (sum, bins) = pr.iter().zip(pd).filter(|(a, b)| a.max(**b) > floor).fold(
-                (0.0f32, 0usize),
-                |(sum, bins), (a, b)| {
+            let sum: f32 = pr
+                .iter()
+                .zip(pd)
+                .map(|(a, b)| {
                     let d = 10.0 * ((a + floor) / (b + floor)).log10();
-                    (sum + d * d, bins + 1)
-                },
-            );
-            (sum / bins.max(1) as f32).sqrt()
+                    d * d
+                })
+                .sum();
+            (sum / BANDS as f32).sqrt()
         })
         .collect();
     if dists.is_empty() {
