@@ -7,12 +7,17 @@
 //! - [`control`]: one TCP request/reply exchange, as typed messages or raw bytes.
 //! - [`udp`]: [`UdpPeer`], a channel member with its own socket: keepalives, voice packets,
 //!   and receiving with signature checks.
+//! - [`kv`]: runs the headless client (`kv join --json` as [`kv::KvJoin`], one-shot
+//!   commands) and reads its JSON events and WAV files.
+//! - [`lossy`]: [`lossy::LossyRelay`], a seeded lossy/jittery UDP relay for the loss tests.
 //!
 //! Binaries are found by [`bin_path`]: `KV_SERVER_BIN` (etc.) if set, else next to the
 //! test executable in `target/<profile>/`, where cargo builds this package's binaries
 //! before running its integration tests.
 
 pub mod control;
+pub mod kv;
+pub mod lossy;
 pub mod server;
 pub mod udp;
 

@@ -1,0 +1,282 @@
+//! Running the headless client `kv` in tests: one-shot commands, and `kv join --json`
+//! processes whose JSON events are collected as they arrive.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kv_client::control::ControlClient;
+use serde_json::Value;
+
+/// The client binary under test: `KV_BIN`, else this package's `kv-e2e`.
+pub fn kv_bin() -> PathBuf {
+    crate::bin_path("kv-e2e", "KV_BIN")
+}
+
+/// The speech sample of `assets/`.
+pub fn speech_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/speech.wav")
+}
+
+/// The speech sample as 48 kHz mono samples.
+pub fn speech() -> Vec<f32> {
+    read_wav(&speech_path())
+}
+
+/// Reads a WAV file the client wrote (or any 48 kHz-convertible WAV).
+pub fn read_wav(path: &Path) -> Vec<f32> {
+    kv_client::audio::read_wav_mono_48k(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Writes 48 kHz mono float samples as a 16-bit WAV (test inputs).
+pub fn write_wav(path: &Path, samples: &[f32]) {
+    let mut w = kv_client::audio::WavSink::create(path, kv_client::audio::WavFormat::I16)
+        .expect("create wav");
+    w.write(samples).expect("write wav");
+    w.finish().expect("finish wav");
+}
+
+/// Result of a finished `kv` process.
+#[derive(Debug)]
+pub struct KvOutput {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Everything on stdout.
+    pub stdout: String,
+    /// Everything on stderr.
+    pub stderr: String,
+}
+
+/// Runs `kv --server SERVER ARGS…` to completion with `KV_CONFIG_DIR=config_dir`.
+pub fn kv(server: &str, config_dir: &Path, args: &[&str]) -> KvOutput {
+    let out = Command::new(kv_bin())
+        .arg("--server")
+        .arg(server)
+        .args(args)
+        .env("KV_CONFIG_DIR", config_dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kv");
+    KvOutput {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A channel with registered users, made through the control client.
+#[derive(Debug, Clone)]
+pub struct Room {
+    /// Control address.
+    pub server: String,
+    /// The channel.
+    pub chid: u64,
+    /// Users, the first is the channel's owner.
+    pub uids: Vec<u64>,
+}
+
+impl Room {
+    /// Registers `users` users and has the first create a channel.
+    pub fn new(server: SocketAddr, users: usize) -> Self {
+        let c = ControlClient::new(&server.to_string()).expect("control client");
+        let uids: Vec<u64> = (0..users)
+            .map(|_| c.register(0, kv_proto::Perms::NONE).expect("register"))
+            .collect();
+        let chid = c.create(uids[0]).expect("create channel");
+        Self {
+            server: server.to_string(),
+            chid,
+            uids,
+        }
+    }
+
+    /// The channel's UDP port.
+    pub fn port(&self) -> u16 {
+        ControlClient::new(&self.server)
+            .expect("control client")
+            .get_port(self.chid)
+            .expect("get port")
+    }
+
+    /// Starts `kv join` for user `i` with extra `args` (`--json` is added).
+    pub fn join(&self, i: usize, args: &[&str]) -> KvJoin {
+        KvJoin::spawn(&self.server, self.uids[i], self.chid, args)
+    }
+}
+
+/// A running `kv join --json`.
+#[derive(Debug)]
+pub struct KvJoin {
+    child: Child,
+    events: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// A finished `kv join`.
+#[derive(Debug)]
+pub struct Joined {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Every JSON event, in order.
+    pub events: Vec<Value>,
+    /// Everything on stderr.
+    pub stderr: String,
+}
+
+/// Longest a test waits for a `kv join` beyond its `--duration`.
+pub const JOIN_GRACE: Duration = Duration::from_secs(20);
+
+impl KvJoin {
+    /// Starts `kv --server S --uid U join CHID --json ARGS…`.
+    pub fn spawn(server: &str, uid: u64, chid: u64, args: &[&str]) -> Self {
+        let mut child = Command::new(kv_bin())
+            .args(["--server", server, "--uid", &uid.to_string(), "join"])
+            .arg(chid.to_string())
+            .arg("--json")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kv join");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        if let Some(out) = child.stdout.take() {
+            let ev = events.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let v: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("kv printed non-JSON line {line:?}: {e}"));
+                    ev.lock().unwrap_or_else(|p| p.into_inner()).push(v);
+                }
+            });
+        }
+        if let Some(mut err) = child.stderr.take() {
+            let se = stderr.clone();
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = err.read_to_string(&mut s);
+                se.lock().unwrap_or_else(|p| p.into_inner()).push_str(&s);
+            });
+        }
+        Self {
+            child,
+            events,
+            stderr,
+        }
+    }
+
+    /// Events so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits until an event named `name` has been printed and returns it.
+    pub fn wait_for(&self, name: &str, timeout: Duration) -> Value {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(v) = self.events().into_iter().find(|e| e["event"] == name) {
+                return v;
+            }
+            assert!(
+                Instant::now() < end,
+                "no {name:?} event within {timeout:?}; events: {:?}; stderr: {}",
+                self.events(),
+                self.stderr.lock().unwrap_or_else(|p| p.into_inner())
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Asks the client to leave now (SIGTERM), as Ctrl-C would.
+    pub fn terminate(&self) {
+        // SAFETY: kill(2) on our own child's pid; no memory is touched.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+
+    /// Waits for the process to exit (killing it after `timeout`) and collects everything.
+    pub fn finish(mut self, timeout: Duration) -> Joined {
+        let end = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait kv") {
+                break s;
+            }
+            if Instant::now() >= end {
+                let _ = self.child.kill();
+                let s = self.child.wait().expect("wait killed kv");
+                let stderr = self
+                    .stderr
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                panic!("kv join did not finish within {timeout:?}; stderr: {stderr}; status {s}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Let the reader threads drain the pipes.
+        std::thread::sleep(Duration::from_millis(100));
+        Joined {
+            status,
+            events: self.events(),
+            stderr: self
+                .stderr
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+}
+
+impl Drop for KvJoin {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Joined {
+    /// The first event named `name`.
+    pub fn first(&self, name: &str) -> Option<&Value> {
+        self.events.iter().find(|e| e["event"] == name)
+    }
+
+    /// How many events are named `name`.
+    pub fn count(&self, name: &str) -> usize {
+        self.events.iter().filter(|e| e["event"] == name).count()
+    }
+
+    /// `unix_ms` of the time-base event `name` (`capture_started`, `recording_started`).
+    pub fn time_base(&self, name: &str) -> f64 {
+        self.first(name)
+            .and_then(|e| e["unix_ms"].as_f64())
+            .unwrap_or_else(|| panic!("no {name} in {:?}", self.events))
+    }
+
+    /// The final statistics (`left` event).
+    pub fn left(&self) -> &Value {
+        self.first("left")
+            .unwrap_or_else(|| panic!("no left event; stderr: {}", self.stderr))
+    }
+
+    /// Asserts a clean exit, printing stderr otherwise.
+    pub fn assert_ok(&self) -> &Self {
+        assert!(
+            self.status.success(),
+            "kv join failed ({}): {}",
+            self.status,
+            self.stderr
+        );
+        self
+    }
+}
