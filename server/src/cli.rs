@@ -41,6 +41,9 @@ pub struct Args {
     /// Most control connections served at once; more wait in the backlog.
     #[arg(long, default_value_t = 256)]
     pub max_connections: usize,
+    /// Most control connections from one IP at once; more are answered SERV.
+    #[arg(long, default_value_t = 64)]
+    pub max_connections_per_ip: usize,
     /// Seconds a control connection may take to send its request (fractions ok).
     #[arg(long, default_value = "10", value_parser = parse_secs)]
     pub request_timeout: Duration,
@@ -67,6 +70,7 @@ impl Args {
         c.peer_timeout = self.peer_timeout;
         c.default_perms = Perms(self.default_perms);
         c.max_connections = self.max_connections;
+        c.max_connections_per_ip = self.max_connections_per_ip;
         c.request_timeout = self.request_timeout;
         c.max_member_pps = self.max_member_pps;
         c.max_members = self.max_members;

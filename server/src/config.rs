@@ -23,6 +23,8 @@ pub struct Config {
     pub default_perms: Perms,
     /// Concurrent TCP control connections; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Concurrent control connections from one IP; more are answered SERV at once.
+    pub max_connections_per_ip: usize,
     /// How long one control connection may take to send its request.
     pub request_timeout: Duration,
     /// Packets per second one member may send before the relay drops its excess.
@@ -43,6 +45,7 @@ impl Config {
             peer_timeout: Duration::from_secs(60),
             default_perms: Perms::ADD_CHANNEL,
             max_connections: 256,
+            max_connections_per_ip: 64,
             request_timeout: Duration::from_secs(10),
             max_member_pps: 1000,
             max_members: 1024,

@@ -6,7 +6,8 @@
 //! - [`cli`]: command-line flags, logging, the tokio runtime and signal handling. `main.rs`
 //!   is one call into it, so tests can build an identical binary (see `kv-tests`).
 //! - [`server`]: binds the TCP listener, accepts connections under a connection cap, and
-//!   runs the graceful shutdown. [`shutdown`] is the signal every task listens to.
+//!   runs the graceful shutdown. [`shutdown`] is the signal every task listens to;
+//!   [`limit`] caps connections per client IP.
 //! - [`control`]: one TCP exchange (`connection`) and the commands that act on the server's
 //!   state (`users`, `channels`, `info`), checked against the seed's permission rules.
 //! - [`channel`]: the voice relay. [`channel::ChannelRelay`] is the sans-IO state machine
@@ -23,6 +24,7 @@ pub mod control;
 pub mod error;
 pub mod ids;
 pub mod keys;
+pub mod limit;
 pub mod server;
 pub mod shutdown;
 pub mod store;

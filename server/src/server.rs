@@ -3,7 +3,8 @@
 //! Start-up opens the data directory, the key, the database (creating the admin on an
 //! empty one) and re-opens every stored channel, then binds the control listener. The
 //! accept loop hands each connection to its own task, holding one permit of a semaphore
-//! so at most `max_connections` are served at once (mini-redis). On the stop signal it
+//! so at most `max_connections` are served at once (mini-redis), and at most
+//! `max_connections_per_ip` from one IP (the rest get SERV at once). On the stop signal it
 //! stops accepting, tells every task through [`crate::shutdown`], waits for connection
 //! tasks (they drop a completion sender when done) and channel tasks (which send SHUTDOWN
 //! to their members), and closes the database.
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kv_proto::control::{MAX_LISTED_CHANNELS, MAX_LISTED_MEMBERS};
-use kv_proto::Perms;
+use kv_proto::{ErrorCode, Perms};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -22,6 +23,7 @@ use crate::config::Config;
 use crate::control::{connection, Control};
 use crate::error::ServerError;
 use crate::keys;
+use crate::limit::PerIpLimit;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::store::{SqliteStore, Store};
 
@@ -137,6 +139,7 @@ impl Server {
             ..
         } = self;
         let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        let per_ip = PerIpLimit::new(config.max_connections_per_ip);
         // Each connection task holds a clone; `recv` returns None once all are dropped.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         tokio::pin!(stop);
@@ -160,12 +163,22 @@ impl Server {
                 },
                 _ = &mut stop => break,
             };
-            let control = control.clone();
             let done = done_tx.clone();
-            let shutdown = trigger.subscribe();
             let timeout = config.request_timeout;
+            let Some(slot) = per_ip.try_acquire(peer.ip()) else {
+                tracing::debug!(%peer, "too many connections from this IP");
+                tokio::spawn(async move {
+                    connection::refuse(stream, ErrorCode::Serv, timeout).await;
+                    drop(permit);
+                    drop(done);
+                });
+                continue;
+            };
+            let control = control.clone();
+            let shutdown = trigger.subscribe();
             tokio::spawn(async move {
                 connection::handle(stream, peer, control, timeout, shutdown).await;
+                drop(slot);
                 drop(permit);
                 drop(done);
             });

@@ -503,3 +503,24 @@ fn sigterm_exits_cleanly() {
     let status = s.terminate();
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[test]
+fn one_ip_cannot_take_every_slot() {
+    let s = ServerProcess::start_with(&["--max-connections-per-ip", "1", "--request-timeout", "5"]);
+    let silent = TcpStream::connect(s.addr).unwrap();
+    // Give the server time to accept it, so it holds this IP's only slot.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(s.err(&Req::GetPort { chid: 1 }), E::Serv);
+    drop(silent);
+    // Once it is gone, requests are served normally again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match s.request(&Req::GetPort { chid: 1 }) {
+            Rep::Error(E::Param) => break,
+            Rep::Error(E::Serv) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -6,15 +6,15 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::relay::{ChannelRelay, JoinError, RelayConfig};
-use super::task::{self, ChannelCommand, COMMAND_QUEUE};
+use super::worker::{ChannelCommand, WorkerHandle};
 use crate::shutdown::Shutdown;
 
 /// A running channel.
@@ -22,10 +22,13 @@ use crate::shutdown::Shutdown;
 struct ChannelHandle {
     /// Its UDP port.
     port: u16,
-    /// Its command queue.
-    commands: mpsc::Sender<ChannelCommand>,
-    /// Its task, awaited on server shutdown.
-    task: JoinHandle<()>,
+    /// Index of the worker serving it.
+    worker: usize,
+}
+
+/// How often silent members are looked for: a tenth of the timeout, within [20 ms, 1 s].
+fn sweep_interval(peer_timeout: Duration) -> Duration {
+    (peer_timeout / 10).clamp(Duration::from_millis(20), Duration::from_secs(1))
 }
 
 /// Why a channel could not be opened.
@@ -37,6 +40,9 @@ pub enum OpenError {
     /// No port could be bound (range exhausted, or the OS refused).
     #[error("no UDP port available: {0}")]
     NoPort(std::io::Error),
+    /// A relay worker thread could not be started, or has stopped.
+    #[error("relay worker unavailable: {0}")]
+    Worker(std::io::Error),
 }
 
 /// Why a channel did not do what was asked.
@@ -72,6 +78,10 @@ pub struct Registry {
     shutdown: Shutdown,
     /// The open channels.
     channels: HashMap<u64, ChannelHandle>,
+    /// Relay workers (one per core), started with the first channel.
+    workers: Vec<WorkerHandle>,
+    /// Tasks that end with each worker, awaited on server shutdown.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Registry {
@@ -94,7 +104,26 @@ impl Registry {
             max_channels,
             shutdown,
             channels: HashMap::new(),
+            workers: Vec::new(),
+            tasks: Vec::new(),
         }
+    }
+
+    /// Starts the workers if they are not running: one per core, at most one per channel
+    /// the server may have.
+    fn start_workers(&mut self) -> std::io::Result<()> {
+        if !self.workers.is_empty() {
+            return Ok(());
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let count = cores.min(self.max_channels).max(1);
+        let sweep = sweep_interval(self.relay_config.peer_timeout);
+        for i in 0..count {
+            let (w, task) = WorkerHandle::spawn(i, sweep, self.shutdown.clone(), &self.runtime)?;
+            self.workers.push(w);
+            self.tasks.push(task);
+        }
+        Ok(())
     }
 
     /// Opens channel `chid` on `preferred` port if it is free (and in the range), else on
@@ -103,33 +132,27 @@ impl Registry {
         if self.channels.len() >= self.max_channels {
             return Err(OpenError::TooMany);
         }
+        self.start_workers().map_err(OpenError::Worker)?;
         let socket = self.bind(preferred).map_err(OpenError::NoPort)?;
         let port = socket.local_addr().map_err(OpenError::NoPort)?.port();
-        let _enter = self.runtime.enter();
         socket.set_nonblocking(true).map_err(OpenError::NoPort)?;
-        let socket = tokio::net::UdpSocket::from_std(socket).map_err(OpenError::NoPort)?;
         let relay = ChannelRelay::new(
             chid,
             self.key.clone(),
             self.relay_config.clone(),
             Instant::now(),
         );
-        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let task = self.runtime.spawn(task::run(
-            socket,
-            relay,
-            self.relay_config.peer_timeout,
-            rx,
-            self.shutdown.clone(),
-        ));
-        self.channels.insert(
-            chid,
-            ChannelHandle {
-                port,
-                commands: tx,
-                task,
-            },
-        );
+        // The least loaded worker: channels spread over every core.
+        let worker = (0..self.workers.len())
+            .min_by_key(|&i| self.workers[i].channels)
+            .unwrap_or(0);
+        let w = self.workers.get_mut(worker).ok_or_else(|| {
+            OpenError::Worker(std::io::Error::other("no relay worker"))
+        })?;
+        w.open(chid, socket, relay)
+            .map_err(|e| OpenError::Worker(std::io::Error::other(e)))?;
+        w.channels += 1;
+        self.channels.insert(chid, ChannelHandle { port, worker });
         tracing::info!(chid, port, "channel open");
         Ok(port)
     }
@@ -182,7 +205,10 @@ impl Registry {
     pub fn close(&mut self, chid: u64) -> bool {
         match self.channels.remove(&chid) {
             Some(c) => {
-                let _ = c.commands.blocking_send(ChannelCommand::Close);
+                if let Some(w) = self.workers.get_mut(c.worker) {
+                    let _ = w.command(chid, ChannelCommand::Close);
+                    w.channels = w.channels.saturating_sub(1);
+                }
                 true
             }
             None => false,
@@ -195,10 +221,9 @@ impl Registry {
         make: impl FnOnce(oneshot::Sender<T>) -> ChannelCommand,
     ) -> Result<T, RelayError> {
         let c = self.channels.get(&chid).ok_or(RelayError::NotOpen)?;
+        let w = self.workers.get(c.worker).ok_or(RelayError::Gone)?;
         let (tx, rx) = oneshot::channel();
-        c.commands
-            .blocking_send(make(tx))
-            .map_err(|_| RelayError::Gone)?;
+        w.command(chid, make(tx)).map_err(|_| RelayError::Gone)?;
         rx.blocking_recv().map_err(|_| RelayError::Gone)
     }
 
@@ -228,12 +253,11 @@ impl Registry {
         }
     }
 
-    /// Hands over every task, for the server to await on shutdown (the tasks stop at the
-    /// shutdown signal). The registry is empty afterwards.
+    /// Hands over the tasks that end with the relay workers, for the server to await on
+    /// shutdown (the workers stop at the shutdown signal, after sending SHUTDOWN to every
+    /// channel's members). The registry is empty afterwards.
     pub fn take_tasks(&mut self) -> Vec<JoinHandle<()>> {
-        self.channels
-            .drain()
-            .map(|(_, c)| c.task)
-            .collect::<Vec<_>>()
+        self.channels.clear();
+        std::mem::take(&mut self.tasks)
     }
 }

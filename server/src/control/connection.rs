@@ -70,6 +70,24 @@ pub async fn handle<S: Store + 'static>(
         }
         Read::Shutdown => return,
     };
+    send_reply(stream, peer, &reply, request_timeout).await;
+}
+
+/// Answers `code` without reading a request (the connection is over a limit).
+pub async fn refuse(stream: TcpStream, code: ErrorCode, write_timeout: Duration) {
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    send_reply(stream, peer, &ControlReply::Error(code), write_timeout).await;
+}
+
+/// Writes the reply, half-closes, and drains what the client still sends.
+async fn send_reply(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    reply: &ControlReply,
+    request_timeout: Duration,
+) {
     let mut out = Vec::with_capacity(64);
     reply.encode(&mut out);
     match timeout(request_timeout, stream.write_all(&out)).await {

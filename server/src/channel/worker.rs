@@ -1,0 +1,456 @@
+//! Relay workers: one OS thread per core, each running one epoll loop over its share of the
+//! channels. A worker owns its channels' sockets and [`ChannelRelay`]s outright, so the
+//! relay state needs no lock; the control plane reaches it through a bounded command queue
+//! and an eventfd that wakes the loop.
+//!
+//! Why not a tokio task per channel: on loopback, a relay's cost per packet beyond the
+//! kernel's is mostly wake-ups. A task per channel pays a reactor wake-up, a scheduler hop
+//! and often a cross-thread unpark per datagram, and one `recv_from`/`send_to` per packet.
+//! A worker sleeps in `epoll_wait` directly, drains each ready socket with `recvmmsg` and
+//! answers with `sendmmsg` ([`super::batch`]), the same shape as the batched floor that
+//! `kv-bench` measures against (see BENCHMARKS.md, "Relay").
+//!
+//! Order of work in one loop turn: control commands first (a user admitted by a TCP JOIN is
+//! a member before its first datagram, which it sends only after the JOIN reply), then the
+//! ready sockets, then the peer-timeout sweep when due.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::UdpSocket;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::batch::{BatchSink, RecvBatch, SendQueue, RECV_BATCH};
+use super::relay::{ChannelRelay, JoinError};
+use crate::shutdown::Shutdown;
+
+/// Requests from the control plane to one channel.
+#[derive(Debug)]
+pub enum ChannelCommand {
+    /// Admit a user; answers whether the channel had room.
+    Join {
+        /// The user.
+        uid: u64,
+        /// Result back to the TCP handler.
+        reply: oneshot::Sender<Result<(), JoinError>>,
+    },
+    /// Remove a user; answers whether it was a member.
+    Leave {
+        /// The user.
+        uid: u64,
+        /// Send the user itself a LEAVE (it was kicked or unregistered).
+        notify_leaver: bool,
+        /// Result back to the TCP handler.
+        reply: oneshot::Sender<bool>,
+    },
+    /// List the members in join order.
+    Members {
+        /// Result back to the TCP handler.
+        reply: oneshot::Sender<Vec<u64>>,
+    },
+    /// The channel was deleted: SHUTDOWN to members, then stop.
+    Close,
+}
+
+/// Capacity of a worker's command queue; control requests wait when it is full.
+pub const COMMAND_QUEUE: usize = 256;
+
+/// Receive buffer asked for each channel socket: room for bursts from many speakers while
+/// the worker is busy with another channel (the kernel caps it at `rmem_max`).
+const SOCKET_RECV_BUFFER: libc::c_int = 1 << 20;
+
+/// `recvmmsg` calls on one socket per wake-up before the worker serves the others, so one
+/// flooded channel cannot starve the rest (epoll is level-triggered: it comes back).
+const BATCHES_PER_TURN: usize = 8;
+
+/// Token of the eventfd in the epoll set; channel sockets use their slot index.
+const WAKE_TOKEN: u64 = u64::MAX;
+
+/// What a worker is asked to do.
+#[derive(Debug)]
+enum WorkerCommand {
+    /// Serve a new channel.
+    Open {
+        chid: u64,
+        socket: UdpSocket,
+        relay: Box<ChannelRelay>,
+    },
+    /// Pass a command to one of its channels.
+    Channel { chid: u64, cmd: ChannelCommand },
+}
+
+/// How a worker is woken from `epoll_wait`: an eventfd.
+#[derive(Debug)]
+struct Waker(OwnedFd);
+
+impl Waker {
+    fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall; on success we own the descriptor.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd was just returned by the kernel and nobody else owns it.
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64. A full counter (never in practice) still
+        // leaves the fd readable, which is all a wake needs.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    fn reset(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64; EAGAIN when already reset is fine.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+}
+
+/// The control plane's end of a worker.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    commands: SyncSender<WorkerCommand>,
+    waker: Arc<Waker>,
+    /// Channels placed on this worker (kept by the registry, to spread new ones).
+    pub channels: usize,
+}
+
+/// The worker is gone (server stopping, or it failed).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("relay worker is gone")]
+pub struct WorkerGone;
+
+impl WorkerHandle {
+    /// Starts worker `index` on its own thread. `sweep` is how often silent members are
+    /// looked for. Returns its handle and a task that completes when the thread ends (the
+    /// server awaits it on shutdown).
+    pub fn spawn(
+        index: usize,
+        sweep: Duration,
+        shutdown: Shutdown,
+        runtime: &Handle,
+    ) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
+        let waker = Arc::new(Waker::new()?);
+        let epoll = Epoll::new()?;
+        epoll.add(waker.0.as_raw_fd(), WAKE_TOKEN)?;
+        let (tx, rx) = mpsc::sync_channel(COMMAND_QUEUE);
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let worker = Worker {
+            epoll,
+            waker: waker.clone(),
+            commands: rx,
+            slots: Vec::new(),
+            by_chid: HashMap::new(),
+            recv: RecvBatch::new(),
+            queue: SendQueue::new(),
+            sweep,
+            shutdown: shutdown.clone(),
+        };
+        std::thread::Builder::new()
+            .name(format!("kv-relay-{index}"))
+            .spawn(move || {
+                worker.run();
+                let _ = done_tx.send(());
+            })?;
+        // Wake the loop as soon as the stop signal comes, instead of at its next timeout.
+        let (w, mut sd) = (waker.clone(), shutdown);
+        runtime.spawn(async move {
+            sd.recv().await;
+            w.wake();
+        });
+        let task = runtime.spawn(async move {
+            let _ = done_rx.await;
+        });
+        Ok((
+            WorkerHandle {
+                commands: tx,
+                waker,
+                channels: 0,
+            },
+            task,
+        ))
+    }
+
+    fn send(&self, cmd: WorkerCommand) -> Result<(), WorkerGone> {
+        self.commands.send(cmd).map_err(|_| WorkerGone)?;
+        self.waker.wake();
+        Ok(())
+    }
+
+    /// Hands the worker a new channel (socket already bound).
+    pub fn open(&self, chid: u64, socket: UdpSocket, relay: ChannelRelay) -> Result<(), WorkerGone> {
+        self.send(WorkerCommand::Open {
+            chid,
+            socket,
+            relay: Box::new(relay),
+        })
+    }
+
+    /// Passes `cmd` to channel `chid` on this worker.
+    pub fn command(&self, chid: u64, cmd: ChannelCommand) -> Result<(), WorkerGone> {
+        self.send(WorkerCommand::Channel { chid, cmd })
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        // The sender goes away with us; wake the loop so it sees the queue closed and
+        // stops (a dropped registry must not leave threads behind).
+        self.waker.wake();
+    }
+}
+
+/// An epoll instance.
+#[derive(Debug)]
+struct Epoll(OwnedFd);
+
+impl Epoll {
+    fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall; on success we own the descriptor.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fresh descriptor owned by nobody else.
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: ev lives for the call.
+        if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token)
+    }
+
+    fn delete(&self, fd: RawFd) {
+        let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0);
+    }
+
+    /// Waits up to `timeout` and fills `events`; returns how many are ready.
+    fn wait(&self, events: &mut [libc::epoll_event], timeout: Duration) -> usize {
+        // Round up, so a sweep due in 0.3 ms does not turn into a busy loop of 0 ms waits.
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: events is a valid buffer of events.len() entries.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.0.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as libc::c_int,
+                ms,
+            )
+        };
+        n.max(0) as usize
+    }
+}
+
+/// One channel served by a worker.
+#[derive(Debug)]
+struct Chan {
+    socket: UdpSocket,
+    relay: Box<ChannelRelay>,
+}
+
+/// A worker's state; lives on its thread.
+#[derive(Debug)]
+struct Worker {
+    epoll: Epoll,
+    waker: Arc<Waker>,
+    commands: Receiver<WorkerCommand>,
+    /// Channels by epoll token; freed slots are reused.
+    slots: Vec<Option<Chan>>,
+    /// chid → slot.
+    by_chid: HashMap<u64, usize>,
+    /// Receive buffers shared by all the worker's channels.
+    recv: RecvBatch,
+    /// Send queue shared by all the worker's channels.
+    queue: SendQueue,
+    /// Peer-timeout sweep period.
+    sweep: Duration,
+    shutdown: Shutdown,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        let mut next_sweep = Instant::now() + self.sweep;
+        loop {
+            let wait = next_sweep.saturating_duration_since(Instant::now());
+            let n = self.epoll.wait(&mut events, wait);
+            for ev in &events[..n] {
+                let token = ev.u64;
+                if token == WAKE_TOKEN {
+                    self.waker.reset();
+                    if !self.take_commands() {
+                        return self.stop();
+                    }
+                } else {
+                    self.serve(token as usize);
+                }
+            }
+            if self.shutdown.is_shutdown() {
+                return self.stop();
+            }
+            let now = Instant::now();
+            if now >= next_sweep {
+                for chan in self.slots.iter_mut().flatten() {
+                    let mut sink = BatchSink::new(&mut self.queue, chan.socket.as_raw_fd());
+                    chan.relay.handle_timeout(now, &mut sink);
+                }
+                next_sweep = now + self.sweep;
+            }
+        }
+    }
+
+    /// The hot path: drains channel `slot`'s socket in batches and forwards.
+    fn serve(&mut self, slot: usize) {
+        let Some(Some(chan)) = self.slots.get_mut(slot) else {
+            return; // closed earlier in this turn
+        };
+        let fd = chan.socket.as_raw_fd();
+        for _ in 0..BATCHES_PER_TURN {
+            let n = match self.recv.recv(fd) {
+                Ok(n) => n,
+                Err(e) => {
+                    // ICMP errors and the like; the socket stays usable.
+                    tracing::trace!(chid = chan.relay.chid(), error = %e, "recvmmsg failed");
+                    break;
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            let now = Instant::now();
+            let mut sink = BatchSink::new(&mut self.queue, fd);
+            for i in 0..n {
+                let (src, data) = self.recv.get(i);
+                let Some(src) = src else { continue };
+                sink.set_current(data);
+                chan.relay.handle_datagram(now, src, data, &mut sink);
+            }
+            drop(sink);
+            if n < RECV_BATCH {
+                break;
+            }
+        }
+    }
+
+    /// Applies every queued command. False when the registry is gone (stop).
+    fn take_commands(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(WorkerCommand::Open { chid, socket, relay }) => self.open(chid, socket, relay),
+                Ok(WorkerCommand::Channel { chid, cmd }) => self.command(chid, cmd),
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn open(&mut self, chid: u64, socket: UdpSocket, relay: Box<ChannelRelay>) {
+        set_recv_buffer(&socket, SOCKET_RECV_BUFFER);
+        let slot = match self.slots.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        if let Err(e) = self.epoll.add(socket.as_raw_fd(), slot as u64) {
+            tracing::error!(chid, error = %e, "cannot watch channel socket");
+            return;
+        }
+        self.slots[slot] = Some(Chan { socket, relay });
+        self.by_chid.insert(chid, slot);
+    }
+
+    fn command(&mut self, chid: u64, cmd: ChannelCommand) {
+        // An unknown chid drops the reply sender: the caller sees the channel as gone.
+        let Some(&slot) = self.by_chid.get(&chid) else {
+            return;
+        };
+        let Some(chan) = self.slots[slot].as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut sink = BatchSink::new(&mut self.queue, chan.socket.as_raw_fd());
+        match cmd {
+            ChannelCommand::Join { uid, reply } => {
+                let _ = reply.send(chan.relay.join(now, uid));
+            }
+            ChannelCommand::Leave {
+                uid,
+                notify_leaver,
+                reply,
+            } => {
+                let _ = reply.send(chan.relay.leave(now, uid, notify_leaver, &mut sink));
+            }
+            ChannelCommand::Members { reply } => {
+                let _ = reply.send(chan.relay.members().collect());
+            }
+            ChannelCommand::Close => {
+                chan.relay.shutdown(now, &mut sink);
+                drop(sink);
+                self.close(slot);
+            }
+        }
+    }
+
+    fn close(&mut self, slot: usize) {
+        if let Some(chan) = self.slots[slot].take() {
+            self.epoll.delete(chan.socket.as_raw_fd());
+            self.by_chid.remove(&chan.relay.chid());
+            tracing::debug!(chid = chan.relay.chid(), stats = ?chan.relay.stats(), "channel stopped");
+        }
+    }
+
+    /// Server stop (or registry gone): SHUTDOWN to every channel's members, then exit.
+    fn stop(mut self) {
+        let now = Instant::now();
+        for slot in 0..self.slots.len() {
+            if let Some(chan) = self.slots[slot].as_mut() {
+                let mut sink = BatchSink::new(&mut self.queue, chan.socket.as_raw_fd());
+                chan.relay.shutdown(now, &mut sink);
+                drop(sink);
+                self.close(slot);
+            }
+        }
+        tracing::debug!(
+            sent = self.queue.sent,
+            send_dropped = self.queue.dropped,
+            "relay worker stopped"
+        );
+    }
+}
+
+fn set_recv_buffer(socket: &UdpSocket, bytes: libc::c_int) {
+    // SAFETY: passes a live c_int of the stated size.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "cannot size channel socket buffer");
+    }
+}
