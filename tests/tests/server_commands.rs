@@ -498,9 +498,20 @@ fn silent_client_cannot_hold_a_slot() {
 }
 
 #[test]
-fn sigterm_exits_cleanly() {
+fn sigterm_and_sigint_exit_cleanly() {
     let mut s = ServerProcess::start();
+    s.signup();
     let status = s.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    // The database was closed cleanly: SQLite checkpoints and removes its WAL on close.
+    assert!(s.data_dir.join("kv.sqlite3").exists());
+    assert!(
+        !s.data_dir.join("kv.sqlite3-wal").exists(),
+        "WAL left behind"
+    );
+    s.restart();
+    s.signal(libc::SIGINT);
+    let status = s.wait();
     assert!(status.success(), "exit status {status:?}");
 }
 
