@@ -535,3 +535,32 @@ fn one_ip_cannot_take_every_slot() {
         }
     }
 }
+
+#[test]
+fn request_dribbled_byte_by_byte() {
+    use std::io::Write;
+    let s = ServerProcess::start();
+    let u = s.signup();
+    let ch = s.ok(&Req::Create { uid: u });
+    let req = encode_padded(&Req::Join {
+        uid: u,
+        juid: u,
+        chid: ch,
+    });
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_nodelay(true).unwrap();
+    for b in &req[..28] {
+        c.write_all(&[*b]).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The reply comes once the fields are in; the padding may follow later.
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut status = [0u8; 8];
+    c.read_exact(&mut status).unwrap();
+    let port = s.ok(&Req::GetPort { chid: ch });
+    assert_eq!(u64::from_be_bytes(status), port);
+    let _ = c.write_all(&req[28..]);
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+}
