@@ -11,8 +11,9 @@
 //! - [`control`]: one TCP exchange (`connection`) and the commands that act on the server's
 //!   state (`users`, `channels`, `info`), checked against the seed's permission rules.
 //! - [`channel`]: the voice relay. [`channel::ChannelRelay`] is the sans-IO state machine
-//!   (which datagram goes where); `channel::task` is the thin tokio glue owning the socket;
-//!   [`channel::Registry`] starts, stops and talks to those tasks.
+//!   (which datagram goes where); `channel::worker` runs the relays on one epoll thread per
+//!   core with batched socket I/O (`channel::batch`); [`channel::Registry`] starts, stops
+//!   and talks to them.
 //! - [`store`]: users and channels behind the [`store::Store`] trait, kept in SQLite.
 //! - [`keys`]: the server's Ed25519 key that signs system packets; [`ids`]: random ids.
 //! - [`config`]: every tunable in one struct, with the defaults of the flags.

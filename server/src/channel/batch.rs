@@ -68,7 +68,7 @@ impl RawAddr {
         }
     }
 
-    fn to_std(&self) -> Option<SocketAddr> {
+    fn to_std(self) -> Option<SocketAddr> {
         // SAFETY: the family field sits at the same offset in both variants, and whichever
         // variant the kernel wrote, every byte of the union is initialised (zeroed first).
         unsafe {

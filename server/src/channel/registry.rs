@@ -1,7 +1,7 @@
-//! The channels that are open: their sockets' ports and the queues to their tasks.
+//! The channels that are open: their sockets' ports and which relay worker serves each.
 //!
 //! The control plane calls this from blocking threads (`spawn_blocking`), where it may wait
-//! for a channel task's answer; it must not be called from async code (except `open`).
+//! for a relay worker's answer; it must not be called from async code (except `open`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -51,8 +51,8 @@ pub enum RelayError {
     /// No such channel is open.
     #[error("channel is not open")]
     NotOpen,
-    /// The channel task has stopped (server shutting down).
-    #[error("channel task is gone")]
+    /// The relay worker has stopped (server shutting down).
+    #[error("channel worker is gone")]
     Gone,
     /// The relay refused the join.
     #[error(transparent)]
@@ -62,7 +62,8 @@ pub enum RelayError {
 /// Open channels by id.
 #[derive(Debug)]
 pub struct Registry {
-    /// Runtime the channel tasks run on (the registry is used from blocking threads).
+    /// Runtime for the small tasks that watch the stop signal and report each worker's end
+    /// (the registry itself is used from blocking threads).
     runtime: Handle,
     /// IP channel sockets bind to (the control listener's).
     ip: IpAddr,
@@ -74,7 +75,7 @@ pub struct Registry {
     relay_config: RelayConfig,
     /// Most channels open at once.
     max_channels: usize,
-    /// Stop signal handed to each task.
+    /// Stop signal handed to each worker.
     shutdown: Shutdown,
     /// The open channels.
     channels: HashMap<u64, ChannelHandle>,
@@ -146,9 +147,10 @@ impl Registry {
         let worker = (0..self.workers.len())
             .min_by_key(|&i| self.workers[i].channels)
             .unwrap_or(0);
-        let w = self.workers.get_mut(worker).ok_or_else(|| {
-            OpenError::Worker(std::io::Error::other("no relay worker"))
-        })?;
+        let w = self
+            .workers
+            .get_mut(worker)
+            .ok_or_else(|| OpenError::Worker(std::io::Error::other("no relay worker")))?;
         w.open(chid, socket, relay)
             .map_err(|e| OpenError::Worker(std::io::Error::other(e)))?;
         w.channels += 1;

@@ -186,7 +186,12 @@ impl WorkerHandle {
     }
 
     /// Hands the worker a new channel (socket already bound).
-    pub fn open(&self, chid: u64, socket: UdpSocket, relay: ChannelRelay) -> Result<(), WorkerGone> {
+    pub fn open(
+        &self,
+        chid: u64,
+        socket: UdpSocket,
+        relay: ChannelRelay,
+    ) -> Result<(), WorkerGone> {
         self.send(WorkerCommand::Open {
             chid,
             socket,
@@ -355,7 +360,11 @@ impl Worker {
     fn take_commands(&mut self) -> bool {
         loop {
             match self.commands.try_recv() {
-                Ok(WorkerCommand::Open { chid, socket, relay }) => self.open(chid, socket, relay),
+                Ok(WorkerCommand::Open {
+                    chid,
+                    socket,
+                    relay,
+                }) => self.open(chid, socket, relay),
                 Ok(WorkerCommand::Channel { chid, cmd }) => self.command(chid, cmd),
                 Err(TryRecvError::Empty) => return true,
                 Err(TryRecvError::Disconnected) => return false,
