@@ -7,15 +7,18 @@
 //!   last [`TRANSIT_WINDOW`] frames; the jitter is the 95th percentile minus the minimum. The
 //!   target delay is that jitter plus [`SAFETY_MS`], plus one frame while packets are being
 //!   lost (so the next packet, which carries the lost frame again, is there in time), clamped to
-//!   `min_delay_ms..=max_delay_ms`. Before anything is measured it is one frame.
+//!   `min_delay_ms..=max_delay_ms`. Before anything is measured it is half a frame.
 //! - *Start.* A talk spurt starts playing at its first frame's expected arrival plus the target.
 //! - *Grow.* When the frame due has not arrived and no later one has either, `pop` says
 //!   [`Playout::Stretch`] (conceal, keep waiting): the delay grows by one frame, exactly when the
 //!   network needs it.
 //! - *Shrink, slowly.* Over each [`SHRINK_WINDOW_MS`] the smallest margin (time a frame waited
-//!   before it was played) is tracked; if even the tightest frame waited a whole frame longer
-//!   than needed, one frame is dropped (a silence gap is shortened first). At most one frame per
-//!   window, so the delay walks back down over seconds, not in one jump.
+//!   before it was played) is tracked; if even the tightest frame waited longer than needed,
+//!   the excess (at most one frame per window) is requested as a *trim*: a silence gap in the
+//!   buffer is shortened, or the player drops that many samples from a quiet decoded frame
+//!   ([`JitterBuffer::shrink_request`] / [`JitterBuffer::consume_shrink`]). Trimming by samples
+//!   rather than whole frames lets the delay settle within a few ms of what is needed, and
+//!   trimming only silence keeps it inaudible.
 
 /// Frames a buffer can hold; bounds memory and how far ahead a packet may be.
 pub const CAPACITY: usize = 64;
@@ -23,6 +26,8 @@ pub const CAPACITY: usize = 64;
 pub const TRANSIT_WINDOW: usize = 128;
 /// Margin kept on top of the measured jitter, for scheduling noise of the playout clock.
 pub const SAFETY_MS: f32 = 2.0;
+/// Smallest trim worth doing (one Opus granule, 2.5 ms).
+pub const MIN_TRIM_SAMPLES: usize = 120;
 /// Length of one shrink decision window.
 pub const SHRINK_WINDOW_MS: u64 = 1000;
 /// For how long after a loss the target keeps one extra frame.
@@ -109,8 +114,10 @@ pub struct JitterStats {
     pub lost: u64,
     /// Frames concealed while waiting ([`Playout::Stretch`]).
     pub stretched: u64,
-    /// Frames dropped to shrink the delay or stay under `max_delay_ms`.
+    /// Frames dropped to stay under `max_delay_ms`.
     pub dropped: u64,
+    /// Samples trimmed (from silence gaps or quiet frames) to shrink the delay.
+    pub trimmed_samples: u64,
     /// Times the stream restarted (sender restarted, sequence jumped).
     pub resets: u64,
 }
@@ -160,7 +167,8 @@ pub struct JitterBuffer {
     end_seq: Option<u32>,
     window_start_ms: u64,
     window_min_margin: f32,
-    shrink_pending: bool,
+    /// Samples the delay should shrink by (0 = none).
+    shrink_samples: usize,
     generation: u64,
     stats: JitterStats,
 }
@@ -189,13 +197,13 @@ impl JitterBuffer {
             transit_len: 0,
             transit_pos: 0,
             jitter_ms: 0.0,
-            target_ms: 20.0,
+            target_ms: 10.0,
             last_loss_ms: None,
             last_accept_ms: 0,
             end_seq: None,
             window_start_ms: 0,
             window_min_margin: f32::INFINITY,
-            shrink_pending: false,
+            shrink_samples: 0,
             generation: 0,
             stats: JitterStats::default(),
         }
@@ -385,7 +393,7 @@ impl JitterBuffer {
         self.state = State::Buffering { start_ms: start };
         self.window_start_ms = now_ms;
         self.window_min_margin = f32::INFINITY;
-        self.shrink_pending = false;
+        self.shrink_samples = 0;
         self.generation += 1;
     }
 
@@ -412,7 +420,11 @@ impl JitterBuffer {
     fn update_target(&mut self, now_ms: u64) {
         let frame_ms = self.frame_ms();
         if self.transit_len < 4 {
-            self.target_ms = frame_ms.max(self.cfg.min_delay_ms as f32);
+            // Nothing measured yet: half a frame. The output pulls in blocks anyway (≤ 10 ms
+            // of extra wait), and a late frame only costs one stretch, after which the delay
+            // has grown to what the network needs.
+            self.target_ms =
+                (frame_ms / 2.0).clamp(self.cfg.min_delay_ms as f32, self.cfg.max_delay_ms as f32);
             return;
         }
         let mut w = [0.0f64; TRANSIT_WINDOW];
@@ -459,27 +471,20 @@ impl JitterBuffer {
         }
 
         if let Some(slot) = self.slot(self.next_seq) {
-            let gap = slot.ts - self.cursor_ts;
+            let mut gap = slot.ts - self.cursor_ts;
+            if gap > 0 && self.shrink_samples > 0 {
+                // Silence between spurts: the cheapest place to shrink the delay.
+                let cut = gap.min(self.shrink_samples as i64);
+                self.consume_shrink(cut as usize);
+                self.cursor_ts += cut;
+                gap -= cut;
+            }
             if gap >= (n / 2) as i64 {
-                // Silence between spurts; shorten it first when the delay should shrink.
-                if self.shrink_pending {
-                    self.shrink_pending = false;
-                    self.stats.dropped += 1;
-                    self.cursor_ts += gap.min(n as i64);
-                    if gap <= n as i64 {
-                        return self.play_cursor(now_ms);
-                    }
-                }
                 let g = gap.min(n as i64);
                 self.cursor_ts += g;
                 return Playout::Gap {
                     samples: g as usize,
                 };
-            }
-            if self.shrink_pending && self.slot(self.next_seq.wrapping_add(1)).is_some() {
-                self.shrink_pending = false;
-                self.stats.dropped += 1;
-                self.advance(n);
             }
             return self.play_cursor(now_ms);
         }
@@ -504,6 +509,19 @@ impl JitterBuffer {
         }
         self.stats.stretched += 1;
         Playout::Stretch { samples: n }
+    }
+
+    /// Samples the delay should shrink by; the player drops up to this many from quiet
+    /// decoded audio and reports them with [`Self::consume_shrink`].
+    pub fn shrink_request(&self) -> usize {
+        self.shrink_samples
+    }
+
+    /// Records that `samples` of the shrink request were dropped.
+    pub fn consume_shrink(&mut self, samples: usize) {
+        let k = samples.min(self.shrink_samples);
+        self.shrink_samples -= k;
+        self.stats.trimmed_samples += k as u64;
     }
 
     fn advance(&mut self, n: usize) {
@@ -546,9 +564,12 @@ impl JitterBuffer {
         }
         // Slack needed beyond the jitter: the safety margin, plus a frame while lossy.
         let needed = (self.target_ms - self.jitter_ms).max(SAFETY_MS);
-        if self.window_min_margin.is_finite() && self.window_min_margin >= self.frame_ms() + needed
-        {
-            self.shrink_pending = true;
+        if self.window_min_margin.is_finite() {
+            let excess_ms = (self.window_min_margin - needed).min(self.frame_ms());
+            let samples =
+                (excess_ms.max(0.0) * 48.0) as usize / MIN_TRIM_SAMPLES * MIN_TRIM_SAMPLES;
+            // A new request replaces an unfinished one: it was measured with it in effect.
+            self.shrink_samples = samples;
         }
         self.window_start_ms = now_ms;
         self.window_min_margin = f32::INFINITY;
@@ -601,19 +622,19 @@ mod tests {
     }
 
     #[test]
-    fn waits_one_frame_then_plays_in_order_despite_reordering() {
+    fn waits_half_a_frame_then_plays_in_order_despite_reordering() {
         let mut b = jb();
         put(&mut b, 0, 0);
         assert_eq!(
-            pop(&mut b, 10),
+            pop(&mut b, 5),
             "idle",
-            "start delay is one frame before jitter is known"
+            "starts half a frame after the first arrival"
         );
         put(&mut b, 21, 2);
         put(&mut b, 22, 1);
-        assert_eq!(pop(&mut b, 20), "0");
-        assert_eq!(pop(&mut b, 40), "1");
-        assert_eq!(pop(&mut b, 60), "2");
+        assert_eq!(pop(&mut b, 10), "0");
+        assert_eq!(pop(&mut b, 30), "1");
+        assert_eq!(pop(&mut b, 50), "2");
         assert_eq!(b.stats().received, 3);
         assert_eq!(b.stats().lost, 0);
     }
@@ -701,8 +722,10 @@ mod tests {
         assert_eq!(pop(&mut b, 1100), "0");
     }
 
-    /// Feeds `secs` of 20 ms frames whose network delay is `delay(seq)` ms and pops every 20 ms
-    /// of virtual time; returns (frames played, stretches) in the last second.
+    /// Feeds `secs` of 20 ms frames whose network delay is `delay(seq)` ms and plays them like
+    /// the receive pipeline does: 10 ms of output every 10 ms of virtual time, popping a frame
+    /// whenever the decoded queue runs dry, and honouring trim requests (as if every frame were
+    /// quiet). Returns the frames played.
     fn run(b: &mut JitterBuffer, first: u32, secs: u32, delay: impl Fn(u32) -> u64) -> u32 {
         let frames = secs * 50;
         let mut arrivals: Vec<(u64, u32)> = (first..first + frames)
@@ -713,15 +736,33 @@ mod tests {
         let mut played = 0;
         let start = u64::from(first) * 20;
         let mut now = start;
+        let mut queued = 0usize;
         while now < start + u64::from(secs) * 1000 {
             while next < arrivals.len() && arrivals[next].0 <= now {
                 put(b, arrivals[next].0, arrivals[next].1);
                 next += 1;
             }
-            if matches!(b.pop(now), Playout::Frame { .. }) {
-                played += 1;
+            let mut need = 480;
+            while need > 0 {
+                if queued == 0 {
+                    queued = match b.pop(now) {
+                        Playout::Idle => break,
+                        Playout::Frame { samples, .. } => {
+                            played += 1;
+                            let k = b.shrink_request().min(samples - 1);
+                            b.consume_shrink(k);
+                            samples - k
+                        }
+                        Playout::Lost { samples, .. }
+                        | Playout::Stretch { samples }
+                        | Playout::Gap { samples } => samples,
+                    };
+                }
+                let take = queued.min(need);
+                queued -= take;
+                need -= take;
             }
-            now += 20;
+            now += 10;
         }
         played
     }
@@ -747,12 +788,12 @@ mod tests {
             b.stats().stretched - before
         );
         let buffered_high = b.buffered_ms();
-        // Calm again: the window forgets the jitter, and frames are dropped one per second.
-        let dropped = b.stats().dropped;
+        // Calm again: the window forgets the jitter, and the delay is trimmed back.
+        let trimmed = b.stats().trimmed_samples;
         // (12 s: the extra frame for recovery is kept for 10 s after the last loss.)
         run(&mut b, 550, 12, |_| 5);
         assert!(b.target_ms() < 5.0, "calm again target {}", b.target_ms());
-        assert!(b.stats().dropped > dropped, "shrank by dropping frames");
+        assert!(b.stats().trimmed_samples > trimmed, "shrank by trimming");
         assert!(
             b.buffered_ms() < buffered_high.max(30.0),
             "buffer {} -> {}",
@@ -768,9 +809,10 @@ mod tests {
         let calm = b.target_ms();
         put(&mut b, 2000, 100);
         put(&mut b, 2040, 102);
-        let _ = b.pop(2100);
-        let _ = b.pop(2120);
-        assert!(b.stats().lost >= 1);
+        for t in 0..5 {
+            let _ = b.pop(2100 + t * 20);
+        }
+        assert_eq!(b.stats().lost, 1);
         assert!(
             b.target_ms() >= calm + 19.0,
             "{} vs {}",

@@ -13,9 +13,12 @@ use kv_proto::voice;
 
 use super::jitter::{FrameOrigin, JitterBuffer, JitterConfig, Playout};
 use super::mixer::Mixer;
+use super::tx::rms_dbfs;
 
 /// Most senders mixed at once; packets from more are dropped (bounded state).
 pub const MAX_PEERS: usize = 64;
+/// Frames below this level may be shortened to shrink the jitter-buffer delay.
+const QUIET_DBFS: f32 = -40.0;
 /// Longest Opus frame (120 ms at 48 kHz).
 const MAX_FRAME: usize = 5760;
 
@@ -66,8 +69,10 @@ pub struct PeerStats {
     pub duplicate: u64,
     /// Frames concealed while waiting for a late packet (the buffer grew).
     pub stretched: u64,
-    /// Frames dropped to bring the delay back down.
+    /// Frames dropped because more than `max_delay_ms` was queued.
     pub dropped: u64,
+    /// Audio trimmed from silences to bring the delay back down, ms.
+    pub trimmed_ms: f32,
     /// Payloads that could not be parsed.
     pub malformed: u64,
     /// Measured network jitter, ms.
@@ -174,6 +179,7 @@ impl Peer {
                 self.generation = self.jb.generation();
                 let _ = self.decoder.reset_state();
             }
+            let decoded = matches!(action, Action::Decode | Action::Fec);
             match action {
                 Action::Decode => self.decode(Some(&packet[..len]), samples, false),
                 Action::Fec => {
@@ -191,6 +197,13 @@ impl Peer {
                     self.pcm_len = samples;
                     self.pcm_pos = 0;
                 }
+            }
+            // Shrink the delay where nobody hears it: drop samples from a quiet frame.
+            let want = self.jb.shrink_request();
+            if decoded && want > 0 && rms_dbfs(&self.pcm[..self.pcm_len]) < QUIET_DBFS {
+                let k = want.min(self.pcm_len.saturating_sub(1));
+                self.pcm_pos = k;
+                self.jb.consume_shrink(k);
             }
         }
     }
@@ -329,6 +342,7 @@ impl RxPipeline {
                     duplicate: j.duplicates,
                     stretched: j.stretched,
                     dropped: j.dropped,
+                    trimmed_ms: j.trimmed_samples as f32 / 48.0,
                     malformed: p.malformed,
                     jitter_ms: p.jb.jitter_ms(),
                     buffer_ms: p.jb.buffered_ms(),
