@@ -254,4 +254,19 @@ mod tests {
         assert!(b.pipeline_ms <= b.parts_ms() + 1.0, "{b:?}");
         assert!(b.pipeline_ms >= b.parts_ms() - 12.0, "{b:?}");
     }
+
+    /// The figures for BENCHMARKS.md:
+    /// `cargo test -p kv-client --lib audio::bench::tests::print_report -- --ignored --nocapture`
+    /// (denoise is a dependency built at opt-level 2 and Opus is the system's libopus, so the
+    /// dev profile measures the same code as release).
+    #[test]
+    #[ignore]
+    fn print_report() {
+        let speech = super::super::read_wav_mono_48k(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../assets/speech.wav"
+        ))
+        .unwrap();
+        println!("{}", report(&speech, 1500).unwrap());
+    }
 }

@@ -266,10 +266,9 @@ fn push_to_talk_sends_only_while_pressed() {
         {
             sent[usize::from(pressed)] += 1;
         }
-        assert_eq!(
-            tx.level().transmitting,
-            pressed || tx.level().transmitting && !pressed
-        );
+        if pressed {
+            assert!(tx.level().transmitting);
+        }
     }
     // Only frames while pressed, plus the one closing frame per release.
     assert!(sent[0] <= 3, "{sent:?}");

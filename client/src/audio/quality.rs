@@ -14,6 +14,7 @@
 //!   decoded frame stays at a few dB.
 //! - Only *active* frames (reference within 40 dB of its loudest frame) are scored, so leading
 //!   and trailing silence does not dilute the result.
+//!
 //! Lower is better; 0 dB means identical spectra.
 
 use realfft::num_complex::Complex;
