@@ -51,6 +51,20 @@ impl Impairment {
         }
     }
 
+    /// Random loss `p` only (plus 1 % duplicates and 0–2 ms jitter, which a jitter buffer
+    /// absorbs without adapting), so what is measured is what loss costs.
+    pub fn loss_only(p: f64, seed: u64) -> Self {
+        Self {
+            loss: p,
+            reorder: 0.0,
+            reorder_ms: 0,
+            duplicate: 0.01,
+            delay_ms: 1,
+            jitter_ms: 2,
+            seed,
+        }
+    }
+
     /// Random loss `p` with some reordering, duplicates and 0–10 ms jitter.
     pub fn lossy(p: f64, seed: u64) -> Self {
         Self {
