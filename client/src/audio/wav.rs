@@ -68,13 +68,15 @@ pub enum WavFormat {
 }
 
 /// A 48 kHz mono WAV file written as audio arrives; the header is finalized by
-/// [`WavSink::finish`] or, failing that, on drop, so a killed client still leaves a valid file
-/// up to its last flush.
+/// [`WavSink::finish`] or, failing that, on drop. The header is also brought up to date every
+/// second of audio, so even a killed client leaves a valid file up to its last second.
 pub struct WavSink {
     writer: Option<WavWriter<BufWriter<File>>>,
     format: WavFormat,
     path: PathBuf,
     written: u64,
+    /// Samples since the header was last updated.
+    unflushed: u64,
 }
 
 impl std::fmt::Debug for WavSink {
@@ -111,6 +113,7 @@ impl WavSink {
             format,
             path: path.to_path_buf(),
             written: 0,
+            unflushed: 0,
         })
     }
 
@@ -127,6 +130,12 @@ impl WavSink {
             r.map_err(|e| wav_err(&self.path, e))?;
         }
         self.written += samples.len() as u64;
+        self.unflushed += samples.len() as u64;
+        if self.unflushed >= u64::from(SAMPLE_RATE) {
+            self.unflushed = 0;
+            // hound's flush also rewrites the header's lengths.
+            w.flush().map_err(|e| wav_err(&self.path, e))?;
+        }
         Ok(())
     }
 
@@ -167,6 +176,19 @@ mod tests {
         s.write(&sig).unwrap();
         s.finish().unwrap();
         assert_eq!(read_wav_mono_48k(&p).unwrap(), sig);
+    }
+
+    #[test]
+    fn file_is_readable_before_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.wav");
+        let mut s = WavSink::create(&p, WavFormat::I16).unwrap();
+        s.write(&vec![0.25f32; 50_000]).unwrap();
+        // Not finished (as if the process were killed now): the first second is there.
+        let x = read_wav_mono_48k(&p).unwrap();
+        assert_eq!(x.len(), 50_000);
+        assert!((x[100] - 0.25).abs() < 1e-3);
+        std::mem::forget(s);
     }
 
     #[test]
