@@ -836,4 +836,21 @@ mod tests {
         assert_eq!(pop(&mut b, 20), "255");
         assert_eq!(pop(&mut b, 40), "0");
     }
+
+    #[test]
+    fn burst_beyond_max_delay_is_dropped_down_to_the_limit() {
+        let mut b = JitterBuffer::new(JitterConfig {
+            min_delay_ms: 0,
+            max_delay_ms: 100,
+        });
+        put(&mut b, 0, 0);
+        assert_eq!(pop(&mut b, 10), "0");
+        // A stall releases 20 frames (400 ms) at once.
+        for s in 1..=20 {
+            put(&mut b, 400, s);
+        }
+        let _ = pop(&mut b, 400);
+        assert!(b.buffered_ms() <= 120.0, "{}", b.buffered_ms());
+        assert!(b.stats().dropped >= 14, "{:?}", b.stats());
+    }
 }

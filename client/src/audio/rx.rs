@@ -354,3 +354,69 @@ impl RxPipeline {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::{TransmitMode, TxConfig, TxPipeline};
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn garbage_payloads_are_counted_never_played() {
+        let mut rx = RxPipeline::new(RxConfig::default());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut buf = [0u8; 504];
+        for i in 0..2000u64 {
+            rng.fill(&mut buf[..]);
+            if i % 2 == 0 {
+                // Valid-looking header, random frames: exercises the decoder on junk.
+                buf[0] = voice::VOICE_VERSION;
+                buf[2..4].copy_from_slice(&960u16.to_be_bytes());
+                buf[12] = 1 + (i % 4) as u8;
+            }
+            rx.push_packet(9, &buf, i * 20);
+            let mut out = [0.0f32; 480];
+            rx.pull(i * 20, &mut out);
+            assert!(out.iter().all(|s| s.is_finite() && s.abs() <= 1.0));
+        }
+        let s = rx.peer_stats()[0];
+        assert!(s.malformed > 0, "{s:?}");
+    }
+
+    #[test]
+    fn talking_follows_spurts_and_gain_is_clamped() {
+        let mut tx = TxPipeline::new(TxConfig {
+            mode: TransmitMode::PushToTalk,
+            ..TxConfig::default()
+        })
+        .unwrap();
+        let mut rx = RxPipeline::new(RxConfig::default());
+        let tone: Vec<f32> = (0..960).map(|i| 0.2 * (i as f32 * 0.06).sin()).collect();
+        let mut payload = [0u8; 504];
+        let mut out = [0.0f32; 960];
+        let mut talking = Vec::new();
+        for i in 0..60u64 {
+            tx.set_push_to_talk((10..30).contains(&i));
+            let now = (i + 1) * 20;
+            if tx
+                .process_frame(&tone, now, &mut payload)
+                .unwrap()
+                .is_some()
+            {
+                rx.push_packet(5, &payload, now);
+            }
+            rx.pull(now, &mut out);
+            talking.push(rx.peer_stats().first().is_some_and(|s| s.talking));
+        }
+        // Talking while the key is held (after the start delay), and not after the spurt's
+        // end flag was played.
+        assert!(talking[15..30].iter().all(|t| *t), "{talking:?}");
+        assert!(talking[35..].iter().all(|t| !t), "{talking:?}");
+        rx.set_gain(5, 100.0);
+        assert_eq!(rx.peer_stats()[0].gain, 4.0);
+        rx.set_gain(5, f32::NAN);
+        assert_eq!(rx.peer_stats()[0].gain, 1.0);
+        rx.remove_peer(5);
+        assert!(rx.peer_stats().is_empty());
+    }
+}
