@@ -186,35 +186,50 @@ fn recv_now(s: &UdpSocket, buf: &mut [u8]) -> std::io::Result<usize> {
     }
 }
 
+/// Tags the receivers keep a count for (one per measured window or flood step).
+pub const MAX_TAGS: usize = 4096;
+
 /// Counters one receiver thread shares with the bench.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RecvShared {
-    received: AtomicU64,
+    /// Bench packets received, by tag: a late packet still counts for its own window, so
+    /// loss means "never arrived" and lateness shows in the delay figures.
+    per_tag: Vec<AtomicU64>,
     /// Bench packets of any tag: tells when a relay's backlog has drained.
     any: AtomicU64,
+    /// Delays of packets tagged at least the current minimum.
     hist: Mutex<Histogram>,
+}
+
+impl RecvShared {
+    fn new() -> Self {
+        RecvShared {
+            per_tag: (0..MAX_TAGS).map(|_| AtomicU64::new(0)).collect(),
+            any: AtomicU64::new(0),
+            hist: Mutex::new(Histogram::new()),
+        }
+    }
 }
 
 /// Receiver threads draining every user's socket.
 #[derive(Debug)]
 pub struct Receivers {
     shared: Vec<Arc<RecvShared>>,
-    tag: Arc<AtomicU32>,
+    min_tag: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
     handles: Vec<JoinHandle<Result<()>>>,
 }
 
 impl Receivers {
-    /// Starts `threads` receivers over `fleet`'s sockets. Only packets whose tag equals the
-    /// current [`Receivers::set_tag`] are counted.
+    /// Starts `threads` receivers over `fleet`'s sockets.
     pub fn start(fleet: &Fleet, threads: usize, epoch: Instant) -> Result<Receivers> {
         let threads = threads.clamp(1, fleet.users.len().max(1));
-        let tag = Arc::new(AtomicU32::new(0));
+        let min_tag = Arc::new(AtomicU32::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let mut shared = Vec::new();
         let mut handles = Vec::new();
         for t in 0..threads {
-            let sh = Arc::new(RecvShared::default());
+            let sh = Arc::new(RecvShared::new());
             let poller = Poller::new()?;
             for (i, u) in fleet.users.iter().enumerate() {
                 if i % threads == t {
@@ -222,32 +237,33 @@ impl Receivers {
                 }
             }
             let users = fleet.users.clone();
-            let (sh2, tag2, stop2) = (sh.clone(), tag.clone(), stop.clone());
+            let (sh2, min2, stop2) = (sh.clone(), min_tag.clone(), stop.clone());
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("recv{t}"))
-                    .spawn(move || receive_loop(poller, &users, &sh2, &tag2, &stop2, epoch))?,
+                    .spawn(move || receive_loop(poller, &users, &sh2, &min2, &stop2, epoch))?,
             );
             shared.push(sh);
         }
         Ok(Receivers {
             shared,
-            tag,
+            min_tag,
             stop,
             handles,
         })
     }
 
-    /// Starts counting packets tagged `tag` (and only those) from now on.
-    pub fn set_tag(&self, tag: u32) {
-        self.tag.store(tag, Ordering::Relaxed);
+    /// Records delays only of packets tagged `tag` or later (earlier ones are warm-up).
+    pub fn set_min_tag(&self, tag: u32) {
+        self.min_tag.store(tag, Ordering::Relaxed);
     }
 
-    /// Bench packets counted so far (current and earlier tags).
-    pub fn received(&self) -> u64 {
+    /// Packets tagged `tag` received so far.
+    pub fn received(&self, tag: u32) -> u64 {
         self.shared
             .iter()
-            .map(|s| s.received.load(Ordering::Relaxed))
+            .filter_map(|s| s.per_tag.get(tag as usize))
+            .map(|c| c.load(Ordering::Relaxed))
             .sum()
     }
 
@@ -299,7 +315,7 @@ fn receive_loop(
     poller: Poller,
     users: &[User],
     sh: &RecvShared,
-    tag: &AtomicU32,
+    min_tag: &AtomicU32,
     stop: &AtomicBool,
     epoch: Instant,
 ) -> Result<()> {
@@ -307,10 +323,10 @@ fn receive_loop(
     let mut batch = RecvBatch::new();
     while !stop.load(Ordering::Relaxed) {
         poller.wait(&mut events, 50)?;
-        let want = tag.load(Ordering::Relaxed);
+        let min = min_tag.load(Ordering::Relaxed);
         let mut hist = sh.hist.lock().unwrap_or_else(|p| p.into_inner());
-        let mut got = 0;
-        let mut any = 0;
+        // Packets of one wake-up nearly always share a tag: count locally, add once.
+        let (mut tag, mut count, mut any) = (0u32, 0u64, 0u64);
         for t in events.tokens() {
             let Some(u) = users.get(t as usize) else {
                 continue;
@@ -323,12 +339,19 @@ fn receive_loop(
                 }
                 let now = epoch.elapsed().as_nanos() as u64;
                 for i in 0..n {
-                    if let Some(s) = payload::read(batch.data(i)) {
-                        any += 1;
-                        if s.tag == want {
-                            got += 1;
-                            hist.record(now.saturating_sub(s.sent_ns));
+                    let Some(s) = payload::read(batch.data(i)) else {
+                        continue;
+                    };
+                    any += 1;
+                    if s.tag != tag {
+                        if let Some(c) = sh.per_tag.get(tag as usize) {
+                            c.fetch_add(count, Ordering::Relaxed);
                         }
+                        (tag, count) = (s.tag, 0);
+                    }
+                    count += 1;
+                    if s.tag >= min {
+                        hist.record(now.saturating_sub(s.sent_ns));
                     }
                 }
                 if n < sys::RECV_BATCH {
@@ -337,7 +360,9 @@ fn receive_loop(
             }
         }
         drop(hist);
-        sh.received.fetch_add(got, Ordering::Relaxed);
+        if let Some(c) = sh.per_tag.get(tag as usize) {
+            c.fetch_add(count, Ordering::Relaxed);
+        }
         sh.any.fetch_add(any, Ordering::Relaxed);
     }
     Ok(())

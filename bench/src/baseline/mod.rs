@@ -20,8 +20,8 @@ use crate::sys::{self, Events, Poller, RawAddr};
 
 /// Most peers a baseline channel remembers; later senders are ignored (bounded state).
 pub const MAX_PEERS: usize = 1024;
-/// Receive buffer asked for each channel socket.
-pub const RECV_BUFFER: usize = 4 << 20;
+/// Receive buffer asked for each channel socket: the same as kv-server asks for.
+pub const RECV_BUFFER: usize = 1 << 20;
 
 /// One channel: its socket and the peers learnt so far.
 #[derive(Debug)]
