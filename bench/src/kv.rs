@@ -86,3 +86,58 @@ pub fn setup(
     }
     Ok((ports, uids))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{send_paced, Fleet, Receivers};
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+
+    /// The generator against a real kv-server (in process): setup over TCP, binding with
+    /// KEEPALIVE/ACK, and every copy forwarded.
+    #[test]
+    fn setup_bind_and_forward_through_kv_server() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("kv-bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut config = kv_server::Config::new("127.0.0.1:0".parse().unwrap(), dir.clone());
+        config.max_member_pps = BENCH_MEMBER_PPS;
+        let server = rt.block_on(kv_server::Server::bind(config)).unwrap();
+        let ctl = server.local_addr();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let running = rt.spawn(server.run(async {
+            let _ = stop_rx.await;
+        }));
+
+        let (ports, uids) = setup(ctl, 2, 3).unwrap();
+        assert_eq!(ports.len(), 2);
+        assert!(uids.iter().all(|u| u.len() == 3));
+        let fleet = Fleet::bind(std::net::Ipv4Addr::LOCALHOST, &ports, &uids, 3).unwrap();
+        fleet.announce(true).unwrap();
+        let epoch = Instant::now();
+        let rx = Receivers::start(&fleet, 1, epoch).unwrap();
+        let sent = send_paced(
+            &fleet,
+            &fleet.speakers(),
+            600.0,
+            Duration::from_millis(200),
+            7,
+            epoch,
+            &AtomicBool::new(false),
+        );
+        assert_eq!(sent.packets, 120);
+        assert_eq!(sent.expected, 240);
+        rx.wait_quiet(Duration::from_secs(3));
+        assert_eq!(rx.received(7), 240);
+        rx.stop().unwrap();
+
+        let _ = stop_tx.send(());
+        rt.block_on(running).unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -435,3 +435,73 @@ pub fn send_paced(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::baseline::{self, floor::Floor, naive::Naive, Group, Relay};
+
+    /// Runs `relay` on one channel socket in a thread; returns its port and a stopper.
+    fn start<R: Relay>(relay: R) -> (u16, Arc<AtomicBool>, JoinHandle<Result<()>>) {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let h = std::thread::spawn(move || {
+            let g = Group {
+                socket,
+                peers: Vec::new(),
+            };
+            baseline::run_loop(vec![g], relay, &s2)
+        });
+        (port, stop, h)
+    }
+
+    fn every_copy_arrives<R: Relay>(relay: R) {
+        let (port, stop, h) = start(relay);
+        let fleet = Fleet::bind(
+            std::net::Ipv4Addr::LOCALHOST,
+            &[port],
+            &[vec![1, 2, 3, 4]],
+            2,
+        )
+        .unwrap();
+        fleet.announce(false).unwrap();
+        let epoch = Instant::now();
+        let rx = Receivers::start(&fleet, 2, epoch).unwrap();
+        rx.set_min_tag(5);
+        let speakers = fleet.speakers();
+        assert_eq!(speakers.len(), 2);
+        let sent = send_paced(
+            &fleet,
+            &speakers,
+            400.0,
+            Duration::from_millis(250),
+            5,
+            epoch,
+            &AtomicBool::new(false),
+        );
+        assert_eq!(sent.packets, 100);
+        assert_eq!(sent.expected, 300, "each packet goes to the 3 others");
+        rx.wait_quiet(Duration::from_secs(3));
+        assert_eq!(rx.received(5), 300);
+        assert_eq!(rx.received(4), 0);
+        let hist = rx.take_histogram();
+        assert_eq!(hist.count(), 300);
+        assert!(hist.quantile_ms(0.5) < 100.0);
+        rx.stop().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        h.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn generator_counts_every_copy_through_the_floor() {
+        every_copy_arrives(Floor::new());
+    }
+
+    #[test]
+    fn generator_counts_every_copy_through_the_naive_relay() {
+        every_copy_arrives(Naive::new());
+    }
+}

@@ -110,7 +110,12 @@ pub fn serve<R: Relay>(
     Ok(())
 }
 
-fn run_loop<R: Relay>(mut groups: Vec<Group>, mut relay: R, stop: &AtomicBool) -> Result<()> {
+/// Serves `groups` with `relay` until `stop` is set: one epoll loop on this thread.
+pub(crate) fn run_loop<R: Relay>(
+    mut groups: Vec<Group>,
+    mut relay: R,
+    stop: &AtomicBool,
+) -> Result<()> {
     let poller = Poller::new()?;
     for (i, g) in groups.iter().enumerate() {
         poller.add(g.socket.as_raw_fd(), i as u64)?;
