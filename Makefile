@@ -39,3 +39,5 @@ lint: deps
 
 bench: deps
 	$(CARGO) run --release -p kv-client --bin kv -- bench
+	$(CARGO) build --release -p kv-server -p kv-bench
+	$(CARGO) run --release -p kv-bench -- relay
