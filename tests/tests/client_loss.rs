@@ -29,15 +29,15 @@ struct Outcome {
 fn peer_stats(r: &Joined, uid: u64) -> Value {
     r.events
         .iter()
+        .rev()
         .filter(|e| e["event"] == "stats")
-        .filter_map(|e| {
+        .find_map(|e| {
             e["peers"]
                 .as_array()?
                 .iter()
                 .find(|p| p["uid"] == uid)
                 .cloned()
         })
-        .last()
         .unwrap_or(Value::Null)
 }
 
