@@ -43,7 +43,7 @@ fn stats(event: &str, s: &SessionStats) -> Value {
         "malformed": s.link.malformed,
         "sent": s.packets_sent,
         "received": s.packets_received,
-        "rx_dropped": s.packets_dropped,
+        "ignored": s.packets_ignored,
         "events_dropped": s.events_dropped,
         "late_blocks": s.late_blocks,
         "peers": s.peers.iter().map(peer).collect::<Vec<_>>(),

@@ -89,8 +89,8 @@ pub struct SessionStats {
     pub packets_sent: u64,
     /// Voice packets received (before the jitter buffer).
     pub packets_received: u64,
-    /// Received packets dropped because the mixer fell behind.
-    pub packets_dropped: u64,
+    /// Voice packets ignored because their sender had just left (stragglers).
+    pub packets_ignored: u64,
     /// Events dropped because the owner fell behind.
     pub events_dropped: u64,
     /// Output blocks produced late (clock fell behind real time).

@@ -65,8 +65,9 @@ pub(crate) fn run(shared: Arc<Shared>, socket: UdpSocket, mut link: Link) {
         match link.handle(shared.clock.us(now), now_unix, &buf[..n]) {
             Incoming::Voice { uid, data } => {
                 shared.packets_received.fetch_add(1, Ordering::Relaxed);
-                shared.member_joined(uid);
-                lock(&shared.rx).push_packet(uid, data, now_ms);
+                if shared.voice_from(uid) {
+                    lock(&shared.rx).push_packet(uid, data, now_ms);
+                }
             }
             Incoming::Admitted { rtt_ms } => {
                 tracing::info!(rtt_ms, "admitted to channel");

@@ -59,7 +59,7 @@ pub(crate) fn snapshot(shared: &Shared) -> SessionStats {
         link: *lock(&shared.link),
         packets_sent: shared.packets_sent.load(Ordering::Relaxed),
         packets_received: shared.packets_received.load(Ordering::Relaxed),
-        packets_dropped: shared.packets_dropped.load(Ordering::Relaxed),
+        packets_ignored: shared.packets_ignored.load(Ordering::Relaxed),
         events_dropped: shared.events.dropped(),
         late_blocks: shared.late_blocks.load(Ordering::Relaxed),
         peers: lock(&shared.rx).peer_stats(),

@@ -3,12 +3,18 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::audio::{RxPipeline, TxPipeline};
 
 use super::clock::SessionClock;
 use super::events::{EventSink, SessionEvent};
 use super::link::LinkStats;
+
+/// How long voice from a member who left is ignored.
+const DEPARTED_MEMORY: Duration = Duration::from_secs(2);
+/// Departed members remembered at most (bounded like every list).
+const MAX_DEPARTED: usize = 64;
 
 /// Why a session stopped on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,10 +48,14 @@ pub(crate) struct Shared {
     pub link: Mutex<LinkStats>,
     /// Known members other than us.
     pub members: Mutex<BTreeSet<u64>>,
+    /// Members who left recently, with when: a voice packet still in flight from them must
+    /// not bring them back as a ghost member.
+    pub departed: Mutex<Vec<(u64, Instant)>>,
     pub end: Mutex<Option<EndReason>>,
     pub packets_sent: AtomicU64,
     pub packets_received: AtomicU64,
-    pub packets_dropped: AtomicU64,
+    /// Voice from members who just left, ignored.
+    pub packets_ignored: AtomicU64,
     pub late_blocks: AtomicU64,
     pub events: EventSink,
 }
@@ -73,15 +83,41 @@ impl Shared {
         self.stop.store(true, Ordering::Relaxed);
     }
 
-    /// Adds `uid` to the members, announcing it when new.
+    /// Adds `uid` to the members, announcing it when new (a verified JOIN).
     pub fn member_joined(&self, uid: u64) {
+        lock(&self.departed).retain(|&(u, _)| u != uid);
         if uid != self.uid && lock(&self.members).insert(uid) {
             self.events.emit(SessionEvent::PeerJoined { uid });
         }
     }
 
+    /// A voice packet from `uid` arrived: true when it should be played. An unknown sender
+    /// becomes a member (we may have joined after it, or missed its JOIN), unless it just
+    /// left.
+    pub fn voice_from(&self, uid: u64) -> bool {
+        if lock(&self.members).contains(&uid) {
+            return true;
+        }
+        let mut departed = lock(&self.departed);
+        departed.retain(|&(_, at)| at.elapsed() < DEPARTED_MEMORY);
+        if departed.iter().any(|&(u, _)| u == uid) {
+            self.packets_ignored.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        drop(departed);
+        self.member_joined(uid);
+        true
+    }
+
     /// Removes `uid` from the members and the mixer, announcing it when known.
     pub fn member_left(&self, uid: u64) {
+        {
+            let mut departed = lock(&self.departed);
+            if departed.len() >= MAX_DEPARTED {
+                departed.remove(0);
+            }
+            departed.push((uid, Instant::now()));
+        }
         let known = lock(&self.members).remove(&uid);
         lock(&self.rx).remove_peer(uid);
         if known {

@@ -211,10 +211,11 @@ impl VoiceSession {
             rx: Mutex::new(rx),
             link: Mutex::new(Default::default()),
             members: Mutex::new(BTreeSet::new()),
+            departed: Mutex::new(Vec::new()),
             end: Mutex::new(None),
             packets_sent: AtomicU64::new(0),
             packets_received: AtomicU64::new(0),
-            packets_dropped: AtomicU64::new(0),
+            packets_ignored: AtomicU64::new(0),
             late_blocks: AtomicU64::new(0),
             events,
         });
