@@ -30,7 +30,10 @@ impl Tmux {
 
     /// Starts `shell_cmd` in a detached 100×30 session.
     fn start(shell_cmd: &str) -> Self {
-        let socket = format!("kv-tui-test-{}", std::process::id());
+        // One tmux server per test: tests run in parallel.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let socket = format!("kv-tui-test-{}-{n}", std::process::id());
         let t = Tmux { socket };
         let out = t.run(&[
             "new-session",
@@ -241,4 +244,33 @@ fn join_mute_help_and_quit_in_a_real_terminal() {
     // Logs went to the file, not the screen.
     let log = std::fs::read_to_string(config.path().join("kv-tui.log")).expect("log file");
     assert!(log.contains("kv-tui started"), "{log}");
+}
+
+#[test]
+fn demo_starts_a_talking_bot_and_joins_you() {
+    if !Tmux::available() {
+        println!("SKIPPED: tmux is not installed (`make deps` installs it)");
+        return;
+    }
+    let config = tempfile::tempdir().expect("config dir");
+    let cmd = format!(
+        "KV_CONFIG_DIR={dir} {bin} --demo; echo KV_TUI_EXIT=$?; sleep 600",
+        dir = shell_quote(&config.path().display().to_string()),
+        bin = shell_quote(&tui_bin().display().to_string()),
+    );
+    let tmux = Tmux::start(&cmd);
+    // Joined to the demo channel with the bot, no name prompt, and the bot is heard talking
+    // (its voice packets arrive and are decoded: the marker comes from the receive path).
+    let s = tmux.wait_for("the bot talking", |s| {
+        s.contains("demo · 2 members") && s.contains("kv-bot talking")
+    });
+    assert!(s.contains("you (you)"), "{s}");
+    assert!(!s.contains("Your display name"), "{s}");
+    // Link quality of the bot on demand.
+    tmux.keys(&["i"]);
+    tmux.wait_text("Link quality");
+    tmux.keys(&["q"]);
+    let s = tmux.wait_text("KV_TUI_EXIT=");
+    assert!(s.contains("KV_TUI_EXIT=0"), "kv-tui --demo exits 0:\n{s}");
+    assert_eq!(tmux.format("#{alternate_on}"), "0", "main screen");
 }

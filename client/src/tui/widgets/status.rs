@@ -23,6 +23,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     if app.joined.is_some() {
         spans.push(sep());
         spans.push(match app.rtt_ms {
+            Some(0) => "RTT <1 ms".into(),
             Some(ms) => format!("RTT {ms} ms").into(),
             None => "RTT -".dark_gray(),
         });
