@@ -490,6 +490,15 @@ impl App {
                 // Round to the step so repeated presses land on clean values.
                 let t = ((self.vad_threshold + step) / VAD_STEP).round() * VAD_STEP;
                 self.vad_threshold = t.clamp(0.0, 1.0);
+                // The capture pipeline takes its threshold when a session starts.
+                self.notice = Some(if self.joined.is_some() {
+                    format!(
+                        "voice threshold {:.2}: applies from the next join",
+                        self.vad_threshold
+                    )
+                } else {
+                    format!("voice threshold {:.2}", self.vad_threshold)
+                });
                 vec![
                     Command::Voice(VoiceControl::VadThreshold(self.vad_threshold)),
                     Command::SaveSettings,

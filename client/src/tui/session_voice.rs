@@ -266,3 +266,81 @@ impl VoiceHandle for SessionHandle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::PeerStats;
+    use crate::session::SessionStats;
+
+    #[test]
+    fn talking_of_others_only_and_session_ends() {
+        let me = 1;
+        assert_eq!(
+            event_actions(SessionEvent::TalkingStarted { uid: 2 }, me),
+            vec![Action::Talking {
+                uid: 2,
+                talking: true
+            }]
+        );
+        // Our own talking shows through the meter, not the member list.
+        assert!(event_actions(SessionEvent::TalkingStarted { uid: me }, me).is_empty());
+        assert_eq!(
+            event_actions(SessionEvent::Shutdown, me),
+            vec![Action::Left {
+                reason: "the server closed the channel".into(),
+                rejoin: true
+            }]
+        );
+        assert!(matches!(
+            event_actions(SessionEvent::Kicked, me)[0],
+            Action::Left { rejoin: false, .. }
+        ));
+    }
+
+    #[test]
+    fn stats_become_per_peer_quality_and_overall_loss() {
+        let mut s = SessionStats::default();
+        s.link.srtt_ms = Some(3.4);
+        s.peers = vec![
+            PeerStats {
+                uid: 2,
+                received: 90,
+                lost: 10,
+                recovered_redundancy: 6,
+                recovered_fec: 2,
+                concealed: 2,
+                jitter_ms: 4.0,
+                buffer_ms: 40.0,
+                ..PeerStats::default()
+            },
+            PeerStats {
+                uid: 3,
+                received: 100,
+                ..PeerStats::default()
+            },
+        ];
+        let a = event_actions(SessionEvent::Stats(Box::new(s)), 1);
+        assert_eq!(
+            a[0],
+            Action::PeerStats {
+                uid: 2,
+                stats: LinkStats {
+                    received: 90,
+                    lost: 2,
+                    recovered: 8,
+                    loss_pct: 10.0,
+                    jitter_ms: 4.0,
+                    buffer_ms: 40.0,
+                }
+            }
+        );
+        assert_eq!(
+            a[2],
+            Action::Link {
+                rtt_ms: Some(3),
+                loss_pct: Some(5.0)
+            }
+        );
+    }
+}
