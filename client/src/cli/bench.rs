@@ -213,6 +213,12 @@ pub(super) fn run(args: &BenchArgs) -> Result<ExitCode> {
                 best.rtt_ms,
             );
             println!("  received speech quality: LSD {:.2} dB", best.lsd_db);
+            for (i, r) in runs.iter().enumerate() {
+                println!(
+                    "  run {i}: {:.1} ms, jitter buffer target {:.1} ms, held {:.1} ms, LSD {:.2} dB",
+                    r.delay_ms, r.target_ms, r.buffer_ms, r.lsd_db
+                );
+            }
         }
         Ok(())
     })();
