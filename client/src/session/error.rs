@@ -14,7 +14,7 @@ pub enum SessionError {
     #[error("voice socket: {0}")]
     Socket(#[source] std::io::Error),
     /// The audio engine refused the configuration or a device could not be opened.
-    #[error("audio: {0}")]
+    #[error("{0}")]
     Audio(String),
     /// A worker thread could not be started.
     #[error("could not start session thread: {0}")]

@@ -67,6 +67,28 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    pub fn new(uid: u64, chid: u64, tx: TxPipeline, rx: RxPipeline, events: EventSink) -> Self {
+        Self {
+            uid,
+            chid,
+            clock: SessionClock::start(),
+            stop: AtomicBool::new(false),
+            muted: AtomicBool::new(false),
+            deafened: AtomicBool::new(false),
+            tx: Mutex::new(tx),
+            rx: Mutex::new(rx),
+            link: Mutex::new(LinkStats::default()),
+            members: Mutex::new(BTreeSet::new()),
+            departed: Mutex::new(Vec::new()),
+            end: Mutex::new(None),
+            packets_sent: AtomicU64::new(0),
+            packets_received: AtomicU64::new(0),
+            packets_ignored: AtomicU64::new(0),
+            late_blocks: AtomicU64::new(0),
+            events,
+        }
+    }
+
     pub fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
@@ -123,5 +145,67 @@ impl Shared {
         if known {
             self.events.emit(SessionEvent::PeerLeft { uid });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::{RxConfig, TxConfig};
+
+    fn shared() -> (Shared, std::sync::mpsc::Receiver<SessionEvent>) {
+        let (events, rx) = EventSink::new();
+        let tx = TxPipeline::new(TxConfig::default()).unwrap();
+        (
+            Shared::new(1, 9, tx, RxPipeline::new(RxConfig::default()), events),
+            rx,
+        )
+    }
+
+    #[test]
+    fn unknown_voice_joins_but_a_departed_member_stays_gone() {
+        let (s, ev) = shared();
+        assert!(s.voice_from(5));
+        assert!(matches!(
+            ev.try_recv(),
+            Ok(SessionEvent::PeerJoined { uid: 5 })
+        ));
+        assert!(s.voice_from(5));
+        assert!(ev.try_recv().is_err(), "announced once");
+        s.member_left(5);
+        assert!(matches!(
+            ev.try_recv(),
+            Ok(SessionEvent::PeerLeft { uid: 5 })
+        ));
+        // A straggling packet does not resurrect it…
+        assert!(!s.voice_from(5));
+        assert!(ev.try_recv().is_err());
+        assert_eq!(s.packets_ignored.load(Ordering::Relaxed), 1);
+        // …but a verified JOIN does.
+        s.member_joined(5);
+        assert!(s.voice_from(5));
+        assert!(matches!(
+            ev.try_recv(),
+            Ok(SessionEvent::PeerJoined { uid: 5 })
+        ));
+    }
+
+    #[test]
+    fn first_end_reason_wins_and_stops() {
+        let (s, ev) = shared();
+        s.end(EndReason::Kicked, Some(SessionEvent::Kicked));
+        s.end(EndReason::Shutdown, Some(SessionEvent::Shutdown));
+        assert!(s.stopped());
+        assert_eq!(*lock(&s.end), Some(EndReason::Kicked));
+        assert!(matches!(ev.try_recv(), Ok(SessionEvent::Kicked)));
+        assert!(ev.try_recv().is_err());
+    }
+
+    #[test]
+    fn own_uid_is_never_a_member() {
+        let (s, ev) = shared();
+        s.member_joined(1);
+        assert!(lock(&s.members).is_empty());
+        assert!(ev.try_recv().is_err());
     }
 }

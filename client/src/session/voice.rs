@@ -1,10 +1,9 @@
 //! [`VoiceSession`]: join a channel and talk. The one type the TUI and `kv join` drive.
 
-use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -18,7 +17,6 @@ use crate::audio::{
 use crate::control::{ControlClient, ControlError};
 
 use super::capture::{self, CaptureInput};
-use super::clock::SessionClock;
 use super::error::SessionError;
 use super::events::{EventSink, SessionEvent, SessionStats};
 use super::link::Link;
@@ -200,25 +198,7 @@ impl VoiceSession {
             voice_addr,
             members: members.clone(),
         });
-        let shared = Arc::new(Shared {
-            uid: cfg.uid,
-            chid: cfg.chid,
-            clock: SessionClock::start(),
-            stop: AtomicBool::new(false),
-            muted: AtomicBool::new(false),
-            deafened: AtomicBool::new(false),
-            tx: Mutex::new(tx),
-            rx: Mutex::new(rx),
-            link: Mutex::new(Default::default()),
-            members: Mutex::new(BTreeSet::new()),
-            departed: Mutex::new(Vec::new()),
-            end: Mutex::new(None),
-            packets_sent: AtomicU64::new(0),
-            packets_received: AtomicU64::new(0),
-            packets_ignored: AtomicU64::new(0),
-            late_blocks: AtomicU64::new(0),
-            events,
-        });
+        let shared = Arc::new(Shared::new(cfg.uid, cfg.chid, tx, rx, events));
         for m in members {
             shared.member_joined(m);
         }
