@@ -223,6 +223,8 @@ pub struct App {
     pub joining: Option<u64>,
     /// Channel to rejoin after a reconnect (the one we were in).
     pub rejoin: Option<u64>,
+    /// Channel name to join once it is listed (from a `kv://host/name` URL).
+    pub join_name: Option<String>,
     /// Members of the joined channel.
     pub members: Vec<Member>,
     /// Selected member row.
@@ -283,6 +285,7 @@ impl App {
             joined: None,
             joining: None,
             rejoin: None,
+            join_name: None,
             members: Vec::new(),
             member_sel: 0,
             focus: Focus::Channels,
@@ -581,6 +584,19 @@ impl App {
                     .and_then(|id| self.channels.iter().position(|c| c.id == id))
                     .unwrap_or(self.channel_sel)
                     .min(self.channels.len().saturating_sub(1));
+                // A channel asked for by name on the command line.
+                if let Some(name) = self.join_name.take() {
+                    match self.channels.iter().position(|c| c.name == name) {
+                        Some(i) if self.joined.is_none() && self.joining.is_none() => {
+                            self.channel_sel = i;
+                            let id = self.channels[i].id;
+                            self.joining = Some(id);
+                            return vec![Command::Join(id)];
+                        }
+                        Some(_) => {}
+                        None => self.notice = Some(format!("no channel named {name:?}")),
+                    }
+                }
                 // Back in a channel the server closed under us, once it is listed again.
                 if self.connection == Connection::Connected && self.joining.is_none() {
                     if let Some(chid) = self.rejoin.take() {

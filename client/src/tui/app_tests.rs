@@ -434,3 +434,24 @@ fn server_closing_the_channel_rejoins_once_it_is_listed_again() {
     assert_eq!(app.update(Action::ChannelsLoaded(vec![])), vec![]);
     assert_eq!(app.rejoin, None);
 }
+
+#[test]
+fn channel_named_on_the_command_line_is_joined_once_listed() {
+    let mut app = App::new("s");
+    app.join_name = Some("music".into());
+    app.update(Action::Connected {
+        uid: 7,
+        name: "me".into(),
+        perms: 0,
+    });
+    let cmds = app.update(Action::ChannelsLoaded(vec![
+        row(10, "lobby", 0, 7),
+        row(20, "music", 0, 9),
+    ]));
+    assert_eq!(cmds, vec![Command::Join(20)]);
+    assert_eq!(app.selected_channel().unwrap().id, 20);
+    let mut app = App::new("s");
+    app.join_name = Some("nope".into());
+    app.update(Action::ChannelsLoaded(vec![row(10, "lobby", 0, 7)]));
+    assert!(app.notice.as_deref().unwrap().contains("nope"));
+}

@@ -11,9 +11,10 @@ use std::process::ExitCode;
 
 use crate::identity::IdentityStore;
 use crate::tui::config::{config_dir, Settings};
-use crate::tui::runner::{init_logging, run, Options};
+use crate::tui::runner::{init_logging, run, JoinTarget, Options};
 use crate::tui::worker::Identity;
-use anyhow::{bail, Context};
+use anyhow::bail;
+use anyhow::Context;
 use clap::Parser;
 
 /// Terminal client for KV voice chat.
@@ -29,12 +30,13 @@ struct Args {
     /// Start an embedded server on loopback with a talking bot, and join it.
     #[arg(long, conflicts_with_all = ["server", "uid", "url"])]
     demo: bool,
-    /// `kv://HOST:PORT/CHANNEL`: server and channel id to join at once.
+    /// `kv://HOST:PORT/CHANNEL`: server and channel (id or name) to join at once.
     url: Option<String>,
 }
 
-/// Splits `kv://host:port/chid` (port and channel optional).
-fn parse_url(url: &str) -> anyhow::Result<(String, Option<u64>)> {
+/// Splits `kv://host:port/channel` (port and channel optional; a channel is an id or a
+/// name, percent-escapes not needed for plain names).
+fn parse_url(url: &str) -> anyhow::Result<(String, Option<JoinTarget>)> {
     let Some(rest) = url.strip_prefix("kv://") else {
         bail!("{url:?} is not a kv:// URL (kv://HOST:PORT/CHANNEL)");
     };
@@ -47,11 +49,15 @@ fn parse_url(url: &str) -> anyhow::Result<(String, Option<u64>)> {
     }
     let chid = if chan.is_empty() {
         None
+    } else if let Ok(id) = chan.parse::<u64>() {
+        Some(JoinTarget::Id(id))
+    } else if chan.len() <= kv_proto::MAX_NAME_LEN {
+        Some(JoinTarget::Name(chan.to_string()))
     } else {
-        Some(
-            chan.parse::<u64>()
-                .with_context(|| format!("channel {chan:?} in {url:?} is not a channel id"))?,
-        )
+        bail!(
+            "channel name in {url:?} is longer than {} bytes",
+            kv_proto::MAX_NAME_LEN
+        );
     };
     Ok((host.to_string(), chid))
 }
@@ -79,7 +85,7 @@ fn real_main() -> anyhow::Result<()> {
         let opts = Options {
             server: demo.server_addr(),
             identity: Identity::Fixed(demo.user_uid()),
-            join: Some(demo.channel()),
+            join: Some(JoinTarget::Id(demo.channel())),
             config_dir: dir,
             voice,
         };
@@ -118,17 +124,20 @@ fn real_main() -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_url;
+    use super::{parse_url, JoinTarget};
 
     #[test]
     fn urls() {
         assert_eq!(
             parse_url("kv://h:9/12").unwrap(),
-            ("h:9".to_string(), Some(12))
+            ("h:9".to_string(), Some(JoinTarget::Id(12)))
         );
         assert_eq!(parse_url("kv://h").unwrap(), ("h".to_string(), None));
         assert!(parse_url("http://h/1").is_err());
-        assert!(parse_url("kv://h/lobby").is_err());
+        assert_eq!(
+            parse_url("kv://h/lobby/").unwrap(),
+            ("h".to_string(), Some(JoinTarget::Name("lobby".into())))
+        );
         assert!(parse_url("kv:///1").is_err());
     }
 }

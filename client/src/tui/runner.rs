@@ -65,6 +65,15 @@ pub enum RunError {
     Control(#[from] crate::control::ControlError),
 }
 
+/// A channel named on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinTarget {
+    /// By id: `kv://host:port/42`.
+    Id(u64),
+    /// By name: `kv://host:port/lobby` (the first channel with that name).
+    Name(String),
+}
+
 /// Everything `run` needs.
 pub struct Options {
     /// `host:port` of the server.
@@ -72,7 +81,7 @@ pub struct Options {
     /// Who we are.
     pub identity: Identity,
     /// Channel to join once connected (from a `kv://` URL).
-    pub join: Option<u64>,
+    pub join: Option<JoinTarget>,
     /// Config dir (settings, log file).
     pub config_dir: PathBuf,
     /// The voice engine.
@@ -99,7 +108,11 @@ pub fn run(opts: Options) -> Result<(), RunError> {
     let mut app = App::new(opts.server.clone());
     settings.apply_to(&mut app);
     app.help = keymap.help();
-    app.rejoin = opts.join;
+    match opts.join.clone() {
+        Some(JoinTarget::Id(chid)) => app.rejoin = Some(chid),
+        Some(JoinTarget::Name(name)) => app.join_name = Some(name),
+        None => {}
+    }
 
     let (sink, inbox_rx) = inbox();
     let (cmd_tx, cmd_rx) = std::sync::mpsc::sync_channel(COMMAND_CAPACITY);
