@@ -125,3 +125,42 @@ fn reconnects_and_rejoins_after_a_server_restart() {
     assert!(members(listen, chid).is_empty(), "left on quit");
     server.stop();
 }
+
+#[test]
+fn a_server_that_forgot_us_gets_a_fresh_sign_up() {
+    let data = tempfile::tempdir().expect("data dir");
+    let server = EmbeddedServer::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        data.path().to_path_buf(),
+    )
+    .expect("server");
+    let addr = server.addr().to_string();
+    let config = tempfile::tempdir().expect("config dir");
+    let store = kv_client::identity::IdentityStore::at(config.path());
+    // A uid from another life of this server (its data was reset since).
+    store.set(&addr, 12345).expect("store");
+
+    let (sink, inbox_rx) = inbox();
+    let (cmd_tx, cmd_rx) = std::sync::mpsc::sync_channel(64);
+    let control = ControlClient::new(&addr).expect("address");
+    let worker = Worker::new(
+        control,
+        Identity::Stored(store.clone()),
+        Box::new(ControlOnlyVoice),
+        Devices::default(),
+        sink,
+    );
+    let worker = std::thread::spawn(move || worker.run(cmd_rx));
+    let mut h = Headless {
+        app: App::new(addr.clone()),
+        inbox: inbox_rx,
+        commands: cmd_tx,
+    };
+    h.pump_until("connected", Duration::from_secs(10), |a| {
+        a.connection == Connection::Connected
+    });
+    assert_ne!(h.app.uid, 12345);
+    assert_eq!(store.get(&addr).expect("store"), Some(h.app.uid));
+    h.commands.send(Command::Quit).expect("worker alive");
+    worker.join().expect("worker thread");
+}

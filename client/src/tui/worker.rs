@@ -149,10 +149,32 @@ impl Worker {
             Identity::Fixed(uid) => *uid,
             Identity::Stored(store) => store.uid_for(&self.control).map_err(|e| e.to_string())?,
         };
-        let (perms, name) = match self.control.user_info(uid) {
-            Ok(info) => info,
+        let (uid, (perms, name)) = match self.control.user_info(uid) {
+            Ok(info) => (uid, info),
+            // The server forgot us (its data was reset): sign up again and remember it.
+            Err(e) if e.code() == Some(ErrorCode::Param) => match &self.identity {
+                Identity::Stored(store) => {
+                    let fresh = self
+                        .control
+                        .register(0, kv_proto::Perms::NONE)
+                        .map_err(|e| e.to_string())?;
+                    store
+                        .set(self.control.addr(), fresh)
+                        .map_err(|e| e.to_string())?;
+                    tracing::warn!(
+                        old = uid,
+                        new = fresh,
+                        "server did not know us; signed up again"
+                    );
+                    let info = self.control.user_info(fresh).map_err(|e| e.to_string())?;
+                    (fresh, info)
+                }
+                Identity::Fixed(_) => return Err(format!("server does not know user {uid}")),
+            },
             // A seed server has no USER_INFO: assume plain rights, no name.
-            Err(e) if e.code() == Some(ErrorCode::NoImpl) => (kv_proto::Perms::NONE, String::new()),
+            Err(e) if e.code() == Some(ErrorCode::NoImpl) => {
+                (uid, (kv_proto::Perms::NONE, String::new()))
+            }
             Err(e) => return Err(e.to_string()),
         };
         self.uid = Some(uid);
