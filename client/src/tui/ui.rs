@@ -38,7 +38,7 @@ pub fn draw(app: &App, frame: &mut Frame) {
         Overlay::ConfirmDelete(chid) => {
             widgets::prompt::render_confirm(app, *chid, frame, frame.area())
         }
-        Overlay::Devices(p) => widgets::devices::render(p, frame, frame.area()),
+        Overlay::Devices(p) => widgets::devices::render(app, p, frame, frame.area()),
     }
 }
 

@@ -146,3 +146,15 @@ fn tiny_terminal_does_not_panic() {
         t.draw(|f| draw(&app, f)).expect("draw");
     }
 }
+
+#[test]
+fn device_picker() {
+    let mut app = in_lobby();
+    app.update(Action::OpenDevices);
+    app.update(Action::DevicesListed {
+        inputs: vec!["USB Microphone".into(), "pulse".into()],
+        outputs: vec!["Headphones".into()],
+    });
+    app.update(Action::Down);
+    insta::assert_snapshot!(render(&app, 80, 16));
+}
