@@ -10,6 +10,8 @@
 //! - [`kv`]: runs the headless client (`kv join --json` as [`kv::KvJoin`], one-shot
 //!   commands) and reads its JSON events and WAV files.
 //! - [`lossy`]: [`lossy::LossyRelay`], a seeded lossy/jittery UDP relay for the loss tests.
+//! - [`tmux`]: [`tmux::Tmux`], a private tmux server to drive `kv-tui` in a real terminal.
+//! - [`pulse`]: [`pulse::Pulse`], a private PulseAudio with null sinks for the device tests.
 //!
 //! Binaries are found by [`bin_path`]: `KV_SERVER_BIN` (etc.) if set, else next to the
 //! test executable in `target/<profile>/`, where cargo builds this package's binaries
@@ -18,7 +20,9 @@
 pub mod control;
 pub mod kv;
 pub mod lossy;
+pub mod pulse;
 pub mod server;
+pub mod tmux;
 pub mod udp;
 
 pub use control::{exchange, request, request_padded};

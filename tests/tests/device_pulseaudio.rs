@@ -12,104 +12,15 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kv_client::audio::quality;
 use kv_proto::ControlRequest;
+use kv_tests::pulse::{missing_tools, Pulse};
+use kv_tests::tmux::{shell_quote, Tmux};
 use kv_tests::ServerProcess;
-
-/// Tools the test drives.
-const TOOLS: [&str; 4] = ["pulseaudio", "pactl", "paplay", "parec"];
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// A private PulseAudio daemon (own runtime dir and socket, no hardware modules), killed
-/// on drop.
-struct Pulse {
-    child: Child,
-    server: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Pulse {
-    fn start() -> Pulse {
-        let dir = tempfile::tempdir().expect("pulse dir");
-        let socket = dir.path().join("native");
-        let server = format!("unix:{}", socket.display());
-        let child = Command::new("pulseaudio")
-            .args([
-                "-n",
-                "--daemonize=no",
-                "--system=false",
-                "--exit-idle-time=-1",
-                "--use-pid-file=no",
-                "--disallow-module-loading=no",
-                "--log-target=stderr",
-            ])
-            .arg(format!(
-                "--load=module-native-protocol-unix auth-anonymous=1 socket={}",
-                socket.display()
-            ))
-            .env("HOME", dir.path())
-            .env("PULSE_RUNTIME_PATH", dir.path().join("run"))
-            .env("XDG_RUNTIME_DIR", dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start pulseaudio");
-        let p = Pulse {
-            child,
-            server,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !p.pactl(&["info"]).status.success() {
-            assert!(Instant::now() < deadline, "pulseaudio did not come up");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        p
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
-        c.env("PULSE_SERVER", &self.server);
-        c
-    }
-
-    fn pactl(&self, args: &[&str]) -> std::process::Output {
-        self.command("pactl")
-            .args(args)
-            .output()
-            .expect("run pactl")
-    }
-
-    fn null_sink(&self, name: &str) {
-        let out = self.pactl(&[
-            "load-module",
-            "module-null-sink",
-            &format!("sink_name={name}"),
-            "rate=48000",
-            "channels=1",
-        ]);
-        assert!(out.status.success(), "null sink {name}: {out:?}");
-    }
-}
-
-impl Drop for Pulse {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A `kv join --json` process; its JSON lines are collected as they arrive.
 struct Kv {
@@ -201,7 +112,7 @@ enum Listen {
 /// A talks from its microphone device; B listens as `listen` says. Returns the recording
 /// of what B played, scored against the speech sample, with both signals.
 fn talk_through_devices(listen: Listen) -> Option<(quality::QualityReport, Vec<f32>, Vec<f32>)> {
-    let missing: Vec<&str> = TOOLS.into_iter().filter(|t| !have(t)).collect();
+    let missing = missing_tools();
     if !missing.is_empty() {
         println!(
             "SKIPPED: {} not installed (`make deps` installs pulseaudio, pulseaudio-utils, \
@@ -379,4 +290,112 @@ fn activity(x: &[f32]) -> (usize, f32) {
     let active = levels.iter().filter(|&&l| l > -45.0).count();
     let peak = levels.iter().copied().fold(-120.0, f32::max);
     (active, peak)
+}
+
+/// `kv-tui` itself on real devices: in tmux, with PulseAudio as its sound card. It opens
+/// the devices (no "no audio device"), its meter and talking marker follow speech played
+/// into its microphone, and a headless listener hears that speech.
+#[test]
+fn kv_tui_talks_through_real_devices() {
+    let missing = missing_tools();
+    if !missing.is_empty() || !Tmux::available() {
+        println!(
+            "SKIPPED: {} not installed (`make deps` installs tmux, pulseaudio, \
+             pulseaudio-utils, libasound2-plugins)",
+            if Tmux::available() {
+                missing.join(", ")
+            } else {
+                "tmux".into()
+            }
+        );
+        return;
+    }
+    let pulse = Pulse::start();
+    pulse.null_sink("mic_t");
+    pulse.null_sink("spk_t");
+    let server = ServerProcess::start();
+    let alice = server.signup();
+    let bob = server.signup();
+    let chid = server.ok(&ControlRequest::Create { uid: alice });
+    server.ok(&ControlRequest::SetChannelName {
+        uid: alice,
+        chid,
+        name: "room".into(),
+    });
+    server.ok(&ControlRequest::SetUserName {
+        uid: bob,
+        target: bob,
+        name: "bob".into(),
+    });
+    let addr = server.addr.to_string();
+    let config = tempfile::tempdir().expect("config dir");
+    let rec_dir = tempfile::tempdir().expect("recording dir");
+    let rec = rec_dir.path().join("alice.wav");
+
+    // Alice listens headless into a file.
+    let mut args: Vec<String> = ["--server", &addr, "--uid", &alice.to_string(), "join"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend([
+        chid.to_string(),
+        "--output".into(),
+        rec.display().to_string(),
+        "--duration".into(),
+        "16".into(),
+        "--json".into(),
+    ]);
+    let listener = Kv::spawn(&pulse, ("PULSE_SINK", "spk_t"), config.path(), &args);
+    listener.wait_for("\"admitted\"", Duration::from_secs(10));
+
+    // Bob is kv-tui on PulseAudio, joining "room" by name from the URL.
+    let cmd = format!(
+        "PULSE_SERVER={ps} PULSE_SOURCE=mic_t.monitor PULSE_SINK=spk_t KV_CONFIG_DIR={dir} \
+         {bin} --uid {bob} kv://{addr}/room; echo KV_TUI_EXIT=$?; sleep 600",
+        ps = shell_quote(pulse.server()),
+        dir = shell_quote(&config.path().display().to_string()),
+        bin = shell_quote(
+            &kv_tests::bin_path("kv-tui-e2e", "KV_TUI_BIN")
+                .display()
+                .to_string()
+        ),
+    );
+    let tmux = Tmux::start(&cmd);
+    let s = tmux.wait_for("joined with devices", |s| {
+        s.contains("room · 2 members") && s.contains("bob (you)") && s.contains("quiet")
+    });
+    assert!(!s.contains("no audio device"), "devices opened:\n{s}");
+
+    // Speech into bob's microphone: the meter says sending, bob is marked talking.
+    let player = std::thread::spawn({
+        let mut c = pulse.command("paplay");
+        c.args(["-d", "mic_t"]).arg(speech_path());
+        move || c.status().expect("run paplay")
+    });
+    let s = tmux.wait_for("bob sending", |s| {
+        s.contains("sending") && s.contains("bob (you) talking")
+    });
+    assert!(s.contains("dBFS"), "{s}");
+    assert!(player.join().expect("paplay thread").success());
+    std::thread::sleep(Duration::from_secs(1));
+    tmux.keys(&["q"]);
+    let s = tmux.wait_text("KV_TUI_EXIT=");
+    assert!(s.contains("KV_TUI_EXIT=0"), "{s}");
+
+    // Alice heard bob's speech, captured through kv-tui's real input device.
+    let events = listener.finish(Duration::from_secs(25));
+    assert!(
+        events
+            .iter()
+            .any(|l| l.contains("talking_started") && l.contains(&bob.to_string())),
+        "{events:?}"
+    );
+    let reference = kv_client::audio::read_wav_mono_48k(speech_path()).expect("speech");
+    let heard = kv_client::audio::read_wav_mono_48k(&rec).expect("recording");
+    let report = quality::compare(&reference, &heard, heard.len().max(reference.len()));
+    println!(
+        "kv-tui capture device -> kv: LSD {:.1} dB (p95 {:.1}), correlation {:.2}",
+        report.lsd_db, report.lsd_p95_db, report.correlation
+    );
+    assert!(report.lsd_db < 5.0, "{report:?}");
 }
