@@ -98,35 +98,35 @@ fn two_simultaneous_speakers_are_mixed() {
     let a = speech();
     // A second, different talker: the same voice played backwards (same spectrum, other
     // waveform and timing, so each is found in the mix on its own).
-    let b: Vec<f32> = a.iter().rev().map(|s| s * 0.8).collect();
+    let b: Vec<f32> = a.iter().rev().copied().collect();
     let b_path = path(&dir, "b.wav");
     write_wav(std::path::Path::new(&b_path), &b);
     let out = path(&dir, "mix.wav");
     let l = room.join(2, &["--output", &out, "--duration", "8", "--float-wav"]);
     l.wait_for("admitted", ADMIT);
     let sp = speech_path();
-    let ta = room.join(0, &["--input", sp.to_str().unwrap(), "--duration", "6.5"]);
-    let tb = room.join(1, &["--input", &b_path, "--duration", "6.5"]);
+    // Continuous mode: the test is about mixing, so keep each talker's timing steady (no
+    // talk-spurt re-anchoring in the listener's jitter buffers).
+    let cont = ["--mode", "continuous", "--duration", "6.5"];
+    let ta = room.join(0, &[&["--input", sp.to_str().unwrap()][..], &cont].concat());
+    let tb = room.join(1, &[&["--input", b_path.as_str()][..], &cont].concat());
     ta.finish(JOIN_GRACE).assert_ok();
     tb.finish(JOIN_GRACE).assert_ok();
     let r = l.finish(JOIN_GRACE);
     r.assert_ok();
     let mix = read_wav(std::path::Path::new(&out));
-    let (_, ca) = quality::find_lag(&a, &mix, MAX_LAG);
-    let (_, cb) = quality::find_lag(&b, &mix, MAX_LAG);
-    // An unrelated signal of the same kind, for scale: speech shifted by half its length.
+    // Energy-envelope correlation (1 ms bins): robust to what the codec does to the
+    // waveform and to a jitter buffer shifting part of a stream by a frame, which makes a
+    // single waveform lag unreliable for a mix.
+    let score = |x: &[f32]| kv_client::latency::align(x, &mix, MAX_LAG).map_or(0.0, |a| a.score);
+    let (ca, cb) = (score(&a), score(&b));
+    // An unrelated signal of the same kind, for scale: the speech rotated by half its length.
     let mut c = a[a.len() / 2..].to_vec();
     c.extend_from_slice(&a[..a.len() / 2]);
-    let (_, cc) = quality::find_lag(&c, &mix, MAX_LAG);
-    eprintln!("mix correlation: A {ca:.2}, B {cb:.2}, unrelated {cc:.2}");
-    assert!(
-        ca > 0.25 && cb > 0.25,
-        "both talkers present: A {ca}, B {cb}"
-    );
-    assert!(
-        ca > 2.0 * cc.abs() && cb > 2.0 * cc.abs(),
-        "unrelated scores {cc}"
-    );
+    let cc = score(&c);
+    eprintln!("mix envelope correlation: A {ca:.2}, B {cb:.2}, unrelated {cc:.2}");
+    assert!(ca > 0.3 && cb > 0.3, "both talkers present: A {ca}, B {cb}");
+    assert!(ca > 2.0 * cc && cb > 2.0 * cc, "unrelated scores {cc}");
     assert!(
         mix.iter().all(|s| s.abs() <= 1.0),
         "limiter keeps the mix in range"
