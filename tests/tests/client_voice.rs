@@ -67,7 +67,11 @@ fn speech_reaches_two_listeners_with_good_quality() {
         );
         assert!(q.active_frames > 100, "{name}: too little speech scored");
         assert!(q.lsd_db < 5.0, "{name}: LSD {} dB", q.lsd_db);
-        assert!(q.correlation > 0.3, "{name}: correlation {}", q.correlation);
+        // Waveform correlation drops whenever the jitter buffer re-anchors a talk spurt;
+        // the energy envelope is what must match.
+        let env = kv_client::latency::align(&input, &out, MAX_LAG).map_or(0.0, |a| a.score);
+        eprintln!("{name}: envelope correlation {env:.2}");
+        assert!(env > 0.4, "{name}: envelope correlation {env}");
         assert!((0.0..250.0).contains(&delay), "{name}: delay {delay} ms");
         let talker_uid = room.uids[0];
         assert!(
