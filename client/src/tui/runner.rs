@@ -151,6 +151,8 @@ pub fn run(opts: Options) -> Result<(), RunError> {
         &cmd_tx,
     );
     stop_input.store(true, Ordering::Relaxed);
+    // Keep draining the inbox so a worker blocked on a full one can still finish.
+    std::thread::spawn(move || for _ in inbox_rx {});
     // Let the worker leave the channel cleanly; a hung server must not hang us.
     let _ = cmd_tx.try_send(Command::Quit);
     drop(cmd_tx);
