@@ -45,6 +45,8 @@ struct Run {
     target_ms: f32,
     /// Listener's buffered audio for the talker, ms (last stats).
     buffer_ms: f32,
+    /// Frames the listener's jitter buffer stretched (grew) for the talker.
+    stretched: u64,
     /// Aligned log-spectral distance of the recording, dB.
     lsd_db: f32,
     /// Round-trip time of the talker's keepalives, ms.
@@ -107,7 +109,7 @@ fn one_run(server: &str, speech: &[f32], tx: &TxConfig, dir: &std::path::Path) -
     // Talk for the sample's length plus the tail the gate and buffers need.
     let talk = Duration::from_secs_f64(speech.len() as f64 / 48_000.0 + 0.5);
     let end = Instant::now() + talk;
-    let (mut target_ms, mut buffer_ms) = (0.0f32, 0.0f32);
+    let (mut target_ms, mut buffer_ms, mut stretched) = (0.0f32, 0.0f32, 0u64);
     while Instant::now() < end {
         if let Ok(ev) = levents.recv_timeout(Duration::from_millis(50)) {
             match ev {
@@ -116,6 +118,7 @@ fn one_run(server: &str, speech: &[f32], tx: &TxConfig, dir: &std::path::Path) -
                     if let Some(p) = s.peers.iter().find(|p| p.uid == talker && p.talking) {
                         target_ms = p.target_ms;
                         buffer_ms = p.buffer_ms;
+                        stretched = p.stretched;
                     }
                 }
                 _ => {}
@@ -141,6 +144,7 @@ fn one_run(server: &str, speech: &[f32], tx: &TxConfig, dir: &std::path::Path) -
         delay_ms,
         target_ms,
         buffer_ms,
+        stretched,
         lsd_db: q.lsd_db,
         rtt_ms,
     })
@@ -215,8 +219,9 @@ pub(super) fn run(args: &BenchArgs) -> Result<ExitCode> {
             println!("  received speech quality: LSD {:.2} dB", best.lsd_db);
             for (i, r) in runs.iter().enumerate() {
                 println!(
-                    "  run {i}: {:.1} ms, jitter buffer target {:.1} ms, held {:.1} ms, LSD {:.2} dB",
-                    r.delay_ms, r.target_ms, r.buffer_ms, r.lsd_db
+                    "  run {i}: {:.1} ms, jitter buffer target {:.1} ms, held {:.1} ms, \
+                     stretched {} frames, LSD {:.2} dB",
+                    r.delay_ms, r.target_ms, r.buffer_ms, r.stretched, r.lsd_db
                 );
             }
         }
