@@ -46,6 +46,8 @@ fn stats(event: &str, s: &SessionStats) -> Value {
         "ignored": s.packets_ignored,
         "events_dropped": s.events_dropped,
         "late_blocks": s.late_blocks,
+        "input_overruns": s.input_overruns,
+        "output_underruns": s.output_underruns,
         "peers": s.peers.iter().map(peer).collect::<Vec<_>>(),
     })
 }

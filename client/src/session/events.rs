@@ -95,6 +95,10 @@ pub struct SessionStats {
     pub events_dropped: u64,
     /// Output blocks produced late (clock fell behind real time).
     pub late_blocks: u64,
+    /// Capture device: samples lost because the capture thread did not keep up.
+    pub input_overruns: u64,
+    /// Playback device: samples of silence played because no audio was ready.
+    pub output_underruns: u64,
     /// Per-sender statistics from the receive pipeline.
     pub peers: Vec<PeerStats>,
 }

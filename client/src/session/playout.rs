@@ -27,9 +27,48 @@ pub const BLOCK: usize = 480;
 const TALK_EVERY: u64 = 5;
 /// Stats events every this many blocks (1 s).
 const STATS_EVERY: u64 = 100;
-/// Audio kept queued for a device beyond the block being played: enough to ride over
-/// scheduling hiccups, small enough not to add noticeable latency.
-const DEVICE_QUEUE: usize = 2 * BLOCK;
+/// Least audio kept queued for a device: enough to ride over scheduling hiccups, small
+/// enough not to add noticeable latency.
+const DEVICE_QUEUE_MIN: usize = 2 * BLOCK;
+/// Most audio kept queued for a device, whatever its period (bounds the latency a device
+/// with huge callbacks can add).
+pub(crate) const DEVICE_QUEUE_MAX: usize = 30 * BLOCK;
+
+/// How much to keep queued for a playback device. A device takes audio in callbacks of
+/// its own period (PulseAudio: ~100 ms); a queue shorter than one period is padded with
+/// silence every callback. The period is not known up front, so it is learned: the largest
+/// amount the device took at once, plus one block of margin.
+#[derive(Debug)]
+struct DeviceQueue {
+    /// Queue level after our last look.
+    last: usize,
+    /// Largest single drain seen, samples.
+    period: usize,
+}
+
+impl DeviceQueue {
+    fn new() -> Self {
+        Self { last: 0, period: 0 }
+    }
+
+    /// Notes the queue level `now` (after the device may have taken some).
+    fn observe(&mut self, now: usize) {
+        if now < self.last {
+            self.period = self.period.max(self.last - now);
+        }
+        self.last = now;
+    }
+
+    /// Notes that we pushed `n` samples.
+    fn pushed(&mut self, n: usize) {
+        self.last += n;
+    }
+
+    /// The level to keep the queue at.
+    fn target(&self) -> usize {
+        (self.period + BLOCK).clamp(DEVICE_QUEUE_MIN, DEVICE_QUEUE_MAX)
+    }
+}
 
 /// Where mixed audio goes.
 pub(crate) enum PlayoutSink {
@@ -37,7 +76,7 @@ pub(crate) enum PlayoutSink {
     Wav(WavSink),
     /// The stream handle keeps the device open; the ring feeds its callback.
     Device {
-        _stream: OutputStream,
+        stream: OutputStream,
         ring: HeapProd<f32>,
     },
 }
@@ -62,6 +101,14 @@ pub(crate) fn snapshot(shared: &Shared) -> SessionStats {
         packets_ignored: shared.packets_ignored.load(Ordering::Relaxed),
         events_dropped: shared.events.dropped(),
         late_blocks: shared.late_blocks.load(Ordering::Relaxed),
+        input_overruns: shared
+            .input_device
+            .as_ref()
+            .map_or(0, |c| c.overruns.load(Ordering::Relaxed)),
+        output_underruns: shared
+            .output_device
+            .as_ref()
+            .map_or(0, |c| c.underruns.load(Ordering::Relaxed)),
         peers: lock(&shared.rx).peer_stats(),
     }
 }
@@ -90,11 +137,16 @@ pub(crate) fn run(shared: Arc<Shared>, mut sink: PlayoutSink) -> Result<(), Stri
     let start = Instant::now();
     let mut announced = false;
     let mut result = Ok(());
+    let mut queue = DeviceQueue::new();
     for k in 0u64.. {
         let due = match &mut sink {
             PlayoutSink::Device { ring: out, .. } => {
-                // Let the device drain to the queue target before producing more.
-                while out.occupied_len() >= DEVICE_QUEUE && !shared.stopped() {
+                // Let the device drain below the queue target before producing more.
+                loop {
+                    queue.observe(out.occupied_len());
+                    if queue.last < queue.target() || shared.stopped() {
+                        break;
+                    }
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 if shared.stopped() {
@@ -140,6 +192,7 @@ pub(crate) fn run(shared: Arc<Shared>, mut sink: PlayoutSink) -> Result<(), Stri
             PlayoutSink::Device { ring: out, .. } => {
                 // Never blocks: with the queue target kept above, there is room.
                 let n = out.push_slice(&block);
+                queue.pushed(n);
                 if n < block.len() {
                     shared.late_blocks.fetch_add(1, Ordering::Relaxed);
                 }
@@ -160,4 +213,32 @@ pub(crate) fn run(shared: Arc<Shared>, mut sink: PlayoutSink) -> Result<(), Stri
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_queue_learns_the_period() {
+        let mut q = DeviceQueue::new();
+        assert_eq!(q.target(), DEVICE_QUEUE_MIN);
+        // We fill to the target; a 100 ms callback takes 4800 samples at once.
+        q.observe(0);
+        q.pushed(960);
+        q.observe(960);
+        q.observe(0);
+        assert_eq!(q.target(), 960 + BLOCK);
+        q.pushed(1440);
+        q.observe(1440);
+        q.observe(0);
+        assert_eq!(q.target(), 1440 + BLOCK);
+        q.pushed(4800);
+        q.observe(0);
+        assert_eq!(q.target(), 4800 + BLOCK);
+        // Never beyond the bound.
+        q.pushed(100_000);
+        q.observe(0);
+        assert_eq!(q.target(), DEVICE_QUEUE_MAX);
+    }
 }

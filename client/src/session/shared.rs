@@ -2,9 +2,10 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::audio::device::DeviceCounters;
 use crate::audio::{RxPipeline, TxPipeline};
 
 use super::clock::SessionClock;
@@ -58,6 +59,10 @@ pub(crate) struct Shared {
     pub packets_ignored: AtomicU64,
     pub late_blocks: AtomicU64,
     pub events: EventSink,
+    /// The capture device's callback counters (overruns), when capturing from a device.
+    pub input_device: Option<Arc<DeviceCounters>>,
+    /// The playback device's callback counters (underruns), when playing to a device.
+    pub output_device: Option<Arc<DeviceCounters>>,
 }
 
 /// Locks a mutex, taking over the data of a poisoned one: a panicked thread must not take
@@ -86,6 +91,8 @@ impl Shared {
             packets_ignored: AtomicU64::new(0),
             late_blocks: AtomicU64::new(0),
             events,
+            input_device: None,
+            output_device: None,
         }
     }
 

@@ -24,9 +24,10 @@ use super::media::{InputSource, OutputSink};
 use super::playout::{self, PlayoutSink};
 use super::shared::{lock, EndReason, Shared};
 
-/// Samples of ring buffer between a device callback and its thread: 200 ms, far more than
-/// the few blocks ever queued, so a stalled thread costs samples, not a crash.
-const DEVICE_RING: usize = 9_600;
+/// Samples of ring buffer between a device callback and its thread: 400 ms, more than the
+/// playout ever queues (see `playout::DEVICE_QUEUE_MAX`), so a stalled thread costs
+/// samples, not a crash.
+const DEVICE_RING: usize = 19_200;
 
 /// Everything needed to join a channel.
 #[derive(Debug, Clone)]
@@ -139,10 +140,7 @@ impl VoiceSession {
             OutputSink::Device(name) => {
                 let (stream, ring) = audio::device::open_output(name, DEVICE_RING)
                     .map_err(|e| SessionError::Audio(e.to_string()))?;
-                PlayoutSink::Device {
-                    _stream: stream,
-                    ring,
-                }
+                PlayoutSink::Device { stream, ring }
             }
         };
         let input = match std::mem::replace(&mut cfg.input, InputSource::Silence) {
@@ -198,7 +196,14 @@ impl VoiceSession {
             voice_addr,
             members: members.clone(),
         });
-        let shared = Arc::new(Shared::new(cfg.uid, cfg.chid, tx, rx, events));
+        let mut shared = Shared::new(cfg.uid, cfg.chid, tx, rx, events);
+        if let CaptureInput::Device(stream, _) = &input {
+            shared.input_device = Some(stream.counters.clone());
+        }
+        if let PlayoutSink::Device { stream, .. } = &sink {
+            shared.output_device = Some(stream.counters.clone());
+        }
+        let shared = Arc::new(shared);
         for m in members {
             shared.member_joined(m);
         }
