@@ -432,7 +432,8 @@ impl ControlReply {
         let status = r.u64()?;
         if status == 0 {
             let code = r.u32()?;
-            let code = ErrorCode::from_u32(code).ok_or(DecodeError::Invalid("unknown error code"))?;
+            let code =
+                ErrorCode::from_u32(code).ok_or(DecodeError::Invalid("unknown error code"))?;
             return Ok((ControlReply::Error(code), r.position()));
         }
         let reply = match cmd {
