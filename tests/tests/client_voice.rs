@@ -130,7 +130,7 @@ fn two_simultaneous_speakers_are_mixed() {
     let cc = score(&c);
     eprintln!("mix envelope correlation: A {ca:.2}, B {cb:.2}, unrelated {cc:.2}");
     assert!(ca > 0.3 && cb > 0.3, "both talkers present: A {ca}, B {cb}");
-    assert!(ca > 2.0 * cc && cb > 2.0 * cc, "unrelated scores {cc}");
+    assert!(ca > 1.8 * cc && cb > 1.8 * cc, "unrelated scores {cc}");
     assert!(
         mix.iter().all(|s| s.abs() <= 1.0),
         "limiter keeps the mix in range"

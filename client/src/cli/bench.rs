@@ -19,7 +19,9 @@ use clap::Args;
 
 use crate::audio::{self, quality, TxConfig, WavFormat};
 use crate::control::ControlClient;
-use crate::session::{InputSource, OutputSink, SessionConfig, SessionEvent, VoiceSession};
+use crate::session::{
+    rx_for_frame, InputSource, OutputSink, SessionConfig, SessionEvent, VoiceSession,
+};
 use crate::tui::demo::EmbeddedServer;
 
 /// Arguments of `kv bench`.
@@ -34,6 +36,9 @@ pub(super) struct BenchArgs {
     /// Frames for the CPU measurement.
     #[arg(long, default_value_t = 1000)]
     frames: usize,
+    /// (dev) The listener's least jitter-buffer delay, ms, to explore the trade-off.
+    #[arg(long, hide = true)]
+    min_delay_ms: Option<u32>,
 }
 
 /// One mouth-to-ear run.
@@ -75,7 +80,13 @@ fn wait_event<T>(
     }
 }
 
-fn one_run(server: &str, speech: &[f32], tx: &TxConfig, dir: &std::path::Path) -> Result<Run> {
+fn one_run(
+    server: &str,
+    speech: &[f32],
+    tx: &TxConfig,
+    min_delay_ms: Option<u32>,
+    dir: &std::path::Path,
+) -> Result<Run> {
     let control = ControlClient::new(server)?;
     let talker = control.register(0, kv_proto::Perms::NONE)?;
     let listener = control.register(0, kv_proto::Perms::NONE)?;
@@ -83,6 +94,11 @@ fn one_run(server: &str, speech: &[f32], tx: &TxConfig, dir: &std::path::Path) -
     let out = dir.join(format!("bench-{chid}.wav"));
 
     let mut lcfg = SessionConfig::new(server, listener, chid);
+    // Both ends use the preset, as a channel of low-latency users would.
+    lcfg.rx = rx_for_frame(tx.frame_ms);
+    if let Some(ms) = min_delay_ms {
+        lcfg.rx.min_delay_ms = ms;
+    }
     lcfg.output = OutputSink::Wav {
         path: out.clone(),
         format: WavFormat::F32,
@@ -178,7 +194,7 @@ pub(super) fn run(args: &BenchArgs) -> Result<ExitCode> {
             let parts = audio::bench::run(&speech, &tx, 50)?;
             let mut runs = Vec::with_capacity(args.runs);
             for _ in 0..args.runs {
-                runs.push(one_run(&addr, &speech, &tx, &dir)?);
+                runs.push(one_run(&addr, &speech, &tx, args.min_delay_ms, &dir)?);
             }
             let delays: Vec<f64> = runs.iter().map(|r| r.delay_ms).collect();
             let med = median(delays.clone());
