@@ -126,3 +126,21 @@ fn server_shutdown_ends_the_session() {
     assert_eq!(r.status.code(), Some(3), "{}", r.stderr);
     assert_eq!(r.count("shutdown"), 1);
 }
+
+#[test]
+fn a_vanished_server_is_reported_as_link_lost() {
+    let mut server = ServerProcess::start();
+    let room = Room::new(server.addr, 2);
+    let l = room.join(1, &["--duration", "30"]);
+    l.wait_for("admitted", ADMIT);
+    // No SHUTDOWN, no LEAVE: the server just disappears.
+    server.sigkill();
+    l.wait_for("link_lost", Duration::from_secs(15));
+    l.terminate();
+    let r = l.finish(Duration::from_secs(10));
+    // The final statistics are printed; the LEAVE over TCP then fails (nobody listens) and
+    // says so.
+    assert!(r.first("left").is_some(), "{:?}", r.events);
+    assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("unreachable"), "{}", r.stderr);
+}

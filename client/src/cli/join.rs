@@ -173,7 +173,7 @@ pub(super) fn run(target: &Target, server: &str, args: JoinArgs) -> Result<ExitC
     cfg.output = output;
     cfg.voice_addr = args.voice_addr;
     let interrupted = watch_signals();
-    let (session, events) = VoiceSession::start(cfg)?;
+    let (mut session, events) = VoiceSession::start(cfg)?;
     let deadline = args
         .duration
         .map(|d| Instant::now() + Duration::from_secs_f64(d));
@@ -202,13 +202,15 @@ pub(super) fn run(target: &Target, server: &str, args: JoinArgs) -> Result<ExitC
         }
     }
     let reason = session.end_reason();
-    let stats = session.leave()?;
+    let stats = session.stop()?;
     while let Ok(ev) = events.try_recv() {
         print(&ev);
     }
     if args.json {
         println!("{}", json::left(&stats));
     }
+    // The statistics and the recording are complete; now tell the server.
+    session.leave()?;
     match reason {
         Some(EndReason::Kicked) => {
             eprintln!("kv: removed from channel {}", args.chid);

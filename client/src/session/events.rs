@@ -65,6 +65,11 @@ pub enum SessionEvent {
     },
     /// Periodic statistics (about once a second).
     Stats(Box<SessionStats>),
+    /// No ACK for several keepalive periods: the server or the path to it is gone. The
+    /// session keeps trying; [`SessionEvent::LinkRestored`] follows if it comes back.
+    LinkLost,
+    /// ACKs arrive again after [`SessionEvent::LinkLost`].
+    LinkRestored,
     /// The input file ran out; silence follows.
     InputEnded,
     /// We were removed from the channel; the session has stopped.

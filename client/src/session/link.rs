@@ -14,6 +14,8 @@ use kv_proto::PACKET_SIZE;
 pub const KEEPALIVE_INTERVAL_US: u64 = 2_000_000;
 /// Keepalive period until the first ACK, so admission survives a lost packet quickly.
 pub const ADMISSION_RETRY_US: u64 = 250_000;
+/// Without an ACK for this long (three keepalive periods) the link counts as lost.
+pub const LINK_LOST_US: u64 = 3 * KEEPALIVE_INTERVAL_US + 500_000;
 /// Outstanding keepalives remembered for RTT; older ACKs are ignored.
 const MAX_OUTSTANDING: usize = 8;
 /// Signed packets older than this (by the server's clock, against ours) are replays.
@@ -107,6 +109,14 @@ impl Link {
     /// Current counters.
     pub fn stats(&self) -> LinkStats {
         self.stats
+    }
+
+    /// True when admitted but no ACK came for `LINK_LOST_US` up to `now_us`: the server
+    /// (or the path to it) is gone, whatever the socket says.
+    pub fn is_lost(&self, now_us: u64) -> bool {
+        self.stats
+            .last_ack_us
+            .is_some_and(|t| now_us.saturating_sub(t) > LINK_LOST_US)
     }
 
     /// When the caller should next call [`Link::poll_keepalive`], microseconds.
@@ -280,6 +290,24 @@ mod tests {
         };
         assert_eq!(l.handle(2_262_250, NOW_UNIX, &ack(id)), Incoming::Ack);
         assert_eq!(l.stats().rtt_ms, Some(0.25));
+    }
+
+    #[test]
+    fn link_is_lost_after_three_silent_periods() {
+        let mut l = link();
+        let mut out = [0u8; 512];
+        assert!(
+            !l.is_lost(100_000_000),
+            "never admitted: not lost, just not yet there"
+        );
+        assert!(l.poll_keepalive(0, &mut out));
+        let id = match packet::parse(&out).unwrap() {
+            Datagram::System(s) => s.ackid,
+            _ => panic!(),
+        };
+        l.handle(1_000, NOW_UNIX, &ack(id));
+        assert!(!l.is_lost(1_000 + LINK_LOST_US));
+        assert!(l.is_lost(1_001 + LINK_LOST_US));
     }
 
     #[test]

@@ -21,9 +21,19 @@ pub(crate) fn run(shared: Arc<Shared>, socket: UdpSocket, mut link: Link) {
     let mut buf = [0u8; PACKET_SIZE + 1];
     let mut out = [0u8; PACKET_SIZE];
     let mut refused = 0u64;
+    let mut lost = false;
     while !shared.stopped() {
         *lock(&shared.link) = link.stats();
         let now_us = shared.clock.now_us();
+        if link.is_lost(now_us) != lost {
+            lost = !lost;
+            tracing::warn!(lost, "voice link state changed");
+            shared.events.emit(if lost {
+                SessionEvent::LinkLost
+            } else {
+                SessionEvent::LinkRestored
+            });
+        }
         if link.poll_keepalive(now_us, &mut out) {
             if let Err(e) = socket.send(&out) {
                 tracing::debug!(error = %e, "keepalive send failed");

@@ -342,8 +342,7 @@ impl VoiceSession {
     /// Stops audio, finishes the output file and leaves the channel (unless the server
     /// already removed us). Returns the final statistics.
     pub fn leave(mut self) -> Result<SessionStats, SessionError> {
-        self.stop_threads()?;
-        let stats = playout::snapshot(&self.shared);
+        let stats = self.stop()?;
         self.left = true;
         if matches!(
             self.end_reason(),
@@ -353,6 +352,14 @@ impl VoiceSession {
                 .leave(self.shared.uid, self.shared.uid, self.shared.chid)?;
         }
         Ok(stats)
+    }
+
+    /// Stops audio and finishes the output file, but stays a member until [`Self::leave`]
+    /// (or drop). Returns the final statistics, so they survive a LEAVE that fails because
+    /// the server is gone. Calling it again returns fresh statistics.
+    pub fn stop(&mut self) -> Result<SessionStats, SessionError> {
+        self.stop_threads()?;
+        Ok(playout::snapshot(&self.shared))
     }
 
     fn stop_threads(&mut self) -> Result<(), SessionError> {
