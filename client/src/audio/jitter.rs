@@ -7,7 +7,9 @@
 //!   last [`TRANSIT_WINDOW`] frames; the jitter is the 95th percentile minus the minimum. The
 //!   target delay is that jitter plus [`SAFETY_MS`], plus one frame while packets are being
 //!   lost (so the next packet, which carries the lost frame again, is there in time), clamped to
-//!   `min_delay_ms..=max_delay_ms`. Before anything is measured it is half a frame.
+//!   the floor and `max_delay_ms`. Before anything is measured it is half a frame.
+//! - *Floor.* By default the target never drops below half of the sender's frame (its duration
+//!   is in every voice payload header), see [`JitterConfig::min_delay_ms`].
 //! - *Start.* A talk spurt starts playing at its first frame's expected arrival plus the target.
 //! - *Grow.* When the frame due has not arrived and no later one has either, `pop` says
 //!   [`Playout::Stretch`] (conceal, keep waiting): the delay grows by one frame, exactly when the
@@ -40,8 +42,14 @@ pub const IDLE_AFTER_MS: u64 = 120;
 /// Delay limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JitterConfig {
-    /// Smallest target delay (on top of the fastest transit seen).
-    pub min_delay_ms: u32,
+    /// Smallest target delay (on top of the fastest transit seen). `None` (the default): half
+    /// of the sender's frame, as its packets say. The output pulls audio in blocks, so a frame
+    /// can be asked for up to a block before its first sample plays; a tighter target makes
+    /// the buffer stretch by a whole frame soon after the start, which costs more than it
+    /// saved (`kv bench`, 20 ms frames: 60.3 ms mouth-to-ear with 2 stretches at no floor,
+    /// 55.5 ms with none at half a frame; 10 ms frames: 35.4 ms either way). `Some(ms)`:
+    /// exactly this floor, whatever the frame size (`Some(0)` to explore the trade-off).
+    pub min_delay_ms: Option<u32>,
     /// Largest target delay; frames queued beyond it are dropped.
     pub max_delay_ms: u32,
 }
@@ -49,7 +57,7 @@ pub struct JitterConfig {
 impl Default for JitterConfig {
     fn default() -> Self {
         Self {
-            min_delay_ms: 0,
+            min_delay_ms: None,
             max_delay_ms: 400,
         }
     }
@@ -246,6 +254,21 @@ impl JitterBuffer {
         self.frame_samples as f32 / 48.0
     }
 
+    /// The smallest target: the configured floor, else half of the sender's frame (never
+    /// above `max_delay_ms`).
+    fn floor_ms(&self) -> f32 {
+        let floor = match self.cfg.min_delay_ms {
+            Some(ms) => ms as f32,
+            None => self.frame_ms() / 2.0,
+        };
+        floor.min(self.cfg.max_delay_ms as f32)
+    }
+
+    /// `want` within the floor and `max_delay_ms`.
+    fn clamp_target(&self, want: f32) -> f32 {
+        want.clamp(self.floor_ms(), self.cfg.max_delay_ms as f32)
+    }
+
     fn unwrap_ts(&mut self, ts: u32, update: bool) -> i64 {
         match self.ts_ref {
             None => {
@@ -389,6 +412,8 @@ impl JitterBuffer {
                 now_ms as f64
             }
         };
+        // The sender's frame size may have changed, and with it the floor.
+        self.update_target(now_ms);
         let start = (due + f64::from(self.target_ms)).max(0.0) as u64;
         self.state = State::Buffering { start_ms: start };
         self.window_start_ms = now_ms;
@@ -420,11 +445,10 @@ impl JitterBuffer {
     fn update_target(&mut self, now_ms: u64) {
         let frame_ms = self.frame_ms();
         if self.transit_len < 4 {
-            // Nothing measured yet: half a frame. The output pulls in blocks anyway (≤ 10 ms
-            // of extra wait), and a late frame only costs one stretch, after which the delay
-            // has grown to what the network needs.
-            self.target_ms =
-                (frame_ms / 2.0).clamp(self.cfg.min_delay_ms as f32, self.cfg.max_delay_ms as f32);
+            // Nothing measured yet: half a frame (or the configured floor, if higher). A late
+            // frame only costs one stretch, after which the delay has grown to what the
+            // network needs.
+            self.target_ms = self.clamp_target(frame_ms / 2.0);
             return;
         }
         let mut w = [0.0f64; TRANSIT_WINDOW];
@@ -437,7 +461,7 @@ impl JitterBuffer {
             .last_loss_ms
             .is_some_and(|t| now_ms.saturating_sub(t) < LOSS_MEMORY_MS);
         let want = self.jitter_ms + SAFETY_MS + if lossy { frame_ms } else { 0.0 };
-        self.target_ms = want.clamp(self.cfg.min_delay_ms as f32, self.cfg.max_delay_ms as f32);
+        self.target_ms = self.clamp_target(want);
     }
 
     fn note_loss(&mut self, now_ms: u64) {
@@ -585,6 +609,14 @@ mod tests {
 
     fn jb() -> JitterBuffer {
         JitterBuffer::new(JitterConfig::default())
+    }
+
+    /// A buffer without the half-frame floor, to watch the target follow the jitter alone.
+    fn jb_unfloored() -> JitterBuffer {
+        JitterBuffer::new(JitterConfig {
+            min_delay_ms: Some(0),
+            ..JitterConfig::default()
+        })
     }
 
     /// Inserts primary frame `seq` (timestamp seq * 960, payload [seq as u8]).
@@ -769,7 +801,7 @@ mod tests {
 
     #[test]
     fn adapts_up_to_jitter_and_back_down_when_it_calms() {
-        let mut b = jb();
+        let mut b = jb_unfloored();
         // Calm network: target stays near the 2 ms safety margin.
         run(&mut b, 0, 3, |_| 5);
         assert!(b.target_ms() < 5.0, "calm target {}", b.target_ms());
@@ -804,7 +836,7 @@ mod tests {
 
     #[test]
     fn losses_add_one_frame_of_target_for_recovery() {
-        let mut b = jb();
+        let mut b = jb_unfloored();
         run(&mut b, 0, 2, |_| 5);
         let calm = b.target_ms();
         put(&mut b, 2000, 100);
@@ -840,7 +872,7 @@ mod tests {
     #[test]
     fn burst_beyond_max_delay_is_dropped_down_to_the_limit() {
         let mut b = JitterBuffer::new(JitterConfig {
-            min_delay_ms: 0,
+            min_delay_ms: None,
             max_delay_ms: 100,
         });
         put(&mut b, 0, 0);
@@ -852,5 +884,56 @@ mod tests {
         let _ = pop(&mut b, 400);
         assert!(b.buffered_ms() <= 120.0, "{}", b.buffered_ms());
         assert!(b.stats().dropped >= 14, "{:?}", b.stats());
+    }
+
+    /// Inserts primary frame `seq` of `n`-sample frames.
+    fn put_sized(b: &mut JitterBuffer, now: u64, seq: u32, n: u16) {
+        b.insert(
+            now,
+            seq,
+            seq * u32::from(n),
+            n,
+            0,
+            &[seq as u8],
+            FrameOrigin::Primary,
+        );
+    }
+
+    #[test]
+    fn target_never_drops_below_half_the_senders_frame() {
+        // Calm network, 20 ms frames: the jitter alone would allow ~2 ms.
+        let mut b = jb();
+        run(&mut b, 0, 3, |_| 5);
+        assert_eq!(b.jitter_ms(), 0.0);
+        assert_eq!(b.target_ms(), 10.0, "half of 20 ms");
+        assert_eq!(b.stats().stretched, 0);
+
+        // The floor follows the sender's frame size: 10 ms frames (480 samples), 5 ms.
+        let mut b = jb();
+        for seq in 0..100u32 {
+            let now = u64::from(seq) * 10 + 5;
+            put_sized(&mut b, now, seq, 480);
+            let _ = b.pop(now);
+        }
+        assert_eq!(b.target_ms(), 5.0, "half of 10 ms");
+
+        // A stream restarting with larger frames starts with the larger floor.
+        put_sized(&mut b, 10_000, 1_000_000, 1920);
+        assert_eq!(b.target_ms(), 20.0, "half of 40 ms");
+
+        // An explicit floor replaces the half frame, even below it.
+        let mut b = JitterBuffer::new(JitterConfig {
+            min_delay_ms: Some(3),
+            ..JitterConfig::default()
+        });
+        run(&mut b, 0, 3, |_| 5);
+        assert_eq!(b.target_ms(), 3.0);
+        // And the floor never exceeds the maximum delay.
+        let mut b = JitterBuffer::new(JitterConfig {
+            min_delay_ms: None,
+            max_delay_ms: 4,
+        });
+        run(&mut b, 0, 1, |_| 5);
+        assert_eq!(b.target_ms(), 4.0);
     }
 }

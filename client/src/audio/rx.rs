@@ -25,9 +25,11 @@ const MAX_FRAME: usize = 5760;
 /// Playback settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RxConfig {
-    /// Smallest jitter-buffer delay on top of the fastest transit. Default 0: on a quiet
+    /// Smallest jitter-buffer delay on top of the fastest transit. Default `None`: half of
+    /// each sender's frame (see [`JitterConfig::min_delay_ms`]); above that, on a quiet
     /// network the buffer sits at measured jitter + 2 ms, which keeps mouth-to-ear low.
-    pub min_delay_ms: u32,
+    /// `Some(ms)` sets the floor for every sender, e.g. to measure the trade-off.
+    pub min_delay_ms: Option<u32>,
     /// Largest jitter-buffer delay. Default 400 ms: beyond that a conversation breaks down
     /// anyway, so audio queued longer is dropped.
     pub max_delay_ms: u32,
@@ -40,7 +42,7 @@ pub struct RxConfig {
 impl Default for RxConfig {
     fn default() -> Self {
         Self {
-            min_delay_ms: 0,
+            min_delay_ms: None,
             max_delay_ms: 400,
             use_redundancy: true,
             use_fec: true,

@@ -19,9 +19,7 @@ use clap::Args;
 
 use crate::audio::{self, quality, TxConfig, WavFormat};
 use crate::control::ControlClient;
-use crate::session::{
-    rx_for_frame, InputSource, OutputSink, SessionConfig, SessionEvent, VoiceSession,
-};
+use crate::session::{InputSource, OutputSink, SessionConfig, SessionEvent, VoiceSession};
 use crate::tui::demo::EmbeddedServer;
 
 /// Arguments of `kv bench`.
@@ -94,11 +92,9 @@ fn one_run(
     let out = dir.join(format!("bench-{chid}.wav"));
 
     let mut lcfg = SessionConfig::new(server, listener, chid);
-    // Both ends use the preset, as a channel of low-latency users would.
-    lcfg.rx = rx_for_frame(tx.frame_ms);
-    if let Some(ms) = min_delay_ms {
-        lcfg.rx.min_delay_ms = ms;
-    }
+    // The listener's jitter buffer waits at least half of the talker's frame (the preset's),
+    // unless the dev flag sets another floor.
+    lcfg.rx.min_delay_ms = min_delay_ms;
     lcfg.output = OutputSink::Wav {
         path: out.clone(),
         format: WavFormat::F32,

@@ -14,7 +14,7 @@ use clap::{Args, ValueEnum};
 
 use crate::audio::{self, TransmitMode, TxConfig, WavFormat};
 use crate::session::{
-    rx_for_frame, EndReason, InputSource, OutputSink, SessionConfig, SessionEvent, VoiceSession,
+    EndReason, InputSource, OutputSink, SessionConfig, SessionEvent, VoiceSession,
 };
 
 use super::{json, Target};
@@ -168,7 +168,6 @@ pub(super) fn run(target: &Target, server: &str, args: JoinArgs) -> Result<ExitC
     let uid = target.uid()?;
     let mut cfg = SessionConfig::new(server, uid, args.chid);
     cfg.tx = args.tx_config();
-    cfg.rx = rx_for_frame(cfg.tx.frame_ms);
     cfg.input = input;
     cfg.output = output;
     cfg.voice_addr = args.voice_addr;

@@ -22,4 +22,4 @@ pub use events::{SessionEvent, SessionStats};
 pub use media::{InputSource, OutputSink};
 pub use playout::BLOCK as OUTPUT_BLOCK;
 pub use shared::EndReason;
-pub use voice::{rx_for_frame, SessionConfig, VoiceSession};
+pub use voice::{SessionConfig, VoiceSession};

@@ -29,19 +29,6 @@ use super::shared::{lock, EndReason, Shared};
 /// samples, not a crash.
 const DEVICE_RING: usize = 19_200;
 
-/// Playback settings that suit senders using `frame_ms` frames (all members of a channel
-/// normally use the same preset). The jitter buffer never waits less than half a frame:
-/// the output pulls 10 ms blocks, so a frame can be asked for up to a block before its
-/// first sample plays, and a tighter target makes the buffer stretch by a whole frame soon
-/// after the start, which costs more than it saved (`kv bench`, 20 ms frames: 60.3 ms with
-/// 2 stretches → 55.5 ms with none, and better quality; 10 ms frames: 35.4 ms either way).
-pub fn rx_for_frame(frame_ms: u32) -> RxConfig {
-    RxConfig {
-        min_delay_ms: frame_ms / 2,
-        ..RxConfig::default()
-    }
-}
-
 /// Everything needed to join a channel.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -76,7 +63,7 @@ impl SessionConfig {
             input: InputSource::Silence,
             output: OutputSink::Discard,
             tx: TxConfig::default(),
-            rx: rx_for_frame(TxConfig::default().frame_ms),
+            rx: RxConfig::default(),
             voice_addr: None,
             control_timeout: crate::control::DEFAULT_TIMEOUT,
         }
