@@ -53,8 +53,49 @@ pub struct DeviceList {
     pub default_output: Option<String>,
 }
 
+/// Stops alsa-lib printing its own error lines on this thread. Without a sound card, each
+/// device lookup makes it print a dozen (`ALSA lib confmisc.c:855:(parse_card) cannot find
+/// card '0'`, ...) to stderr, over the TUI's screen, before kv's one-line error, and all
+/// through test logs; the failure still reaches the user as that [`AudioError`].
+///
+/// Why per thread: alsa-lib's global hook, `snd_lib_error_set_handler`, wants a C-variadic
+/// function, which stable Rust cannot define (and a null pointer restores the printing
+/// default). Its default handler first hands the message to a thread-local handler, set with
+/// `snd_lib_error_set_local`, which takes a `va_list` and so is plain `extern "C"`. Every
+/// function here that touches cpal calls this first, once per thread. ALSA calls on cpal's
+/// own stream threads (recovering from an xrun) are not covered, and rarely print.
+fn quiet_alsa() {
+    #[cfg(target_os = "linux")]
+    {
+        use std::cell::Cell;
+        thread_local! {
+            static QUIET: Cell<bool> = const { Cell::new(false) };
+        }
+        if !QUIET.with(|q| q.replace(true)) {
+            // SAFETY: stores a function pointer in alsa-lib's thread-local slot; the handler
+            // has exactly the `snd_local_error_handler_t` signature and reads no argument.
+            unsafe {
+                alsa_sys::snd_lib_error_set_local(Some(discard_alsa_error));
+            }
+        }
+    }
+}
+
+/// alsa-lib's error message, dropped (see [`quiet_alsa`]).
+#[cfg(target_os = "linux")]
+unsafe extern "C" fn discard_alsa_error(
+    _file: *const std::ffi::c_char,
+    _line: std::ffi::c_int,
+    _func: *const std::ffi::c_char,
+    _err: std::ffi::c_int,
+    _fmt: *const std::ffi::c_char,
+    _args: *mut alsa_sys::__va_list_tag,
+) {
+}
+
 /// Lists the default host's devices (empty lists on a machine without sound).
 pub fn list_devices() -> Result<DeviceList, AudioError> {
+    quiet_alsa();
     let host = cpal::default_host();
     let names = |it: Result<_, cpal::DevicesError>| -> Result<Vec<String>, AudioError> {
         let it: Box<dyn Iterator<Item = cpal::Device>> = match it {
@@ -78,6 +119,7 @@ pub fn list_devices() -> Result<DeviceList, AudioError> {
 }
 
 fn find_device(input: bool, name: &str) -> Result<cpal::Device, AudioError> {
+    quiet_alsa();
     let host = cpal::default_host();
     let kind = if input { "input" } else { "output" };
     let found = if name == "default" {
