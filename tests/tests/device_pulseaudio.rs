@@ -22,6 +22,16 @@ use kv_tests::pulse::{missing_tools, Pulse};
 use kv_tests::tmux::{shell_quote, Tmux};
 use kv_tests::ServerProcess;
 
+/// Each test runs a PulseAudio daemon, a server and two real-time clients; on two cores,
+/// running them side by side starves the audio threads and measures the machine, not KV.
+/// Each test holds this for its whole run so they take turns.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Takes this test's turn (a failed earlier test does not block the others).
+fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A `kv join --json` process; its JSON lines are collected as they arrive.
 struct Kv {
     child: Child,
@@ -250,6 +260,7 @@ fn talk_through_devices(listen: Listen) -> Option<(quality::QualityReport, Vec<f
 /// Microphone device → Opus → server → B's file: the capture side of cpal for real.
 #[test]
 fn speech_from_a_real_capture_device_arrives_clean() {
+    let _turn = take_turn();
     let Some((report, _, _)) = talk_through_devices(Listen::File) else {
         return;
     };
@@ -261,6 +272,7 @@ fn speech_from_a_real_capture_device_arrives_clean() {
 /// whole device path, both cpal directions.
 #[test]
 fn speech_crosses_real_capture_and_playback_devices() {
+    let _turn = take_turn();
     let Some((report, reference, heard)) = talk_through_devices(Listen::Device) else {
         return;
     };
@@ -318,6 +330,7 @@ fn activity(x: &[f32]) -> (usize, f32) {
 /// into its microphone, and a headless listener hears that speech.
 #[test]
 fn kv_tui_talks_through_real_devices() {
+    let _turn = take_turn();
     let missing = missing_tools();
     if !missing.is_empty() || !Tmux::available() {
         println!(
