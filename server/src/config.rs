@@ -31,7 +31,7 @@ pub struct Config {
     pub max_member_pps: u32,
     /// Members (joined users) per channel.
     pub max_members: usize,
-    /// Channels per server; each is a task and a socket.
+    /// Channels per server; each is a socket and a relay on one of the workers.
     pub max_channels: usize,
 }
 

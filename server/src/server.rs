@@ -6,8 +6,8 @@
 //! so at most `max_connections` are served at once (mini-redis), and at most
 //! `max_connections_per_ip` from one IP (the rest get SERV at once). On the stop signal it
 //! stops accepting, tells every task through [`crate::shutdown`], waits for connection
-//! tasks (they drop a completion sender when done) and channel tasks (which send SHUTDOWN
-//! to their members), and closes the database.
+//! tasks (they drop a completion sender when done) and the relay workers (which send
+//! SHUTDOWN to their channels' members), and closes the database.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

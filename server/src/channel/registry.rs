@@ -128,7 +128,7 @@ impl Registry {
     }
 
     /// Opens channel `chid` on `preferred` port if it is free (and in the range), else on
-    /// another port, and starts its task. Returns the port.
+    /// another port, and hands it to the least loaded relay worker. Returns the port.
     pub fn open(&mut self, chid: u64, preferred: Option<u16>) -> Result<u16, OpenError> {
         if self.channels.len() >= self.max_channels {
             return Err(OpenError::TooMany);
@@ -203,7 +203,7 @@ impl Registry {
         self.channels.get(&chid).map(|c| c.port)
     }
 
-    /// Closes a channel: its members get SHUTDOWN and its task stops. False if not open.
+    /// Closes a channel: its members get SHUTDOWN and its worker drops it. False if not open.
     pub fn close(&mut self, chid: u64) -> bool {
         match self.channels.remove(&chid) {
             Some(c) => {

@@ -28,7 +28,7 @@ pub type CmdResult = Result<ControlReply, ErrorCode>;
 pub struct Control<S: Store> {
     /// Users and channels.
     store: S,
-    /// Open channels and their relay tasks.
+    /// Open channels and the relay workers that serve them.
     registry: Registry,
     /// Ed25519 public key, for SERVER_INFO.
     public_key: [u8; 32],

@@ -15,7 +15,7 @@ use crate::store::SqliteStore;
 struct Fixture {
     control: Control<SqliteStore>,
     admin: u64,
-    // Keeps the channel tasks' runtime alive; the test thread calls `apply` outside it,
+    // Keeps the relay workers' runtime alive; the test thread calls `apply` outside it,
     // as the server's blocking threads do.
     _rt: tokio::runtime::Runtime,
     _trigger: shutdown::ShutdownTrigger,
