@@ -250,11 +250,7 @@ impl ChannelRelay {
             return;
         };
         self.stats.forwarded += 1;
-        for (j, m) in self.members.iter().enumerate() {
-            if let (true, Some(addr)) = (j != i, m.addr) {
-                out.send(addr, buf);
-            }
-        }
+        self.send_to_others(i, buf, out);
     }
 
     fn handle_system(
@@ -326,20 +322,25 @@ impl ChannelRelay {
         };
         tracing::debug!(chid = self.chid, uid, %addr, "member bound");
         let pkt = self.signed(now, SystemOp::Join, uid, 0);
+        self.send_to_others(i, &pkt, out);
         for (j, m) in self.members.iter().enumerate() {
-            if let (true, Some(a)) = (j != i, m.addr) {
-                out.send(a, &pkt);
-            }
-        }
-        for j in 0..self.members.len() {
-            if j != i && self.members[j].addr.is_some() {
-                let other = self.members[j].uid;
-                let pkt = self.signed(now, SystemOp::Join, other, 0);
+            if j != i && m.addr.is_some() {
+                let pkt = self.signed(now, SystemOp::Join, m.uid, 0);
                 out.send(addr, &pkt);
             }
         }
     }
 
+    /// Sends `pkt` to every bound member but member `i` (the sender, or the newcomer).
+    fn send_to_others(&self, i: usize, pkt: &[u8], out: &mut impl Transmit) {
+        for (j, m) in self.members.iter().enumerate() {
+            if let (true, Some(addr)) = (j != i, m.addr) {
+                out.send(addr, pkt);
+            }
+        }
+    }
+
+    /// Sends `pkt` to every bound member.
     fn send_to_bound(&self, pkt: &[u8], out: &mut impl Transmit) {
         for m in &self.members {
             if let Some(addr) = m.addr {
