@@ -180,6 +180,22 @@ fn pick_config(
     Ok((chosen.config(), chosen.sample_format()))
 }
 
+/// The conversion thread between the callback's ring and the user's, when the device is
+/// not 48 kHz mono. Dropping it stops and joins the thread (after the stream, field order).
+struct DspThread {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Drop for DspThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// An open capture stream. Dropping it stops capture and the DSP thread.
 pub struct InputStream {
     _stream: cpal::Stream,
@@ -189,7 +205,7 @@ pub struct InputStream {
     pub device_rate: u32,
     /// Channels the device delivers.
     pub device_channels: u16,
-    dsp: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    _dsp: Option<DspThread>,
 }
 
 impl std::fmt::Debug for InputStream {
@@ -198,15 +214,6 @@ impl std::fmt::Debug for InputStream {
             .field("device_rate", &self.device_rate)
             .field("device_channels", &self.device_channels)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for InputStream {
-    fn drop(&mut self) {
-        if let Some((stop, h)) = self.dsp.take() {
-            stop.store(true, Ordering::Relaxed);
-            let _ = h.join();
-        }
     }
 }
 
@@ -219,7 +226,7 @@ pub struct OutputStream {
     pub device_rate: u32,
     /// Channels the device plays.
     pub device_channels: u16,
-    dsp: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    _dsp: Option<DspThread>,
 }
 
 impl std::fmt::Debug for OutputStream {
@@ -228,15 +235,6 @@ impl std::fmt::Debug for OutputStream {
             .field("device_rate", &self.device_rate)
             .field("device_channels", &self.device_channels)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for OutputStream {
-    fn drop(&mut self) {
-        if let Some((stop, h)) = self.dsp.take() {
-            stop.store(true, Ordering::Relaxed);
-            let _ = h.join();
-        }
     }
 }
 
@@ -326,7 +324,13 @@ pub fn open_input(name: &str, capacity: usize) -> Result<(InputStream, HeapCons<
             stop.clone(),
             counters.clone(),
         )?;
-        (raw_prod, Some((stop, h)))
+        (
+            raw_prod,
+            Some(DspThread {
+                stop,
+                handle: Some(h),
+            }),
+        )
     };
     let c = counters.clone();
     let err = move |_e: cpal::StreamError| {
@@ -368,7 +372,7 @@ pub fn open_input(name: &str, capacity: usize) -> Result<(InputStream, HeapCons<
             counters,
             device_rate: rate,
             device_channels: channels,
-            dsp,
+            _dsp: dsp,
         },
         user_cons,
     ))
@@ -447,7 +451,13 @@ pub fn open_output(
         let (raw_prod, raw_cons) = HeapRb::<f32>::new(raw_cap.max(4096)).split();
         let stop = Arc::new(AtomicBool::new(false));
         let h = spawn_playback_dsp(user_cons, raw_prod, rate, channels, stop.clone())?;
-        (raw_cons, Some((stop, h)))
+        (
+            raw_cons,
+            Some(DspThread {
+                stop,
+                handle: Some(h),
+            }),
+        )
     };
     let c = counters.clone();
     let err = move |_e: cpal::StreamError| {
@@ -489,7 +499,7 @@ pub fn open_output(
             counters,
             device_rate: rate,
             device_channels: channels,
-            dsp,
+            _dsp: dsp,
         },
         user_prod,
     ))
