@@ -327,6 +327,15 @@ impl RxPipeline {
         }
     }
 
+    /// Senders whose stream is playing now: what the talking markers need, polled every
+    /// few blocks by the playout thread without building the full [`Self::peer_stats`].
+    pub fn talking(&self) -> impl Iterator<Item = u64> + '_ {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.jb.is_playing())
+            .map(|(&uid, _)| uid)
+    }
+
     /// Statistics of every sender heard so far, by uid.
     pub fn peer_stats(&self) -> Vec<PeerStats> {
         self.peers

@@ -115,12 +115,7 @@ pub(crate) fn snapshot(shared: &Shared) -> SessionStats {
 
 /// Emits talking transitions of peers since the last call.
 fn talking(shared: &Shared, talking: &mut BTreeSet<u64>) {
-    let now: BTreeSet<u64> = lock(&shared.rx)
-        .peer_stats()
-        .iter()
-        .filter(|p| p.talking)
-        .map(|p| p.uid)
-        .collect();
+    let now: BTreeSet<u64> = lock(&shared.rx).talking().collect();
     for &uid in now.difference(talking) {
         shared.events.emit(SessionEvent::TalkingStarted { uid });
     }
