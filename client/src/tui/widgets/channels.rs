@@ -1,12 +1,13 @@
 //! The channel list: names, member counts, which one we are in, and the cursor.
 
 use ratatui::layout::Rect;
-use ratatui::style::{Modifier, Style, Stylize};
+use ratatui::style::{Style, Stylize};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, List, ListItem, ListState};
+use ratatui::widgets::{Block, ListItem, ListState};
 use ratatui::Frame;
 
 use crate::tui::app::{channel_label, App, Focus};
+use crate::tui::widgets::{border, focus_list};
 
 /// Renders the channel list into `area`.
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
@@ -49,23 +50,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
             ]))
         })
         .collect();
-    let list = List::new(items)
-        .block(block)
-        .highlight_symbol("▶")
-        .highlight_style(if focused {
-            Style::new().add_modifier(Modifier::REVERSED)
-        } else {
-            Style::new()
-        });
+    let list = focus_list(items, block, focused);
     let mut state = ListState::default().with_selected(Some(app.channel_sel));
     frame.render_stateful_widget(list, area, &mut state);
-}
-
-/// Border style of a list: bright when it has the arrow keys.
-pub fn border(focused: bool) -> Style {
-    if focused {
-        Style::new().cyan()
-    } else {
-        Style::new().dark_gray()
-    }
 }

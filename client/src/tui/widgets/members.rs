@@ -1,13 +1,13 @@
 //! Members of the joined channel, with who is talking right now and per-member volume.
 
 use ratatui::layout::Rect;
-use ratatui::style::{Modifier, Style, Stylize};
+use ratatui::style::Stylize;
 use ratatui::text::Line;
-use ratatui::widgets::{Block, List, ListItem, ListState, Paragraph};
+use ratatui::widgets::{Block, ListItem, ListState, Paragraph};
 use ratatui::Frame;
 
 use crate::tui::app::{channel_label, member_label, App, Focus};
-use crate::tui::widgets::channels::border;
+use crate::tui::widgets::{border, focus_list};
 
 /// Renders the member list into `area`.
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
@@ -56,14 +56,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
             ListItem::new(Line::from(spans))
         })
         .collect();
-    let list = List::new(items)
-        .block(block)
-        .highlight_symbol("▶")
-        .highlight_style(if focused {
-            Style::new().add_modifier(Modifier::REVERSED)
-        } else {
-            Style::new()
-        });
+    let list = focus_list(items, block, focused);
     let mut state = ListState::default().with_selected(focused.then_some(app.member_sel));
     frame.render_stateful_widget(list, area, &mut state);
 }

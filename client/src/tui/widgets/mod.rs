@@ -1,4 +1,8 @@
 //! The pieces of the screen, one per file; each renders from [`crate::tui::app::App`] only.
+//! The two side-by-side lists (channels, members) share their focus styling here.
+
+use ratatui::style::{Modifier, Style, Stylize};
+use ratatui::widgets::{Block, List, ListItem};
 
 pub mod channels;
 pub mod devices;
@@ -8,3 +12,26 @@ pub mod meter;
 pub mod prompt;
 pub mod quality;
 pub mod status;
+
+/// Border style of a list: bright when it has the arrow keys.
+pub fn border(focused: bool) -> Style {
+    if focused {
+        Style::new().cyan()
+    } else {
+        Style::new().dark_gray()
+    }
+}
+
+/// A list in `block` whose cursor row is shown reversed only while the list has the focus,
+/// so the user sees which of the two lists the arrow keys move.
+pub fn focus_list<'a>(items: Vec<ListItem<'a>>, block: Block<'a>, focused: bool) -> List<'a> {
+    let highlight = if focused {
+        Style::new().add_modifier(Modifier::REVERSED)
+    } else {
+        Style::new()
+    };
+    List::new(items)
+        .block(block)
+        .highlight_symbol("▶")
+        .highlight_style(highlight)
+}
