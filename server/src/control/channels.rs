@@ -109,11 +109,6 @@ impl<S: Store> Control<S> {
         Ok(ControlReply::Value(1))
     }
 
-    /// GET_CHANNEL_NAME: anyone.
-    pub(super) fn channel_info_record(&self, chid: u64) -> Result<ChannelRecord, ErrorCode> {
-        self.existing_channel(chid)
-    }
-
     /// CHANNEL_INFO: name, owner, port and members with their names; anyone.
     pub(super) fn channel_info(&self, chid: u64) -> CmdResult {
         let ch = self.existing_channel(chid)?;

@@ -62,13 +62,14 @@ impl<S: Store> Control<S> {
             R::GetChannels => self.get_channels(),
             R::ServerInfo => Ok(self.server_info()),
             R::SetUserName { uid, target, name } => self.set_user_name(uid, target, &name),
-            R::GetUserName { uid } => self.user_info(uid).map(|u| ControlReply::Name(u.name)),
+            // GET_USER_NAME, GET_CHANNEL_NAME and USER_INFO: anyone may ask.
+            R::GetUserName { uid } => self.existing_user(uid).map(|u| ControlReply::Name(u.name)),
             R::SetChannelName { uid, chid, name } => self.set_channel_name(uid, chid, &name),
             R::GetChannelName { chid } => self
-                .channel_info_record(chid)
+                .existing_channel(chid)
                 .map(|c| ControlReply::Name(c.name)),
             R::ChannelInfo { chid } => self.channel_info(chid),
-            R::UserInfo { uid } => self.user_info(uid).map(|u| ControlReply::UserInfo {
+            R::UserInfo { uid } => self.existing_user(uid).map(|u| ControlReply::UserInfo {
                 perms: u.perms,
                 name: u.name,
             }),

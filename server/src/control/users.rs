@@ -62,9 +62,4 @@ impl<S: Store> Control<S> {
         }
         Ok(ControlReply::Value(1))
     }
-
-    /// GET_USER_NAME and USER_INFO: anyone may ask.
-    pub(super) fn user_info(&self, uid: u64) -> Result<UserRecord, ErrorCode> {
-        self.existing_user(uid)
-    }
 }
