@@ -85,7 +85,8 @@ impl Poller {
         Ok(())
     }
 
-    /// Waits up to `timeout_ms` and appends the ready tokens to `out` (cleared first).
+    /// Waits up to `timeout_ms` and puts the ready tokens in `events` (replacing the last
+    /// wait's); an interrupted wait reports none.
     pub fn wait(&self, events: &mut Events, timeout_ms: i32) -> io::Result<()> {
         events.len = 0;
         // SAFETY: the buffer holds events.buf.len() epoll_event slots.
