@@ -7,7 +7,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use kv_client::control::ControlClient;
 use kv_proto::packet::{SystemOp, SystemPacket};
-use kv_tests::kv::{Room, JOIN_GRACE};
+use kv_tests::kv::{Joined, Room, JOIN_GRACE};
 use kv_tests::lossy::{Impairment, LossyRelay};
 use kv_tests::ServerProcess;
 
@@ -38,10 +38,9 @@ fn forged_system_packets_are_ignored_and_counted() {
     system(SystemOp::Leave, me).encode(&mut buf);
     relay.inject(&buf);
     // 3. A JOIN with a signature of garbage.
+    // (The checksum covers bytes 0..20 only, so the one `encode` wrote stays valid.)
     system(SystemOp::Join, 12345).encode(&mut buf);
     buf[24..88].fill(0xAB);
-    let crc = crc32(&buf[..20]);
-    buf[20..24].copy_from_slice(&crc.to_be_bytes());
     relay.inject(&buf);
     std::thread::sleep(Duration::from_millis(300));
     // A real member joining still gets through: the server's own JOIN is signed.
@@ -67,63 +66,46 @@ fn forged_system_packets_are_ignored_and_counted() {
     assert!(r.left()["forged"].as_u64().unwrap() >= 3, "{}", r.left());
 }
 
-fn crc32(b: &[u8]) -> u32 {
-    // zlib's CRC-32, bitwise; enough for one test packet.
-    let mut c = !0u32;
-    for &x in b {
-        c ^= u32::from(x);
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0xEDB8_8320
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
+/// Admits a listener (uid 1 of a two-member room), lets `end` make the server end its
+/// session, and returns its output once it has exited with status 3 (ended by the server).
+fn session_ended_by(end: impl FnOnce(&mut ServerProcess, &Room)) -> Joined {
+    let mut server = ServerProcess::start();
+    let room = Room::new(server.addr, 2);
+    let l = room.join(1, &["--duration", "20"]);
+    l.wait_for("admitted", ADMIT);
+    end(&mut server, &room);
+    let r = l.finish(Duration::from_secs(10));
+    assert_eq!(r.status.code(), Some(3), "{}", r.stderr);
+    r
 }
 
 #[test]
 fn kicked_client_stops_with_a_message() {
-    let server = ServerProcess::start();
-    let room = Room::new(server.addr, 2);
-    let l = room.join(1, &["--duration", "20"]);
-    l.wait_for("admitted", ADMIT);
-    ControlClient::new(&room.server)
-        .unwrap()
-        .leave(server.admin_uid, room.uids[1], room.chid)
-        .expect("admin kicks");
-    let r = l.finish(Duration::from_secs(10));
-    assert_eq!(r.status.code(), Some(3), "{}", r.stderr);
+    let r = session_ended_by(|server, room| {
+        ControlClient::new(&room.server)
+            .unwrap()
+            .leave(server.admin_uid, room.uids[1], room.chid)
+            .expect("admin kicks");
+    });
     assert!(r.stderr.contains("removed from channel"), "{}", r.stderr);
     assert_eq!(r.count("kicked"), 1);
 }
 
 #[test]
 fn closing_channel_ends_the_session() {
-    let server = ServerProcess::start();
-    let room = Room::new(server.addr, 2);
-    let l = room.join(1, &["--duration", "20"]);
-    l.wait_for("admitted", ADMIT);
-    ControlClient::new(&room.server)
-        .unwrap()
-        .delete(room.uids[0], room.chid)
-        .expect("owner deletes");
-    let r = l.finish(Duration::from_secs(10));
-    assert_eq!(r.status.code(), Some(3), "{}", r.stderr);
+    let r = session_ended_by(|_, room| {
+        ControlClient::new(&room.server)
+            .unwrap()
+            .delete(room.uids[0], room.chid)
+            .expect("owner deletes");
+    });
     assert!(r.stderr.contains("server closed channel"), "{}", r.stderr);
     assert_eq!(r.count("shutdown"), 1);
 }
 
 #[test]
 fn server_shutdown_ends_the_session() {
-    let mut server = ServerProcess::start();
-    let room = Room::new(server.addr, 2);
-    let l = room.join(1, &["--duration", "20"]);
-    l.wait_for("admitted", ADMIT);
-    assert!(server.terminate().success());
-    let r = l.finish(Duration::from_secs(10));
-    assert_eq!(r.status.code(), Some(3), "{}", r.stderr);
+    let r = session_ended_by(|server, _| assert!(server.terminate().success()));
     assert_eq!(r.count("shutdown"), 1);
 }
 
