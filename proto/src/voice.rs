@@ -134,6 +134,16 @@ impl<'a> VoicePayload<'a> {
     }
 }
 
+/// `samples` if it lies within Opus' frame durations (2.5..=120 ms); one rule for writing and
+/// reading.
+fn check_duration(samples: u16) -> Result<u16, VoiceError> {
+    if (MIN_FRAME_SAMPLES..=MAX_FRAME_SAMPLES).contains(&samples) {
+        Ok(samples)
+    } else {
+        Err(VoiceError::BadDuration(samples))
+    }
+}
+
 /// Parses a payload. Never panics; trailing bytes after the last frame are ignored
 /// (they are padding).
 pub fn decode(buf: &[u8]) -> Result<VoicePayload<'_>, VoiceError> {
@@ -143,10 +153,7 @@ pub fn decode(buf: &[u8]) -> Result<VoicePayload<'_>, VoiceError> {
     if buf[0] != VOICE_VERSION {
         return Err(VoiceError::UnsupportedVersion(buf[0]));
     }
-    let frame_samples = u16::from_be_bytes([buf[2], buf[3]]);
-    if !(MIN_FRAME_SAMPLES..=MAX_FRAME_SAMPLES).contains(&frame_samples) {
-        return Err(VoiceError::BadDuration(frame_samples));
-    }
+    let frame_samples = check_duration(u16::from_be_bytes([buf[2], buf[3]]))?;
     let header = VoiceHeader {
         flags: buf[1],
         frame_samples,
@@ -196,9 +203,7 @@ pub fn encode(
     earlier: &[&[u8]],
     out: &mut [u8; DATA_SIZE],
 ) -> Result<(usize, usize), VoiceError> {
-    if !(MIN_FRAME_SAMPLES..=MAX_FRAME_SAMPLES).contains(&header.frame_samples) {
-        return Err(VoiceError::BadDuration(header.frame_samples));
-    }
+    check_duration(header.frame_samples)?;
     if current.is_empty() {
         return Err(VoiceError::EmptyFrame);
     }
