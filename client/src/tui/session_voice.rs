@@ -91,9 +91,10 @@ impl VoiceBackend for SessionVoice {
         let forwarder = spawn_forwarder(events, uid, out.clone())?;
         let meter = spawn_meter(session.clone(), stop.clone(), out)?;
         Ok(Box::new(SessionHandle {
-            session: Some(session),
+            session,
             stop,
-            threads: vec![meter, forwarder],
+            meter,
+            forwarder,
             vad_threshold: self.vad_threshold.clone(),
         }))
     }
@@ -106,6 +107,14 @@ impl VoiceBackend for SessionVoice {
                 (vec![], vec![])
             }
         }
+    }
+}
+
+/// A helper thread that would not start: not a network problem, so no reconnect.
+fn thread_error(e: std::io::Error) -> StartError {
+    StartError {
+        message: format!("could not start a thread: {e}"),
+        transient: false,
     }
 }
 
@@ -125,10 +134,7 @@ fn spawn_forwarder(
                 }
             }
         })
-        .map_err(|e| StartError {
-            message: format!("could not start a thread: {e}"),
-            transient: false,
-        })
+        .map_err(thread_error)
 }
 
 fn spawn_meter(
@@ -149,10 +155,7 @@ fn spawn_meter(
                 std::thread::sleep(METER_EVERY);
             }
         })
-        .map_err(|e| StartError {
-            message: format!("could not start a thread: {e}"),
-            transient: false,
-        })
+        .map_err(thread_error)
 }
 
 /// Translates one session event into what the app needs to know.
@@ -223,15 +226,18 @@ fn percent(part: u64, whole: u64) -> f32 {
 
 /// A running session and its helper threads.
 struct SessionHandle {
-    session: Option<Arc<VoiceSession>>,
+    session: Arc<VoiceSession>,
+    /// Stops the meter thread (it holds the other reference to `session`).
     stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    meter: JoinHandle<()>,
+    /// Ends by itself once the session's event senders are dropped.
+    forwarder: JoinHandle<()>,
     vad_threshold: Arc<AtomicU32>,
 }
 
 impl VoiceHandle for SessionHandle {
     fn apply(&mut self, c: VoiceControl) {
-        let Some(s) = &self.session else { return };
+        let s = &self.session;
         match c {
             VoiceControl::Mute(on) => s.set_muted(on),
             VoiceControl::Deafen(on) => s.set_deafened(on),
@@ -246,24 +252,26 @@ impl VoiceHandle for SessionHandle {
         }
     }
 
-    fn stop(mut self: Box<Self>) {
-        self.stop.store(true, Ordering::Relaxed);
+    fn stop(self: Box<Self>) {
+        let SessionHandle {
+            session,
+            stop,
+            meter,
+            forwarder,
+            ..
+        } = *self;
+        stop.store(true, Ordering::Relaxed);
         // The meter thread holds the other reference; join it first.
-        let meter = self.threads.remove(0);
         let _ = meter.join();
-        if let Some(s) = self.session.take() {
-            match Arc::try_unwrap(s) {
-                Ok(s) => {
-                    if let Err(e) = s.leave() {
-                        tracing::warn!(error = %e, "leaving the channel failed");
-                    }
+        match Arc::try_unwrap(session) {
+            Ok(s) => {
+                if let Err(e) = s.leave() {
+                    tracing::warn!(error = %e, "leaving the channel failed");
                 }
-                Err(_) => tracing::warn!("session still shared at stop; dropped instead"),
             }
+            Err(_) => tracing::warn!("session still shared at stop; dropped instead"),
         }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        let _ = forwarder.join();
     }
 }
 

@@ -2,8 +2,7 @@
 //! loop does not depend on how audio is captured or sent.
 //!
 //! [`ControlOnlyVoice`] joins and leaves through the control port without any audio, for
-//! builds and tests where no voice engine is wanted; the real engine is adapted in
-//! `session_voice` when present.
+//! tests where no voice engine is wanted; the real engine is adapted in `session_voice`.
 
 use crate::control::ControlClient;
 use crate::tui::action::{Action, VoiceControl};
