@@ -5,6 +5,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc::{Receiver, SyncSender};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kv_client::control::ControlClient;
@@ -24,6 +25,32 @@ struct Headless {
 }
 
 impl Headless {
+    /// Starts the network worker (control only, no audio) for an app on `server`.
+    fn start(server: String, control: ControlClient, identity: Identity) -> (Self, JoinHandle<()>) {
+        let (sink, inbox_rx) = inbox();
+        let (cmd_tx, cmd_rx) = std::sync::mpsc::sync_channel(64);
+        let worker = Worker::new(
+            control,
+            identity,
+            Box::new(ControlOnlyVoice),
+            Devices::default(),
+            sink,
+        );
+        let worker = std::thread::spawn(move || worker.run(cmd_rx));
+        let h = Headless {
+            app: App::new(server),
+            inbox: inbox_rx,
+            commands: cmd_tx,
+        };
+        (h, worker)
+    }
+
+    /// Tells the worker to quit (it leaves the channel) and waits for it.
+    fn quit(self, worker: JoinHandle<()>) {
+        self.commands.send(Command::Quit).expect("worker alive");
+        worker.join().expect("worker thread");
+    }
+
     fn pump_until(&mut self, what: &str, timeout: Duration, done: impl Fn(&App) -> bool) {
         let deadline = Instant::now() + timeout;
         while !done(&self.app) {
@@ -78,21 +105,7 @@ fn reconnects_and_rejoins_after_a_server_restart() {
         .set_channel_name(server.admin_uid(), chid, "room")
         .expect("name channel");
 
-    let (sink, inbox_rx) = inbox();
-    let (cmd_tx, cmd_rx) = std::sync::mpsc::sync_channel(64);
-    let worker = Worker::new(
-        control,
-        Identity::Fixed(uid),
-        Box::new(ControlOnlyVoice),
-        Devices::default(),
-        sink,
-    );
-    let worker = std::thread::spawn(move || worker.run(cmd_rx));
-    let mut h = Headless {
-        app: App::new(listen.to_string()),
-        inbox: inbox_rx,
-        commands: cmd_tx,
-    };
+    let (mut h, worker) = Headless::start(listen.to_string(), control, Identity::Fixed(uid));
 
     h.pump_until("connected with channels", Duration::from_secs(10), |a| {
         a.connection == Connection::Connected && !a.channels.is_empty()
@@ -120,8 +133,7 @@ fn reconnects_and_rejoins_after_a_server_restart() {
     assert_eq!(h.app.notice.as_deref(), Some("joined room"));
     assert_eq!(members(listen, chid), vec![uid]);
 
-    h.commands.send(Command::Quit).expect("worker alive");
-    worker.join().expect("worker thread");
+    h.quit(worker);
     assert!(members(listen, chid).is_empty(), "left on quit");
     server.stop();
 }
@@ -140,27 +152,12 @@ fn a_server_that_forgot_us_gets_a_fresh_sign_up() {
     // A uid from another life of this server (its data was reset since).
     store.set(&addr, 12345).expect("store");
 
-    let (sink, inbox_rx) = inbox();
-    let (cmd_tx, cmd_rx) = std::sync::mpsc::sync_channel(64);
     let control = ControlClient::new(&addr).expect("address");
-    let worker = Worker::new(
-        control,
-        Identity::Stored(store.clone()),
-        Box::new(ControlOnlyVoice),
-        Devices::default(),
-        sink,
-    );
-    let worker = std::thread::spawn(move || worker.run(cmd_rx));
-    let mut h = Headless {
-        app: App::new(addr.clone()),
-        inbox: inbox_rx,
-        commands: cmd_tx,
-    };
+    let (mut h, worker) = Headless::start(addr.clone(), control, Identity::Stored(store.clone()));
     h.pump_until("connected", Duration::from_secs(10), |a| {
         a.connection == Connection::Connected
     });
     assert_ne!(h.app.uid, 12345);
     assert_eq!(store.get(&addr).expect("store"), Some(h.app.uid));
-    h.commands.send(Command::Quit).expect("worker alive");
-    worker.join().expect("worker thread");
+    h.quit(worker);
 }
