@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use kv_proto::packet::{self, Datagram};
 use kv_proto::{SystemOp, SystemPacket, PACKET_SIZE};
+use kv_server::epoll::{Epoll, Events};
 
 use crate::histogram::Histogram;
 use crate::payload::{self, Stamp};
-use crate::sys::{self, Events, Poller, RecvBatch};
+use crate::sys::{self, RecvBatch};
 
 /// Receive buffer of each simulated user's socket: deep, so the generator is not the one
 /// dropping packets when its threads are briefly descheduled.
@@ -230,7 +231,7 @@ impl Receivers {
         let mut handles = Vec::new();
         for t in 0..threads {
             let sh = Arc::new(RecvShared::new());
-            let poller = Poller::new()?;
+            let poller = Epoll::new()?;
             for (i, u) in fleet.users.iter().enumerate() {
                 if i % threads == t {
                     poller.add(u.socket.as_raw_fd(), i as u64)?;
@@ -312,7 +313,7 @@ impl Receivers {
 }
 
 fn receive_loop(
-    poller: Poller,
+    poller: Epoll,
     users: &[User],
     sh: &RecvShared,
     min_tag: &AtomicU32,
@@ -322,7 +323,7 @@ fn receive_loop(
     let mut events = Events::with_capacity(256);
     let mut batch = RecvBatch::new();
     while !stop.load(Ordering::Relaxed) {
-        poller.wait(&mut events, 50)?;
+        poller.wait(&mut events, Duration::from_millis(50))?;
         let min = min_tag.load(Ordering::Relaxed);
         let mut hist = sh.hist.lock().unwrap_or_else(|p| p.into_inner());
         // Packets of one wake-up nearly always share a tag: count locally, add once.

@@ -7,8 +7,9 @@
 //!   them itself.
 //!
 //! Modules: [`load`] (the generator), [`baseline`] (the two reference relays), [`target`]
-//! and [`kv`] (starting relays), [`relay`] (scenarios and report), [`sys`] (epoll and
-//! recvmmsg/sendmmsg), [`cpu`], [`histogram`], [`payload`], [`control`].
+//! and [`kv`] (starting relays), [`relay`] (scenarios and report), [`sys`]
+//! (recvmmsg/sendmmsg; epoll is `kv_server::epoll`), [`cpu`], [`histogram`], [`payload`],
+//! [`control`].
 
 mod baseline;
 mod control;

@@ -13,7 +13,7 @@
 //! - [`channel`]: the voice relay. [`channel::ChannelRelay`] is the sans-IO state machine
 //!   (which datagram goes where); `channel::worker` runs the relays on one epoll thread per
 //!   core with batched socket I/O (`channel::batch`); [`channel::Registry`] starts, stops
-//!   and talks to them.
+//!   and talks to them. [`epoll`] is the workers' readiness wait (kv-bench uses it too).
 //! - [`store`]: users and channels behind the [`store::Store`] trait, kept in SQLite.
 //! - [`keys`]: the server's Ed25519 key that signs system packets; [`ids`]: random ids.
 //! - [`config`]: every tunable in one struct, with the defaults of the flags.
@@ -22,6 +22,7 @@ pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod epoll;
 pub mod error;
 pub mod ids;
 pub mod keys;

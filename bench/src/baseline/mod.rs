@@ -13,10 +13,12 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use kv_server::epoll::{Epoll, Events};
 
-use crate::sys::{self, Events, Poller, RawAddr};
+use crate::sys::{self, RawAddr};
 
 /// Most peers a baseline channel remembers; later senders are ignored (bounded state).
 pub const MAX_PEERS: usize = 1024;
@@ -116,13 +118,13 @@ pub(crate) fn run_loop<R: Relay>(
     mut relay: R,
     stop: &AtomicBool,
 ) -> Result<()> {
-    let poller = Poller::new()?;
+    let poller = Epoll::new()?;
     for (i, g) in groups.iter().enumerate() {
         poller.add(g.socket.as_raw_fd(), i as u64)?;
     }
     let mut events = Events::with_capacity(256);
     while !stop.load(Ordering::Relaxed) {
-        poller.wait(&mut events, 100)?;
+        poller.wait(&mut events, Duration::from_millis(100))?;
         for t in events.tokens() {
             if let Some(g) = groups.get_mut(t as usize) {
                 relay.on_readable(g);

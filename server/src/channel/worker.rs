@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::UdpSocket;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 
 use super::batch::{BatchSink, RecvBatch, SendQueue, RECV_BATCH};
 use super::relay::{ChannelRelay, JoinError};
+use crate::epoll::{Epoll, Events};
 use crate::shutdown::Shutdown;
 
 /// Requests from the control plane to one channel.
@@ -213,58 +214,6 @@ impl Drop for WorkerHandle {
     }
 }
 
-/// An epoll instance.
-#[derive(Debug)]
-struct Epoll(OwnedFd);
-
-impl Epoll {
-    fn new() -> io::Result<Self> {
-        // SAFETY: plain syscall; on success we own the descriptor.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fresh descriptor owned by nobody else.
-        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: token,
-        };
-        // SAFETY: ev lives for the call.
-        if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, token)
-    }
-
-    fn delete(&self, fd: RawFd) {
-        let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0);
-    }
-
-    /// Waits up to `timeout` and fills `events`; returns how many are ready.
-    fn wait(&self, events: &mut [libc::epoll_event], timeout: Duration) -> usize {
-        // Round up, so a sweep due in 0.3 ms does not turn into a busy loop of 0 ms waits.
-        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: events is a valid buffer of events.len() entries.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.0.as_raw_fd(),
-                events.as_mut_ptr(),
-                events.len() as libc::c_int,
-                ms,
-            )
-        };
-        n.max(0) as usize
-    }
-}
-
 /// One channel served by a worker.
 #[derive(Debug)]
 struct Chan {
@@ -293,13 +242,14 @@ struct Worker {
 
 impl Worker {
     fn run(mut self) {
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        let mut events = Events::with_capacity(64);
         let mut next_sweep = Instant::now() + self.sweep;
         loop {
             let wait = next_sweep.saturating_duration_since(Instant::now());
-            let n = self.epoll.wait(&mut events, wait);
-            for ev in &events[..n] {
-                let token = ev.u64;
+            // Cannot fail on a valid epoll descriptor and buffer; a failed wait reports no
+            // events and the loop goes on to its shutdown check and sweep.
+            let _ = self.epoll.wait(&mut events, wait);
+            for token in events.tokens() {
                 if token == WAKE_TOKEN {
                     self.waker.reset();
                     if !self.take_commands() {
