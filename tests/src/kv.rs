@@ -178,6 +178,14 @@ impl KvJoin {
             .clone()
     }
 
+    /// Stderr so far.
+    fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Waits until an event named `name` has been printed and returns it.
     pub fn wait_for(&self, name: &str, timeout: Duration) -> Value {
         let end = Instant::now() + timeout;
@@ -189,7 +197,7 @@ impl KvJoin {
                 Instant::now() < end,
                 "no {name:?} event within {timeout:?}; events: {:?}; stderr: {}",
                 self.events(),
-                self.stderr.lock().unwrap_or_else(|p| p.into_inner())
+                self.stderr()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -213,11 +221,7 @@ impl KvJoin {
             if Instant::now() >= end {
                 let _ = self.child.kill();
                 let s = self.child.wait().expect("wait killed kv");
-                let stderr = self
-                    .stderr
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
+                let stderr = self.stderr();
                 panic!("kv join did not finish within {timeout:?}; stderr: {stderr}; status {s}");
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -227,11 +231,7 @@ impl KvJoin {
         Joined {
             status,
             events: self.events(),
-            stderr: self
-                .stderr
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            stderr: self.stderr(),
         }
     }
 }
@@ -249,6 +249,14 @@ impl Joined {
     /// The first event named `name`.
     pub fn first(&self, name: &str) -> Option<&Value> {
         self.events.iter().find(|e| e["event"] == name)
+    }
+
+    /// Whether an event `name` about member `uid` (`peer_joined`, `talking_started`, …) was
+    /// printed.
+    pub fn saw(&self, name: &str, uid: u64) -> bool {
+        self.events
+            .iter()
+            .any(|e| e["event"] == name && e["uid"] == uid)
     }
 
     /// How many events are named `name`.

@@ -75,15 +75,11 @@ fn speech_reaches_two_listeners_with_good_quality() {
         assert!((0.0..250.0).contains(&delay), "{name}: delay {delay} ms");
         let talker_uid = room.uids[0];
         assert!(
-            r.events
-                .iter()
-                .any(|e| e["event"] == "talking_started" && e["uid"] == talker_uid),
+            r.saw("talking_started", talker_uid),
             "{name}: no talking_started for the talker"
         );
         assert!(
-            r.events
-                .iter()
-                .any(|e| e["event"] == "peer_joined" && e["uid"] == talker_uid),
+            r.saw("peer_joined", talker_uid),
             "{name}: no peer_joined for the talker"
         );
         assert_eq!(
@@ -137,9 +133,7 @@ fn two_simultaneous_speakers_are_mixed() {
     );
     for uid in [room.uids[0], room.uids[1]] {
         assert!(
-            r.events
-                .iter()
-                .any(|e| e["event"] == "talking_started" && e["uid"] == uid),
+            r.saw("talking_started", uid),
             "no talking_started for {uid}"
         );
     }
@@ -191,9 +185,7 @@ fn a_client_that_leaves_stops_being_heard() {
     let r = l.finish(JOIN_GRACE);
     r.assert_ok();
     assert!(
-        r.events
-            .iter()
-            .any(|e| e["event"] == "peer_left" && e["uid"] == room.uids[0]),
+        r.saw("peer_left", room.uids[0]),
         "no peer_left: {:?}",
         r.events
     );
