@@ -60,6 +60,21 @@ impl RawAddr {
     }
 }
 
+/// The header of one datagram with one buffer and an IPv4 address, for `recvmmsg` (the
+/// kernel writes the sender into `name`) and `sendmmsg` (it reads the destination there).
+fn one_buffer_hdr(name: &mut libc::sockaddr_in, iov: &mut libc::iovec) -> libc::mmsghdr {
+    // SAFETY: msghdr is plain old data; all-zero is valid.
+    let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+    h.msg_name = (name as *mut libc::sockaddr_in).cast();
+    h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    h.msg_iov = iov;
+    h.msg_iovlen = 1;
+    libc::mmsghdr {
+        msg_hdr: h,
+        msg_len: 0,
+    }
+}
+
 /// Buffers for one `recvmmsg` call, allocated once.
 pub struct RecvBatch {
     bufs: Box<[[u8; SLOT]; RECV_BATCH]>,
@@ -107,16 +122,7 @@ impl RecvBatch {
                 iov_base: self.bufs[i].as_mut_ptr().cast(),
                 iov_len: SLOT,
             };
-            // SAFETY: msghdr is plain old data; all-zero is valid.
-            let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_in).cast();
-            h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_iov = &mut self.iovs[i];
-            h.msg_iovlen = 1;
-            self.hdrs[i] = libc::mmsghdr {
-                msg_hdr: h,
-                msg_len: 0,
-            };
+            self.hdrs[i] = one_buffer_hdr(&mut self.addrs[i], &mut self.iovs[i]);
         }
         // SAFETY: every header points into buffers owned by self that outlive the call.
         let n = unsafe {
@@ -247,16 +253,7 @@ impl<'a> SendBatch<'a> {
     pub fn flush(&mut self, fd: RawFd) -> io::Result<usize> {
         let st = &mut *self.st;
         for i in 0..self.len {
-            // SAFETY: msghdr is plain old data; all-zero is valid.
-            let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-            h.msg_name = (&mut st.names[i] as *mut libc::sockaddr_in).cast();
-            h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_iov = &mut st.iovs[i];
-            h.msg_iovlen = 1;
-            st.hdrs[i] = libc::mmsghdr {
-                msg_hdr: h,
-                msg_len: 0,
-            };
+            st.hdrs[i] = one_buffer_hdr(&mut st.names[i], &mut st.iovs[i]);
         }
         let mut at = 0;
         let mut sent = 0;

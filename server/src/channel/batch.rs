@@ -89,6 +89,25 @@ impl RawAddr {
     }
 }
 
+/// The header of one datagram with one buffer, for `recvmmsg` (the kernel writes the
+/// sender into `name`) and `sendmmsg` (it reads the destination from there).
+fn one_buffer_hdr(
+    name: &mut RawAddr,
+    namelen: libc::socklen_t,
+    iov: &mut libc::iovec,
+) -> libc::mmsghdr {
+    // SAFETY: msghdr is plain old data; all-zero is valid.
+    let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+    h.msg_name = (name as *mut RawAddr).cast();
+    h.msg_namelen = namelen;
+    h.msg_iov = iov;
+    h.msg_iovlen = 1;
+    libc::mmsghdr {
+        msg_hdr: h,
+        msg_len: 0,
+    }
+}
+
 /// Buffers for one `recvmmsg` call, allocated once per worker.
 pub struct RecvBatch {
     bufs: Box<[[u8; SLOT]; RECV_BATCH]>,
@@ -135,16 +154,11 @@ impl RecvBatch {
                 iov_len: SLOT,
             };
             self.addrs[i] = RawAddr::zeroed();
-            // SAFETY: msghdr is plain old data; all-zero is valid.
-            let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-            h.msg_name = (&mut self.addrs[i] as *mut RawAddr).cast();
-            h.msg_namelen = std::mem::size_of::<RawAddr>() as libc::socklen_t;
-            h.msg_iov = &mut self.iovs[i];
-            h.msg_iovlen = 1;
-            self.hdrs[i] = libc::mmsghdr {
-                msg_hdr: h,
-                msg_len: 0,
-            };
+            self.hdrs[i] = one_buffer_hdr(
+                &mut self.addrs[i],
+                std::mem::size_of::<RawAddr>() as libc::socklen_t,
+                &mut self.iovs[i],
+            );
         }
         // SAFETY: every header points into boxes owned by self, alive for the call.
         let n = unsafe {
@@ -234,16 +248,7 @@ impl SendQueue {
     /// `dropped` and skipped.
     fn flush(&mut self, fd: RawFd) {
         for i in 0..self.len {
-            // SAFETY: msghdr is plain old data; all-zero is valid.
-            let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-            h.msg_name = (&mut self.names[i] as *mut RawAddr).cast();
-            h.msg_namelen = self.namelens[i];
-            h.msg_iov = &mut self.iovs[i];
-            h.msg_iovlen = 1;
-            self.hdrs[i] = libc::mmsghdr {
-                msg_hdr: h,
-                msg_len: 0,
-            };
+            self.hdrs[i] = one_buffer_hdr(&mut self.names[i], self.namelens[i], &mut self.iovs[i]);
         }
         let mut at = 0;
         while at < self.len {
