@@ -1,6 +1,7 @@
-//! Batched floor: `recvmmsg` up to 32 datagrams, then one `sendmmsg` carrying every copy to
-//! every other peer. No protocol logic, no allocation per packet: the least a relay can do
-//! on this kernel, so KV's cost is reported as a ratio to it.
+//! Batched floor: `recvmmsg` up to 32 datagrams, then `sendmmsg` carrying every copy to
+//! every other peer, up to 256 messages per call (so one call unless the batch fans out
+//! wider). No protocol logic, no allocation per packet: the least a relay can do on this
+//! kernel, so KV's cost is reported as a ratio to it.
 
 use std::os::fd::AsRawFd;
 
