@@ -343,8 +343,9 @@ fn flood_step(rig: &Rig, rate: f64, tag: u32, opts: &RunOpts, epoch: Instant) ->
     })
 }
 
-/// Finds the highest packets-in rate with loss at most `opts.flood_loss`: doubling from a
-/// low rate, then bisecting. Returns the best loss-free step (if any).
+/// Finds the highest packets-in rate with loss at most `opts.flood_loss` and p99 at most
+/// [`FLOOD_MAX_P99_MS`]: doubling from a low rate, then bisecting. Returns the best step
+/// that passed both (if any).
 fn flood(kind: Kind, sc: &Scenario, opts: &RunOpts, epoch: Instant) -> Result<Option<Step>> {
     let rig = Rig::start(kind, sc, opts, epoch)?;
     let mut tag = 1000;
@@ -368,7 +369,11 @@ fn flood(kind: Kind, sc: &Scenario, opts: &RunOpts, epoch: Instant) -> Result<Op
             st.loss,
             st.cpu_us_per_pkt,
             st.p99_ms,
-            if ok { "ok" } else { "LOSS" }
+            match (ok, st.loss <= opts.flood_loss) {
+                (true, _) => "ok",
+                (false, true) => "TOO_SLOW",
+                (false, false) => "LOSS",
+            }
         );
         if ok {
             lo = rate;
