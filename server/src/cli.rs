@@ -226,5 +226,7 @@ mod tests {
         assert_eq!(c.listen, "0.0.0.0:8085".parse().unwrap());
         assert_eq!(c.peer_timeout, Duration::from_secs(60));
         assert_eq!(c.default_perms, Perms::ADD_CHANNEL);
+        // The flags' defaults and `Config::new` are written twice; they must not drift.
+        assert_eq!(c, Config::new(c.listen, "/tmp/x".into()));
     }
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use kv_proto::Perms;
 
-/// How a server instance behaves. `Config::new` gives the defaults of the flags.
-#[derive(Debug, Clone)]
+/// How a server instance behaves. `Config::new` gives the defaults of the flags (the cli
+/// tests check that the two agree field by field).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// TCP control address; its IP is also where channel sockets bind.
     pub listen: SocketAddr,
