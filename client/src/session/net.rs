@@ -22,6 +22,8 @@ pub(crate) fn run(shared: Arc<Shared>, socket: UdpSocket, mut link: Link) {
     let mut out = [0u8; PACKET_SIZE];
     let mut refused = 0u64;
     let mut lost = false;
+    // The socket's current read timeout: set again only when it changes, not per packet.
+    let mut read_timeout = None;
     while !shared.stopped() {
         *lock(&shared.link) = link.stats();
         let now_us = shared.clock.now_us();
@@ -39,16 +41,22 @@ pub(crate) fn run(shared: Arc<Shared>, socket: UdpSocket, mut link: Link) {
                 tracing::debug!(error = %e, "keepalive send failed");
             }
         }
+        // Whole milliseconds (rounded down, so never past the next timeout): while packets
+        // flow the wait stays at MAX_WAIT and the socket option is left alone.
         let wait = Duration::from_micros(link.next_timeout_us().saturating_sub(now_us))
             .clamp(Duration::from_millis(1), MAX_WAIT);
-        if let Err(e) = socket.set_read_timeout(Some(wait)) {
-            shared.end(
-                EndReason::Failed,
-                Some(SessionEvent::Failed {
-                    reason: format!("voice socket: {e}"),
-                }),
-            );
-            break;
+        let wait = Duration::from_millis(wait.as_millis() as u64);
+        if read_timeout != Some(wait) {
+            if let Err(e) = socket.set_read_timeout(Some(wait)) {
+                shared.end(
+                    EndReason::Failed,
+                    Some(SessionEvent::Failed {
+                        reason: format!("voice socket: {e}"),
+                    }),
+                );
+                break;
+            }
+            read_timeout = Some(wait);
         }
         let n = match socket.recv(&mut buf) {
             Ok(n) => n,
