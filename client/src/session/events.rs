@@ -98,7 +98,8 @@ pub struct SessionStats {
     pub packets_ignored: u64,
     /// Events dropped because the owner fell behind.
     pub events_dropped: u64,
-    /// Output blocks produced late (clock fell behind real time).
+    /// Output blocks produced late (clock fell behind real time), or dropped because the
+    /// playback device stalled (took no audio for several of its periods).
     pub late_blocks: u64,
     /// Capture device: samples lost because the capture thread did not keep up.
     pub input_overruns: u64,

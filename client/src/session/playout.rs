@@ -5,7 +5,8 @@
 //! For a file (or no sink) the clock is the system clock on an absolute schedule: block `k`
 //! is produced at `recording_started + k * 10 ms`, so output sample `i` stands for the
 //! wall-clock time `recording_started + i / 48 kHz`. Late ticks are caught up, never
-//! skipped, so the file stays continuous. For a device the device's consumption drives it.
+//! skipped, so the file stays continuous. For a device the device's consumption drives it
+//! (and the system clock while the device stalls, see [`DeviceQueue`]).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -38,17 +39,78 @@ pub(crate) const DEVICE_QUEUE_MAX: usize = 30 * BLOCK;
 /// its own period (PulseAudio: ~100 ms); a queue shorter than one period is padded with
 /// silence every callback. The period is not known up front, so it is learned: the largest
 /// amount the device took at once, plus one block of margin.
+///
+/// It also decides when the device no longer sets the pace: a device that takes nothing
+/// for several periods (suspended, or starved by a busy system) would otherwise stop the
+/// playout, and the jitter buffer would fill with stale audio until it overflows. Then
+/// the system clock paces the playout and blocks are dropped, so the jitter buffer keeps
+/// playing out and the device resumes with current audio.
 #[derive(Debug)]
 struct DeviceQueue {
     /// Queue level after our last look.
     last: usize,
     /// Largest single drain seen, samples.
     period: usize,
+    /// When we started waiting for the device to drain, if we are waiting.
+    waiting_since: Option<Instant>,
+    /// While the device stalls: when the system clock wants the next block.
+    stall_tick: Option<Instant>,
 }
+
+/// What the playout does next for a device sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    /// The device still has enough queued: look again shortly.
+    Wait,
+    /// Produce a block and queue it.
+    Push,
+    /// The device stalls: produce a block on the system clock and drop it.
+    Drop,
+}
+
+/// Least time the device may take nothing before it counts as stalled.
+const STALL_MIN: Duration = Duration::from_millis(250);
+/// One block of audio.
+const BLOCK_TIME: Duration = Duration::from_millis(10);
 
 impl DeviceQueue {
     fn new() -> Self {
-        Self { last: 0, period: 0 }
+        Self {
+            last: 0,
+            period: 0,
+            waiting_since: None,
+            stall_tick: None,
+        }
+    }
+
+    /// How long the device may take nothing before the system clock takes over: three of
+    /// its periods, so the normal gap between two callbacks never counts as a stall.
+    fn stall_after(&self) -> Duration {
+        let periods = 3 * self.period.max(BLOCK);
+        Duration::from_secs_f64(periods as f64 / 48_000.0).max(STALL_MIN)
+    }
+
+    /// Decides, at `now` with `level` samples queued, whether to produce a block.
+    fn pace(&mut self, now: Instant, level: usize) -> Pace {
+        self.observe(level);
+        if self.last < self.target() {
+            self.waiting_since = None;
+            self.stall_tick = None;
+            return Pace::Push;
+        }
+        if let Some(tick) = self.stall_tick {
+            if now < tick {
+                return Pace::Wait;
+            }
+            self.stall_tick = Some(tick + BLOCK_TIME);
+            return Pace::Drop;
+        }
+        let since = *self.waiting_since.get_or_insert(now);
+        if now.duration_since(since) < self.stall_after() {
+            return Pace::Wait;
+        }
+        self.stall_tick = Some(now + BLOCK_TIME);
+        Pace::Drop
     }
 
     /// Notes the queue level `now` (after the device may have taken some).
@@ -134,12 +196,16 @@ pub(crate) fn run(shared: Arc<Shared>, mut sink: PlayoutSink) -> Result<(), Stri
     let mut result = Ok(());
     let mut queue = DeviceQueue::new();
     for k in 0u64.. {
+        let mut pace = Pace::Push;
         let due = match &mut sink {
             PlayoutSink::Device { ring: out, .. } => {
                 // Let the device drain below the queue target before producing more.
                 loop {
-                    queue.observe(out.occupied_len());
-                    if queue.last < queue.target() || shared.stopped() {
+                    if shared.stopped() {
+                        break;
+                    }
+                    pace = queue.pace(Instant::now(), out.occupied_len());
+                    if pace != Pace::Wait {
                         break;
                     }
                     std::thread::sleep(Duration::from_millis(2));
@@ -184,6 +250,9 @@ pub(crate) fn run(shared: Arc<Shared>, mut sink: PlayoutSink) -> Result<(), Stri
                     break;
                 }
             }
+            PlayoutSink::Device { .. } if pace == Pace::Drop => {
+                shared.late_blocks.fetch_add(1, Ordering::Relaxed);
+            }
             PlayoutSink::Device { ring: out, .. } => {
                 // Never blocks: with the queue target kept above, there is room.
                 let n = out.push_slice(&block);
@@ -213,6 +282,33 @@ pub(crate) fn run(shared: Arc<Shared>, mut sink: PlayoutSink) -> Result<(), Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stalled_device_hands_the_pace_to_the_clock() {
+        let mut q = DeviceQueue::new();
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        // Learn a 100 ms period: fill to the target, then the device takes 4800 at once.
+        assert_eq!(q.pace(ms(0), 0), Pace::Push);
+        q.pushed(4800 + BLOCK);
+        assert_eq!(q.pace(ms(1), 4800 + BLOCK), Pace::Wait);
+        assert_eq!(q.pace(ms(2), BLOCK), Pace::Push);
+        q.pushed(4800);
+        // A normal callback gap (100 ms) is waited out, not treated as a stall.
+        assert_eq!(q.pace(ms(3), 4800 + BLOCK), Pace::Wait);
+        assert_eq!(q.pace(ms(103), 4800 + BLOCK), Pace::Wait);
+        // Three periods with nothing taken: the clock paces, one dropped block per 10 ms.
+        assert_eq!(q.stall_after(), Duration::from_millis(300));
+        assert_eq!(q.pace(ms(303), 4800 + BLOCK), Pace::Drop);
+        assert_eq!(q.pace(ms(305), 4800 + BLOCK), Pace::Wait);
+        assert_eq!(q.pace(ms(313), 4800 + BLOCK), Pace::Drop);
+        assert_eq!(q.pace(ms(323), 4800 + BLOCK), Pace::Drop);
+        // The device takes audio again: back to its pace, the stall forgotten.
+        assert_eq!(q.pace(ms(330), BLOCK), Pace::Push);
+        q.pushed(4800);
+        assert_eq!(q.pace(ms(340), 4800 + BLOCK), Pace::Wait);
+        assert_eq!(q.pace(ms(500), 4800 + BLOCK), Pace::Wait);
+    }
 
     #[test]
     fn device_queue_learns_the_period() {
