@@ -298,6 +298,22 @@ fn f32_to_u16(s: f32) -> u16 {
     (s.clamp(-1.0, 1.0) * 32767.0 + 32768.0) as u16
 }
 
+/// The ring between a device callback and its DSP thread, in device samples (interleaved,
+/// at the device rate): 200 ms, so a late DSP thread does not cost audio.
+fn raw_ring(rate: u32, channels: u16) -> (HeapProd<f32>, HeapCons<f32>) {
+    let cap = (rate as usize / 5) * usize::from(channels.max(1));
+    HeapRb::<f32>::new(cap.max(4096)).split()
+}
+
+/// cpal's stream-error callback: counts, since it runs on the audio thread where logging
+/// is not allowed.
+fn count_errors(counters: &Arc<DeviceCounters>) -> impl FnMut(cpal::StreamError) + Send + 'static {
+    let c = counters.clone();
+    move |_e| {
+        c.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Opens capture device `name` ("default" for the system's). Returns the stream handle and
 /// the consumer end of a ring of `capacity` samples of 48 kHz mono f32.
 pub fn open_input(name: &str, capacity: usize) -> Result<(InputStream, HeapCons<f32>), AudioError> {
@@ -313,8 +329,7 @@ pub fn open_input(name: &str, capacity: usize) -> Result<(InputStream, HeapCons<
     let (cb_prod, dsp) = if direct {
         (user_prod, None)
     } else {
-        let raw_cap = (rate as usize / 5) * usize::from(channels.max(1));
-        let (raw_prod, raw_cons) = HeapRb::<f32>::new(raw_cap.max(4096)).split();
+        let (raw_prod, raw_cons) = raw_ring(rate, channels);
         let stop = Arc::new(AtomicBool::new(false));
         let h = spawn_capture_dsp(
             raw_cons,
@@ -332,10 +347,7 @@ pub fn open_input(name: &str, capacity: usize) -> Result<(InputStream, HeapCons<
             }),
         )
     };
-    let c = counters.clone();
-    let err = move |_e: cpal::StreamError| {
-        c.errors.fetch_add(1, Ordering::Relaxed);
-    };
+    let err = count_errors(&counters);
     let stream = match format {
         SampleFormat::F32 => dev.build_input_stream(
             &config,
@@ -447,8 +459,7 @@ pub fn open_output(
     let (cb_cons, dsp) = if direct {
         (user_cons, None)
     } else {
-        let raw_cap = (rate as usize / 5) * usize::from(channels.max(1));
-        let (raw_prod, raw_cons) = HeapRb::<f32>::new(raw_cap.max(4096)).split();
+        let (raw_prod, raw_cons) = raw_ring(rate, channels);
         let stop = Arc::new(AtomicBool::new(false));
         let h = spawn_playback_dsp(user_cons, raw_prod, rate, channels, stop.clone())?;
         (
@@ -459,10 +470,7 @@ pub fn open_output(
             }),
         )
     };
-    let c = counters.clone();
-    let err = move |_e: cpal::StreamError| {
-        c.errors.fetch_add(1, Ordering::Relaxed);
-    };
+    let err = count_errors(&counters);
     let stream = match format {
         SampleFormat::F32 => dev.build_output_stream(
             &config,
