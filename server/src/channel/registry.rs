@@ -144,12 +144,11 @@ impl Registry {
             Instant::now(),
         );
         // The least loaded worker: channels spread over every core.
-        let worker = (0..self.workers.len())
-            .min_by_key(|&i| self.workers[i].channels)
-            .unwrap_or(0);
-        let w = self
+        let (worker, w) = self
             .workers
-            .get_mut(worker)
+            .iter_mut()
+            .enumerate()
+            .min_by_key(|(_, w)| w.channels)
             .ok_or_else(|| OpenError::Worker(std::io::Error::other("no relay worker")))?;
         w.open(chid, socket, relay)
             .map_err(|e| OpenError::Worker(std::io::Error::other(e)))?;
