@@ -14,10 +14,12 @@ recorded (`kv join --output`), both 48 kHz mono (16-bit or float). Prints one JS
   after the global alignment; P.862.2's own time alignment then runs as specified.
 - `mouth_to_ear_ms` = recording_started + lag / 48 kHz - capture_started, when both time
   bases (`kv join --json`'s `recording_started` / `capture_started` unix_ms) are given.
-- Timing stability over 0.1 s windows of the reference: each *active* window (RMS within
-  30 dB of the loudest window: speech, not the pauses) is searched for in the aligned
-  recording within +-200 ms by normalised cross-correlation (16 kHz). `window_corr_mean` is
-  the mean peak correlation (Opus alone: 0.97-1.00); windows whose peak is below 0.5 are
+- Timing stability over 0.1 s windows of the reference: each *voiced* window (RMS within
+  30 dB of the loudest window, and periodic: normalised autocorrelation >= 0.6 at a pitch
+  period of 2.5-20 ms; Opus keeps the waveform of voiced speech, not of fricatives) is
+  searched for in the aligned recording within +-200 ms by normalised cross-correlation
+  (16 kHz). `window_corr_mean` is the mean peak correlation (Opus alone at 48 kb/s:
+  0.99); windows whose peak is below 0.5 are
   *not found* (lost, concealed or badly stretched) and counted in `windows_not_found`; over
   the found windows, `lag_spread_ms` is max - min of the local lag and `lag_spread_p90_ms`
   p95 - p5. A jitter buffer that keeps a constant delay gives 0; every re-sync, stretch or
@@ -43,6 +45,10 @@ WINDOW_S = 0.1
 SEARCH_S = 0.2
 ACTIVE_DB = 30.0
 FOUND_CORR = 0.5
+# Voiced: the window's normalised autocorrelation peaks at >= VOICED_CORR at a pitch
+# period of 2.5-20 ms (400-50 Hz).
+VOICED_CORR = 0.6
+PITCH_LAGS = (40, 320)
 
 
 def read_mono_48k(path):
@@ -82,8 +88,18 @@ def shifted(x, lag, n):
     return out
 
 
+def voiced(w):
+    """Whether a 16 kHz window is periodic at a pitch period (voiced speech)."""
+    lo, hi = PITCH_LAGS
+    e = np.dot(w, w)
+    if e <= 0:
+        return False
+    ac = correlate(w, w, mode="full", method="fft")[len(w) - 1 :]
+    return float(ac[lo:hi].max() / e) >= VOICED_CORR
+
+
 def local_lags(ref16, deg16):
-    """Per active 0.1 s window: (start s, local lag ms, peak correlation)."""
+    """Per active voiced 0.1 s window: (start s, local lag ms, peak correlation)."""
     n = int(WINDOW_S * PESQ_RATE)
     s = int(SEARCH_S * PESQ_RATE)
     starts = range(0, len(ref16) - n + 1, n)
@@ -94,9 +110,9 @@ def local_lags(ref16, deg16):
     padded = np.concatenate([np.zeros(s), deg16, np.zeros(s + n)])
     out = []
     for i, r in zip(starts, rms):
-        if r < floor:
-            continue
         w = ref16[i : i + n]
+        if r < floor or not voiced(w):
+            continue
         seg = padded[i : i + 2 * s + n]  # deg16[i - s : i + s + n]
         num = correlate(seg, w, mode="valid")  # 2s + 1 lags
         e = np.concatenate([[0.0], np.cumsum(seg**2)])

@@ -325,7 +325,7 @@ fn main() -> ExitCode {
         }
     }
     if let Some(names) = &args.samples {
-        samples.retain(|s| names.iter().any(|n| *n == s.name));
+        samples.retain(|s| names.contains(&s.name));
     }
     let mut conds = playout::conditions();
     if let Some(keys) = &args.rows {
