@@ -108,6 +108,13 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic".into())
 }
 
+/// The machine's load average (1, 5, 15 min), to read the figures with.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
 fn fmt(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".into(), |x| format!("{x:.digits$}"))
 }
@@ -350,7 +357,7 @@ fn main() -> ExitCode {
     }
     println!(
         "# playout-bench: {} rows x {} samples x {} runs, {} at a time; server {}, client {}, \
-         meter {} ({})",
+         meter {} ({}); load average {}",
         conds.len(),
         samples.len(),
         args.runs,
@@ -358,7 +365,8 @@ fn main() -> ExitCode {
         std::env::var("KV_SERVER_BIN").unwrap_or_default(),
         std::env::var("KV_BIN").unwrap_or_default(),
         playout::score_script().display(),
-        python.display()
+        python.display(),
+        load_average()
     );
     let server = ServerProcess::start();
     let mut work = vec![];
@@ -500,9 +508,10 @@ fn main() -> ExitCode {
         println!("playout-row {o}");
     }
     println!(
-        "# {} runs, {failures} failed, {:.0} s",
+        "# {} runs, {failures} failed, {:.0} s; load average {}",
         done.len(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        load_average()
     );
     drop(server);
     if failures > 0 {
