@@ -52,9 +52,9 @@ const SHRINK_ABOVE_MS: f64 = 7.5;
 const ACCELERATE_ABOVE_MS: f64 = 20.0;
 /// Delay below the target before it is increased ahead of need, ms.
 const GROW_BELOW_MS: f64 = 3.0;
-/// Extra delay over the first frame's own transit when a stream first starts, ms: a little
-/// more than the scheduling noise of two threads, so the next frames are not late at once.
-const INITIAL_MARGIN_MS: f64 = 3.0;
+/// Extra delay over the first frame's own transit when a stream first starts, ms (rounded
+/// up to whole blocks): the statistics' safety margin.
+const INITIAL_MARGIN_MS: f64 = super::delay::SAFETY_MS;
 /// Without packets for this long while waiting for a frame (or twice the delay, if longer),
 /// the sender has stopped: the stream goes idle.
 const GIVE_UP_MS: f64 = 120.0;
@@ -204,6 +204,12 @@ impl SenderPlayout {
         let r = self
             .jb
             .insert(now_ms, seq, timestamp, frame_samples, flags, data, origin);
+        if r == Inserted::Late && origin == FrameOrigin::Primary {
+            // Given up on before it came: what it would have required still counts, or the
+            // target would never learn about a slower network.
+            let ts = self.jb.unwrap_peek(timestamp);
+            self.delay.record(now_ms, now_ms as f64 - ts as f64 / 48.0);
+        }
         if r == Inserted::Restarted {
             // A restarted sender: new clock, new statistics; the timeline re-anchors on
             // its first frame.
@@ -320,10 +326,16 @@ impl SenderPlayout {
             // transit (the statistics take over from there).
             match frame {
                 Some(f) => {
+                    // Whole steps of silence before the frame, so every frame starts on a
+                    // block boundary: a frame is then needed exactly when its first sample
+                    // plays, not up to a block before.
                     let transit = f.arrival_ms as f64 - f.ts as f64 / 48.0;
                     let d = (transit + INITIAL_MARGIN_MS + self.cfg.min_delay_ms)
                         .min(self.cfg.max_delay_ms);
-                    self.next_ts = Some(((now_ms as f64 - d) * 48.0).round() as i64);
+                    let lead = ((now_ms as f64 - d) * 48.0).round() as i64 - f.ts;
+                    let steps = (-lead).max(0).div_euclid(STEP as i64)
+                        + i64::from((-lead).max(0) % STEP as i64 != 0);
+                    self.next_ts = Some(f.ts - steps * STEP as i64);
                     self.pcm_len = 0;
                     self.pcm_pos = 0;
                 }
@@ -532,8 +544,8 @@ impl SenderPlayout {
         let give_up = GIVE_UP_MS.max(2.0 * self.target_ms() as f64);
         let silent_for = now_ms.saturating_sub(self.jb.last_arrival_ms()) as f64;
         if self.talking && !self.ended && silent_for < give_up {
-            // Late: conceal a step and keep waiting; the delay grows by the wait.
             let (pos, stretched) = self.waiting.unwrap_or((block_pos.unwrap_or(0), 0));
+            // Late: conceal a step and keep waiting; the delay grows by the wait.
             self.decode(None, STEP.min(need.max(STEP)), false);
             self.waiting = Some((pos, stretched + self.pcm_len));
             return;

@@ -325,3 +325,105 @@ fn hostile_sequence_and_timestamp_jumps_cost_constant_work() {
         t0.elapsed()
     );
 }
+
+/// Not a check: writes what the whole chain (capture pipeline, a simulated network,
+/// playout) makes of each speech sample under each condition to `$KV_EXPLORE_DIR`, for
+/// scoring with `bench/playout/score.py` without any scheduling noise.
+/// `KV_EXPLORE_DIR=/tmp/x cargo test -p kv-client --release --lib explore_chain -- --ignored`
+#[test]
+#[ignore]
+fn explore_chain() {
+    use crate::audio::{WavFormat, WavSink};
+    let dir = std::env::var("KV_EXPLORE_DIR").unwrap_or_else(|_| "/tmp/kv-explore".into());
+    let only = std::env::var("KV_EXPLORE_ONLY").unwrap_or_default();
+    std::fs::create_dir_all(&dir).unwrap();
+    type Model = Box<dyn FnMut(usize, f64) -> Option<f64>>;
+    let conditions: Vec<(&str, TxConfig, Box<dyn Fn(u64) -> Model>)> = vec![
+        ("clean", vad(), Box::new(|_| Box::new(|_, _| Some(1.0)))),
+        (
+            "continuous",
+            continuous(),
+            Box::new(|_| Box::new(|_, _| Some(1.0))),
+        ),
+        (
+            "clean10ms",
+            TxConfig::low_latency(),
+            Box::new(|_| Box::new(|_, _| Some(1.0))),
+        ),
+        (
+            "loss10",
+            vad(),
+            Box::new(|seed| {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+                Box::new(move |_, _| (rng.random::<f64>() >= 0.10).then_some(1.0))
+            }),
+        ),
+        (
+            "loss20",
+            vad(),
+            Box::new(|seed| {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+                Box::new(move |_, _| (rng.random::<f64>() >= 0.20).then_some(1.0))
+            }),
+        ),
+        (
+            "ge10b3",
+            vad(),
+            Box::new(|seed| {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+                let mut bad = false;
+                Box::new(move |_, _| {
+                    bad = if bad {
+                        rng.random::<f64>() >= 1.0 / 3.0
+                    } else {
+                        rng.random::<f64>() < 0.037
+                    };
+                    (!bad).then_some(1.0)
+                })
+            }),
+        ),
+        (
+            "jitter30spikes",
+            vad(),
+            Box::new(|seed| {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+                let mut last = 0.0f64;
+                let mut spike_until = f64::MIN;
+                Box::new(move |_, t| {
+                    if t >= spike_until && rng.random::<f64>() < 0.01 {
+                        spike_until = t + 150.0;
+                    }
+                    let hold = if t < spike_until {
+                        spike_until - t
+                    } else {
+                        0.0
+                    };
+                    let a = (t + 1.0 + rng.random::<f64>() * 30.0 + hold).max(last);
+                    last = a;
+                    Some(a - t)
+                })
+            }),
+        ),
+    ];
+    for name in ["speech-en-us-m", "speech-en-gb-f", "speech-de-m"] {
+        let p = format!("{}/../assets/{name}.wav", env!("CARGO_MANIFEST_DIR"));
+        let input = read_wav_mono_48k(&p).unwrap();
+        for (label, cfg, model) in &conditions {
+            if !only.is_empty() && !only.split(',').any(|o| o == *label) {
+                continue;
+            }
+            let packets = encode(cfg.clone(), &input);
+            let mut m = model(7);
+            let (out, s) = play(&through(&packets, |i, t| m(i, t)), input.len() + 24_000);
+            let path = format!("{dir}/{name}.{label}.wav");
+            let mut w = WavSink::create(&path, WavFormat::F32).unwrap();
+            w.write(&out).unwrap();
+            w.finish().unwrap();
+            println!(
+                "{path}: adjustments {} stretched {} concealed {} red {} dropped {} acc {} exp {} trims {:.0}ms",
+                s.adjustments, s.stretched, s.concealed, s.recovered_redundancy, s.dropped,
+                s.accelerated, s.expanded, s.trimmed_ms
+            );
+        }
+    }
+}
