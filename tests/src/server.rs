@@ -157,6 +157,16 @@ impl ServerProcess {
         control::request(self.addr, req)
     }
 
+    /// A control client acting (signing) as the admin.
+    pub fn admin_client(&self) -> kv_client::control::ControlClient {
+        kv_client::control::ControlClient::new(&self.addr.to_string())
+            .expect("control client")
+            .with_signer(kv_proto::keyfile::Identity {
+                uid: self.admin_uid,
+                key: self.admin_key.clone(),
+            })
+    }
+
     /// `req` signed by `uid` with `key` for this server, now, with a fresh nonce.
     pub fn sign(&self, req: ControlRequest, uid: u64, key: &SigningKey) -> ControlRequest {
         let s = SignedRequest::sign(
