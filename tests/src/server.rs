@@ -40,6 +40,8 @@ pub struct ServerProcess {
     pub admin_key: SigningKey,
     /// Flags besides `--listen` and `--data-dir`, re-used by [`ServerProcess::restart`].
     args: Vec<String>,
+    /// `RLIMIT_NOFILE` (soft and hard) set for the process, if any.
+    nofile: Option<u64>,
     /// Everything the server wrote to stderr (all runs), for failure reports.
     stderr: Arc<Mutex<String>>,
     /// Keeps a temporary data directory alive across restarts.
@@ -80,8 +82,14 @@ impl ServerProcess {
     /// Starts a server on `data_dir` with exactly these flags (no [`HARNESS_FLAGS`]): the
     /// security tests run the defaults.
     pub fn start_exactly(data_dir: &Path, args: Vec<String>) -> Self {
+        Self::start_limited(data_dir, args, None)
+    }
+
+    /// Like [`ServerProcess::start_exactly`], with the descriptor limit (soft and hard
+    /// `RLIMIT_NOFILE`) of the server process set to `nofile`.
+    pub fn start_limited(data_dir: &Path, args: Vec<String>, nofile: Option<u64>) -> Self {
         let stderr = Arc::new(Mutex::new(String::new()));
-        let (child, addr, admin_uid) = spawn(data_dir, &args, &stderr);
+        let (child, addr, admin_uid) = spawn(data_dir, &args, &stderr, nofile);
         Self {
             addr,
             admin_uid,
@@ -89,6 +97,7 @@ impl ServerProcess {
             data_dir: data_dir.to_path_buf(),
             child,
             args,
+            nofile,
             stderr,
             _temp: None,
         }
@@ -135,7 +144,7 @@ impl ServerProcess {
         if self.child.try_wait().expect("server status").is_none() {
             self.terminate();
         }
-        let (child, addr, admin_uid) = spawn(&self.data_dir, &self.args, &self.stderr);
+        let (child, addr, admin_uid) = spawn(&self.data_dir, &self.args, &self.stderr, self.nofile);
         self.child = child;
         self.addr = addr;
         self.admin_uid = admin_uid;
@@ -252,8 +261,31 @@ fn admin_key(dir: &Path, uid: u64) -> SigningKey {
 }
 
 /// Spawns the binary and waits for its two start-up lines.
-fn spawn(data_dir: &Path, args: &[String], log: &Arc<Mutex<String>>) -> (Child, SocketAddr, u64) {
-    let mut child = Command::new(server_bin())
+fn spawn(
+    data_dir: &Path,
+    args: &[String],
+    log: &Arc<Mutex<String>>,
+    nofile: Option<u64>,
+) -> (Child, SocketAddr, u64) {
+    let mut cmd = Command::new(server_bin());
+    if let Some(n) = nofile {
+        use std::os::unix::process::CommandExt;
+        let lim = libc::rlimit {
+            rlim_cur: n as libc::rlim_t,
+            rlim_max: n as libc::rlim_t,
+        };
+        // SAFETY: only setrlimit(2), async-signal-safe, runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    let mut child = cmd
         .arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--data-dir")
