@@ -451,6 +451,7 @@ impl ControlClient {
 
     /// SET_USER_NAME (extension): `uid` sets the display name of `target`.
     pub fn set_user_name(&self, uid: u64, target: u64, name: &str) -> Result<(), ControlError> {
+        check_name(name)?;
         let req = ControlRequest::SetUserName {
             uid,
             target,
@@ -466,6 +467,7 @@ impl ControlClient {
 
     /// SET_CHANNEL_NAME (extension): `uid` renames `chid`.
     pub fn set_channel_name(&self, uid: u64, chid: u64, name: &str) -> Result<(), ControlError> {
+        check_name(name)?;
         let req = ControlRequest::SetChannelName {
             uid,
             chid,
@@ -517,6 +519,17 @@ impl ControlClient {
             )),
             other => Err(self.unexpected(other)),
         }
+    }
+}
+
+/// Names the server would refuse (INVAL), refused here with a clearer message.
+fn check_name(name: &str) -> Result<(), ControlError> {
+    if kv_proto::names::is_allowed_name(name) {
+        Ok(())
+    } else {
+        Err(ControlError::BadRequest(DecodeError::Invalid(
+            "names may not contain control, bidi or invisible characters",
+        )))
     }
 }
 
