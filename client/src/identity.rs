@@ -95,9 +95,18 @@ impl Acting {
     }
 }
 
-/// Creates `dir` (and parents) if missing and makes it 0700.
+/// Creates `dir` (and parents) if missing and makes it 0700. A shared directory (sticky
+/// bit, like `/tmp`) is refused rather than closed to everyone else.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Ok(meta) = std::fs::metadata(dir) {
+        if meta.permissions().mode() & 0o1000 != 0 {
+            return Err(std::io::Error::new(
+                ErrorKind::PermissionDenied,
+                "is a shared directory (sticky bit); use a directory of its own",
+            ));
+        }
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

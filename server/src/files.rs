@@ -81,6 +81,14 @@ mod tests {
         create_private(&f).unwrap();
         assert_eq!(mode(&f), 0o600);
         write_private(&d.join("k"), b"secret").unwrap();
+        let shared = t.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(
+            private_dir(&shared).is_err(),
+            "a sticky directory is not taken over"
+        );
+        assert_eq!(mode(&shared), 0o777);
         assert_eq!(mode(&d.join("k")), 0o600);
         assert_eq!(fs::read(d.join("k")).unwrap(), b"secret");
     }
