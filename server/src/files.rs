@@ -6,8 +6,17 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-/// Creates `dir` (and its parents) if missing and makes it 0700.
+/// Creates `dir` (and its parents) if missing and makes it 0700. A shared directory (sticky
+/// bit, like `/tmp`) is refused rather than closed to everyone else.
 pub fn private_dir(dir: &Path) -> io::Result<()> {
+    if let Ok(meta) = fs::metadata(dir) {
+        if meta.permissions().mode() & 0o1000 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "is a shared directory (sticky bit); use a directory of its own",
+            ));
+        }
+    }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
