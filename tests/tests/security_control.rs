@@ -834,3 +834,156 @@ fn random_signed_looking_requests_are_refused_and_harmless() {
     }
     assert!(matches!(raw(&s, &Req::ServerInfo), Rep::ServerInfo(_)));
 }
+
+/// `kv` makes and uses keys on its own: first use signs up with a key (kept 0600 in a
+/// 0700 config dir), an identity from before keys claims one where the server allows it,
+/// and `--identity admin.key` acts as the admin.
+#[test]
+fn kv_makes_and_uses_keys_without_being_asked() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let (s, dir) = server(&["--allow-unsigned"]);
+    let addr = s.addr.to_string();
+    let config = tempfile::tempdir().unwrap();
+    let cfg = config.path().join("kv");
+    let out = kv_tests::kv::kv(&addr, &cfg, &["create"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let chid: u64 = out.stdout.trim().parse().unwrap();
+    let me = match raw(&s, &Req::ChannelInfo { chid }) {
+        Rep::ChannelInfo(i) => i.owner,
+        other => panic!("{other:?}"),
+    };
+    let key_file = cfg.join("keys").join(format!("{me}.key"));
+    assert_eq!(mode(&cfg), 0o700);
+    assert_eq!(mode(&key_file), 0o600);
+    assert_eq!(mode(&cfg.join("identities")), 0o600);
+    assert_eq!(mode(&cfg.join("known_servers")), 0o600);
+    // The user is keyed: its uid alone does nothing, even with --allow-unsigned.
+    assert_eq!(
+        raw(&s, &Req::Delete { uid: me, chid }),
+        Rep::Error(E::Access)
+    );
+
+    // An identity stored before keys (a key-less user): the next use claims a key.
+    let old = s.signup();
+    std::fs::write(cfg.join("identities"), format!("{addr} {old}\n")).unwrap();
+    let out = kv_tests::kv::kv(&addr, &cfg, &["create"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(cfg.join("keys").join(format!("{old}.key")).exists());
+    assert_eq!(
+        raw(&s, &Req::Create { uid: old }),
+        Rep::Error(E::Access),
+        "now keyed"
+    );
+
+    // The admin's identity file.
+    let admin_key = dir.path().join("admin.key");
+    let out = kv_tests::kv::kv(
+        &addr,
+        &cfg,
+        &["--identity", admin_key.to_str().unwrap(), "create"],
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let chid: u64 = out.stdout.trim().parse().unwrap();
+    match raw(&s, &Req::ChannelInfo { chid }) {
+        Rep::ChannelInfo(i) => assert_eq!(i.owner, s.admin_uid),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The data directory and everything in it are the owner's only; INFO logs name no uid.
+#[test]
+fn server_files_are_private_and_info_logs_carry_no_uids() {
+    use std::io::BufRead;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = std::process::Command::new(kv_tests::server::server_bin())
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr: SocketAddr = lines.next().unwrap().unwrap()["listening on ".len()..]
+        .parse()
+        .unwrap();
+    let admin: u64 = lines.next().unwrap().unwrap()["admin uid: ".len()..]
+        .parse()
+        .unwrap();
+    // Some activity: a keyed sign-up, a channel, a rename.
+    let key = new_key();
+    let signup = Req::RegisterKey {
+        auid: 0,
+        perm: 0,
+        public_key: key.verifying_key().to_bytes(),
+    };
+    let info = match control::request(addr, &Req::ServerInfo) {
+        Rep::ServerInfo(i) => i,
+        other => panic!("{other:?}"),
+    };
+    let sign = |req: Req, uid: u64| {
+        Req::Signed(Box::new(
+            SignedRequest::sign(
+                req,
+                uid,
+                &key,
+                info.public_key,
+                kv_tests::unix_ms(),
+                rand::random(),
+            )
+            .unwrap(),
+        ))
+    };
+    let uid = value(control::request(addr, &sign(signup, 0)));
+    let chid = value(control::request(addr, &sign(Req::Create { uid }, uid)));
+    value(control::request(
+        addr,
+        &sign(
+            Req::SetChannelName {
+                uid,
+                chid,
+                name: "x".into(),
+            },
+            uid,
+        ),
+    ));
+
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    for f in [
+        "kv.sqlite3",
+        "kv.sqlite3-wal",
+        "kv.sqlite3-shm",
+        "server.key",
+        "admin.key",
+    ] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+    // SIGTERM, then read everything it logged.
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(log.contains("listening"), "{log}");
+    for id in [admin, uid] {
+        assert!(
+            !log.contains(&id.to_string()),
+            "uid {id} in INFO log:\n{log}"
+        );
+    }
+    let secret = std::fs::read_to_string(data.join("admin.key")).unwrap();
+    let secret = secret
+        .lines()
+        .find_map(|l| l.strip_prefix("secret "))
+        .unwrap();
+    assert!(!log.contains(secret));
+}
