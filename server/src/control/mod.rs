@@ -16,7 +16,8 @@
 //! CHANNEL_INFO hold while a relay worker answers, so a busy worker never stops requests
 //! that do not need it (issue 9 §2: CHANNEL_INFO used to wait on a worker while holding
 //! the only lock). The write side (CREATE, DELETE, UNREGISTER's channel closing) is never
-//! taken while the store lock is held. Multi-step commands re-check what they depend on
+//! taken while the store lock is held, and is taken politely ([`write_politely`]) so a
+//! waiting writer does not hold back readers. Multi-step commands re-check what they depend on
 //! when they take a lock again, so a concurrent DELETE or UNREGISTER never leaves a
 //! half-done state.
 
@@ -30,8 +31,8 @@ pub mod users;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Instant;
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use std::time::{Duration, Instant};
 
 use kv_proto::{ControlReply, ControlRequest, ErrorCode, Perms};
 
@@ -208,7 +209,7 @@ impl<S: Store> Control<S> {
 
     /// The open channels, for opening and closing. Never taken while holding the store.
     fn registry_write(&self) -> RwLockWriteGuard<'_, Registry> {
-        self.registry.write().unwrap_or_else(|p| p.into_inner())
+        write_politely(&self.registry)
     }
 
     /// The store. A poisoned lock means a handler panicked; the state is still consistent
@@ -248,6 +249,30 @@ impl<S: Store> Control<S> {
     }
 }
 
+/// How long a writer polls before it queues for the lock like any other.
+const POLITE_WRITE_FOR: Duration = Duration::from_millis(100);
+
+/// Takes `lock` for writing without queueing as a writer at first. std's `RwLock` holds
+/// back new readers while a writer waits, so a CREATE queued behind one JOIN that waits on
+/// a busy relay worker would stall every JOIN, LEAVE and CHANNEL_INFO of every channel.
+/// Polling instead lets readers through; write sections are short (no waiting inside).
+/// After [`POLITE_WRITE_FOR`] it queues, so a stream of readers cannot starve it.
+fn write_politely<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(50);
+    while start.elapsed() < POLITE_WRITE_FOR {
+        match lock.try_write() {
+            Ok(g) => return g,
+            Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(2));
+            }
+        }
+    }
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Maps a store failure to SERV, logging it (the client only learns "server error").
 fn db<T>(r: StoreResult<T>) -> Result<T, ErrorCode> {
     r.map_err(|e| {
@@ -267,3 +292,29 @@ fn allow(ok: bool) -> Result<(), ErrorCode> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_waiting_writer_does_not_hold_back_readers() {
+        let lock = Arc::new(RwLock::new(0u32));
+        let reader = lock.read().unwrap();
+        let l = lock.clone();
+        let writer = std::thread::spawn(move || {
+            *write_politely(&l) += 1;
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        // A second reader gets in at once although a writer is waiting.
+        let l = lock.clone();
+        let t = Instant::now();
+        let second = std::thread::spawn(move || *l.read().unwrap());
+        assert_eq!(second.join().unwrap(), 0);
+        assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
+        drop(reader);
+        writer.join().unwrap();
+        assert_eq!(*lock.read().unwrap(), 1);
+    }
+}
