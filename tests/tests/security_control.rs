@@ -987,3 +987,21 @@ fn server_files_are_private_and_info_logs_carry_no_uids() {
         .unwrap();
     assert!(!log.contains(secret));
 }
+
+/// `kv --uid` of a user without a key, against a server that wants signatures: the error
+/// says why instead of a bare "access denied".
+#[test]
+fn keyless_uid_on_a_signing_server_gets_a_clear_error() {
+    let (s, _dir) = server(&[]);
+    let keyless = s.register_with(Perms::ADD_CHANNEL.bits());
+    let config = tempfile::tempdir().unwrap();
+    let out = kv_tests::kv::kv(
+        &s.addr.to_string(),
+        config.path(),
+        &["--uid", &keyless.to_string(), "create"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stderr.contains("access denied"), "{}", out.stderr);
+    assert!(out.stderr.contains("has no key"), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}

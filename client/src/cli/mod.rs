@@ -67,7 +67,8 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    match run(cli) {
+    let uid = cli.uid;
+    match run(cli).map_err(|e| explain_access(e, uid)) {
         Ok(code) => code,
         Err(e) => {
             // One line: the outermost context and the causes it does not already quote.
@@ -83,6 +84,31 @@ pub fn main() -> ExitCode {
             eprintln!("kv: {msg}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An ACCESS for `--uid` of a user without a stored key most likely means the server
+/// takes signed requests only (no `--allow-unsigned`); say so instead of a bare "access
+/// denied".
+fn explain_access(e: anyhow::Error, uid: Option<u64>) -> anyhow::Error {
+    let denied = e.chain().any(|c| {
+        c.downcast_ref::<crate::control::ControlError>()
+            .and_then(|c| c.code())
+            .or_else(|| match c.downcast_ref::<crate::session::SessionError>() {
+                Some(crate::session::SessionError::Control(c)) => c.code(),
+                _ => None,
+            })
+            == Some(kv_proto::ErrorCode::Access)
+    });
+    let keyless = uid.filter(|&u| {
+        IdentityStore::open_default().is_ok_and(|s| s.key(u).is_ok_and(|k| k.is_none()))
+    });
+    match keyless {
+        Some(u) if denied => e.context(format!(
+            "user {u} has no key in this config dir; a server without --allow-unsigned \
+             refuses unsigned requests (use the stored identity, or --identity FILE)"
+        )),
+        _ => e,
     }
 }
 
