@@ -11,6 +11,8 @@
 //! - [`perm`]: permission bits ([`Perms`]).
 //! - [`control`]: TCP control requests ([`ControlRequest`]) and replies ([`ControlReply`]).
 //! - [`packet`]: 512-byte UDP datagrams: regular voice packets and signed system packets.
+//! - [`session`]: the voice handshake (cookie, key exchange) and session-authenticated
+//!   system packets.
 //! - [`voice`]: the client's voice payload inside a regular packet (Opus frames + redundancy).
 #![warn(missing_docs)]
 
@@ -19,6 +21,7 @@ pub mod control;
 pub mod error;
 pub mod packet;
 pub mod perm;
+pub mod session;
 pub mod voice;
 
 pub use control::{ChannelInfo, CommandType, ControlReply, ControlRequest, ServerInfo};

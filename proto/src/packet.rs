@@ -42,6 +42,14 @@ pub enum SystemOp {
     Ack = i32::MIN + 3,
     /// Server → members: the channel is closing.
     Shutdown = i32::MIN + 4,
+    /// Server → an unproven address: the return-routability cookie and the server's
+    /// session key-exchange key ([`crate::session::Challenge`]).
+    Challenge = i32::MIN + 5,
+    /// Client → server: echoes the cookie and offers the client's key-exchange key, which
+    /// binds the address and starts a session ([`crate::session::Bind`]).
+    Bind = i32::MIN + 6,
+    /// Server → the removed member itself: you were kicked (or unregistered).
+    Kick = i32::MIN + 7,
 }
 
 impl SystemOp {
@@ -53,6 +61,9 @@ impl SystemOp {
             2 => Self::Leave,
             3 => Self::Ack,
             4 => Self::Shutdown,
+            5 => Self::Challenge,
+            6 => Self::Bind,
+            7 => Self::Kick,
             _ => return None,
         })
     }
@@ -100,11 +111,11 @@ pub enum Datagram<'a> {
     },
 }
 
-fn be_u32(b: &[u8], at: usize) -> u32 {
+pub(crate) fn be_u32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-fn be_u64(b: &[u8], at: usize) -> u64 {
+pub(crate) fn be_u64(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_be_bytes(a)
@@ -232,12 +243,16 @@ mod tests {
     fn op_values_match_wire() {
         assert_eq!(SystemOp::KeepAlive as i32, -2_147_483_648);
         assert_eq!(SystemOp::Shutdown as i32, -2_147_483_648 + 4);
+        assert_eq!(SystemOp::Kick as i32, -2_147_483_648 + 7);
         for op in [
             SystemOp::KeepAlive,
             SystemOp::Join,
             SystemOp::Leave,
             SystemOp::Ack,
             SystemOp::Shutdown,
+            SystemOp::Challenge,
+            SystemOp::Bind,
+            SystemOp::Kick,
         ] {
             assert_eq!(SystemOp::from_i32(op as i32), Some(op));
         }
@@ -307,7 +322,7 @@ mod tests {
         }
 
         #[test]
-        fn system_round_trip(op in 0i32..5, uid in any::<u64>(), ackid in any::<u32>()) {
+        fn system_round_trip(op in 0i32..8, uid in any::<u64>(), ackid in any::<u32>()) {
             let op = SystemOp::from_i32(i32::MIN + op).unwrap();
             let pkt = SystemPacket { op, uid, ackid };
             let mut buf = [0u8; PACKET_SIZE];
