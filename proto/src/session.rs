@@ -255,7 +255,9 @@ impl ServerKex {
 
     /// The session key for a BIND by `uid` in `chid` offering `client_kex`.
     pub fn session_key(&self, client_kex: &[u8; 32], uid: u64, chid: u64) -> Option<SessionKey> {
-        let shared = MontgomeryPoint(*client_kex).mul_clamped(self.secret).to_bytes();
+        let shared = MontgomeryPoint(*client_kex)
+            .mul_clamped(self.secret)
+            .to_bytes();
         derive(shared, client_kex, &self.public, uid, chid)
     }
 }
@@ -291,7 +293,9 @@ impl ClientKex {
 
     /// The session key with the server whose X25519 key is `server_kex`.
     pub fn session_key(&self, server_kex: &[u8; 32], uid: u64, chid: u64) -> Option<SessionKey> {
-        let shared = MontgomeryPoint(*server_kex).mul_clamped(self.secret).to_bytes();
+        let shared = MontgomeryPoint(*server_kex)
+            .mul_clamped(self.secret)
+            .to_bytes();
         derive(shared, &self.public, server_kex, uid, chid)
     }
 }

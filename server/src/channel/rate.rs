@@ -23,11 +23,17 @@ impl TokenBucket {
     /// Takes one token if there is one. `rate` and `burst` are passed in (they are the
     /// channel's, the same for every member) so a bucket stays two words.
     pub fn try_take(&mut self, now: Instant, rate: f64, burst: f64) -> bool {
+        self.try_take_n(now, 1.0, rate, burst)
+    }
+
+    /// Takes `n` tokens at once if there are that many (a bigger piece of work, such as
+    /// announcing a bind to every member, is paid for as a whole or not started).
+    pub fn try_take_n(&mut self, now: Instant, n: f64, rate: f64, burst: f64) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * rate).min(burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false

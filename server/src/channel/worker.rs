@@ -38,6 +38,8 @@ pub enum ChannelCommand {
     Join {
         /// The user.
         uid: u64,
+        /// It may bind the seed's way, without a cookie (see [`ChannelRelay::join`]).
+        legacy: bool,
         /// Result back to the TCP handler.
         reply: oneshot::Sender<Result<(), JoinError>>,
     },
@@ -350,8 +352,8 @@ impl Worker {
         let now = Instant::now();
         let mut sink = BatchSink::new(&mut self.queue, chan.socket.as_raw_fd());
         match cmd {
-            ChannelCommand::Join { uid, reply } => {
-                let _ = reply.send(chan.relay.join(now, uid));
+            ChannelCommand::Join { uid, legacy, reply } => {
+                let _ = reply.send(chan.relay.join(now, uid, legacy));
             }
             ChannelCommand::Leave {
                 uid,
