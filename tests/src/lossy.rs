@@ -100,6 +100,8 @@ pub struct LossyRelay {
     stats: Arc<RelayStats>,
     /// Datagrams to send to every known client, as if the server sent them (forgeries).
     inject: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// System packets the server sent toward clients (what an eavesdropper records).
+    captured: Arc<Mutex<Vec<Vec<u8>>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -133,6 +135,8 @@ impl Ord for Pending {
 /// Most clients one relay serves and most datagrams it holds: bounded like everything else.
 const MAX_CLIENTS: usize = 64;
 const MAX_PENDING: usize = 4096;
+/// Most system packets kept by the capture.
+const MAX_CAPTURED: usize = 1024;
 
 impl LossyRelay {
     /// Starts relaying to `upstream` (a channel's UDP port) with `imp`.
@@ -143,15 +147,22 @@ impl LossyRelay {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(RelayStats::default());
         let inject = Arc::new(Mutex::new(Vec::new()));
-        let (s, st, inj) = (stop.clone(), stats.clone(), inject.clone());
+        let captured = Arc::new(Mutex::new(Vec::new()));
+        let (s, st, inj, cap) = (
+            stop.clone(),
+            stats.clone(),
+            inject.clone(),
+            captured.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name("lossy-relay".into())
-            .spawn(move || run(front, upstream, imp, &s, &st, &inj))?;
+            .spawn(move || run(front, upstream, imp, &s, &st, &inj, &cap))?;
         Ok(Self {
             addr,
             stop,
             stats,
             inject,
+            captured,
             thread: Some(thread),
         })
     }
@@ -168,6 +179,15 @@ impl LossyRelay {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(datagram.to_vec());
+    }
+
+    /// The system packets (first bytes `FF FF FF FF`) the server sent toward clients so far,
+    /// oldest first (at most 1024): what an eavesdropper on the path records.
+    pub fn captured_system(&self) -> Vec<Vec<u8>> {
+        self.captured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// What the relay did so far.
@@ -192,6 +212,7 @@ fn run(
     stop: &AtomicBool,
     stats: &RelayStats,
     inject: &Mutex<Vec<Vec<u8>>>,
+    captured: &Mutex<Vec<Vec<u8>>>,
 ) {
     let mut rng = StdRng::seed_from_u64(imp.seed);
     // sockets[0] faces clients; sockets[i] (i >= 1) is client i's upstream socket.
@@ -233,6 +254,12 @@ fn run(
                     };
                     (idx, None)
                 } else {
+                    if buf[..n.min(4)] == [0xFF; 4] {
+                        let mut c = captured.lock().unwrap_or_else(|p| p.into_inner());
+                        if c.len() < MAX_CAPTURED {
+                            c.push(buf[..n].to_vec());
+                        }
+                    }
                     (0, Some(clients[i - 1]))
                 };
                 if rng.random_bool(imp.loss) {
