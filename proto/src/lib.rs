@@ -10,7 +10,7 @@
 //! - [`error`]: the seed's error codes ([`ErrorCode`]) and this crate's [`DecodeError`].
 //! - [`perm`]: permission bits ([`Perms`]).
 //! - [`control`]: TCP control requests ([`ControlRequest`]) and replies ([`ControlReply`]).
-//! - [`packet`]: 512-byte UDP datagrams: regular voice packets and signed system packets.
+//! - [`packet`]: 512-byte UDP datagrams: regular voice packets and system packets.
 //! - [`session`]: the voice handshake (cookie, key exchange) and session-authenticated
 //!   system packets.
 //! - [`voice`]: the client's voice payload inside a regular packet (Opus frames + redundancy).

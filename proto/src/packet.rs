@@ -2,15 +2,21 @@
 //!
 //! A *regular* packet is the sender's uid (`u64`) and 504 bytes the server never reads.
 //! A *system* packet starts with `FF FF FF FF`, an `i32` operation, a uid, an ackid and a
-//! CRC-32 of bytes 0..20. The 488 reserved bytes carry, in packets the server sends, an
-//! Ed25519 signature so clients can tell real JOIN/LEAVE/SHUTDOWN/ACK packets from forged
-//! ones (PROTOCOL.md, "Signed system packets"):
+//! CRC-32 of bytes 0..20. What the 488 reserved bytes carry depends on the operation: the
+//! binding handshake and the session MAC of server packets are in [`crate::session`]
+//! (PROTOCOL.md, "Binding and sessions").
+//!
+//! [`SystemPacket::encode_signed`] and [`verify_signed`] are the earlier format, an Ed25519
+//! signature per packet over header, channel and time, which bound neither the recipient
+//! nor the session (a recorded LEAVE could be replayed into the victim's next session).
+//! The server no longer sends it and clients no longer accept it; it stays so tests can
+//! show that:
 //!
 //! | offset | len | field |
 //! |---|---|---|
 //! | 24 | 64 | Ed25519 signature over bytes 0..24 followed by bytes 88..512 |
-//! | 88 | 8 | channel id the packet belongs to (stops replay into another channel) |
-//! | 96 | 8 | server time, unix milliseconds (lets a client reject stale replays) |
+//! | 88 | 8 | channel id |
+//! | 96 | 8 | server time, unix milliseconds |
 //! | 104 | 408 | zero |
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
