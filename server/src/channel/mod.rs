@@ -10,4 +10,4 @@ pub mod relay;
 pub mod worker;
 
 pub use registry::{OpenError, Registry, RelayError};
-pub use relay::{ChannelRelay, JoinError, RelayConfig, RelayStats, Transmit, VoiceKeys};
+pub use relay::{Admission, ChannelRelay, JoinError, RelayConfig, RelayStats, Transmit, VoiceKeys};

@@ -13,7 +13,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::relay::{ChannelRelay, JoinError, RelayConfig, VoiceKeys};
+use super::relay::{Admission, ChannelRelay, JoinError, RelayConfig, VoiceKeys};
 use super::worker::{ChannelCommand, WorkerHandle};
 use crate::shutdown::Shutdown;
 
@@ -231,20 +231,29 @@ impl Registry {
 
     /// Admits `uid` to `chid`; it binds its address with the cookie handshake.
     pub fn join(&self, chid: u64, uid: u64) -> Result<(), RelayError> {
-        Ok(self.ask(chid, |reply| ChannelCommand::Join {
-            uid,
-            legacy: false,
-            reply,
-        })??)
+        self.join_with(chid, uid, Admission::default())
     }
 
     /// Admits `uid` to `chid` and also allows the seed's binding without a cookie (for the
     /// seed's clients, which cannot answer a CHALLENGE). The control plane uses it only for
     /// key-less users on a server started with `--allow-unsigned` (PROTOCOL.md).
     pub fn join_legacy(&self, chid: u64, uid: u64) -> Result<(), RelayError> {
+        self.join_with(
+            chid,
+            uid,
+            Admission {
+                legacy: true,
+                client_kex: None,
+            },
+        )
+    }
+
+    /// Admits `uid` to `chid` as `admission` says: e.g. with the X25519 key its signed JOIN
+    /// named, so that only that client can bind.
+    pub fn join_with(&self, chid: u64, uid: u64, admission: Admission) -> Result<(), RelayError> {
         Ok(self.ask(chid, |reply| ChannelCommand::Join {
             uid,
-            legacy: true,
+            admission,
             reply,
         })??)
     }

@@ -98,6 +98,17 @@ pub struct RelayConfig {
     pub max_member_pps: u32,
 }
 
+/// How the control plane admits a member (its TCP JOIN).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Admission {
+    /// It may bind the seed's way, without a cookie (seed clients; see the module docs).
+    pub legacy: bool,
+    /// The X25519 key the member's client will offer in BIND, when its (signed) JOIN named
+    /// one: then only that client can bind, not anyone who knows the uid and owns an
+    /// address.
+    pub client_kex: Option<[u8; 32]>,
+}
+
 /// Why a JOIN was refused by the relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum JoinError {
@@ -132,6 +143,8 @@ pub struct RelayStats {
     pub bad_cookie: u64,
     /// Binds refused because another member holds the address.
     pub address_taken: u64,
+    /// BINDs offering another X25519 key than the member's JOIN named.
+    pub wrong_kex: u64,
     /// Binds (or timeouts) deferred because the announcement budget was spent.
     pub announce_limited: u64,
     /// Addresses bound (sessions started, plus legacy binds).
@@ -165,8 +178,8 @@ struct Member {
     joined: Instant,
     /// Until when it may bind (a new) address: set by JOIN.
     may_bind_until: Option<Instant>,
-    /// The control plane allows the seed's first-datagram binding for it.
-    legacy: bool,
+    /// How its last JOIN admitted it.
+    admission: Admission,
     /// Legacy binding: the unbound address its last datagram came from, and when.
     legacy_probe: Option<(SocketAddr, Instant)>,
     /// Its session, once bound with a cookie (`None` when bound the legacy way).
@@ -271,19 +284,19 @@ impl ChannelRelay {
         BIND_WINDOW.min(self.config.peer_timeout)
     }
 
-    /// Admits `uid` (TCP JOIN). `legacy` allows the seed's binding without a cookie (the
-    /// control plane decides; see the module docs). Joining again is allowed: a bound
+    /// Admits `uid` (TCP JOIN), as `admission` says (the control plane decides; see the
+    /// module docs). Joining again is allowed: a bound
     /// member keeps its address, and may move to a new one (with a cookie) for
     /// [`BIND_WINDOW`]. Admitted-but-unbound members do not count toward `max_members`;
     /// they have their own cap of the same size and expire within the bind window, so JOINs
     /// that never bind lock nobody out for more than a few seconds.
-    pub fn join(&mut self, now: Instant, uid: u64, legacy: bool) -> Result<(), JoinError> {
+    pub fn join(&mut self, now: Instant, uid: u64, admission: Admission) -> Result<(), JoinError> {
         let until = Some(now + self.bind_window());
         if let Some(&i) = self.index.get(&uid) {
             let m = &mut self.members[i];
             m.joined = now;
             m.may_bind_until = until;
-            m.legacy = legacy;
+            m.admission = admission;
             if m.addr.is_none() {
                 m.last_seen = now;
             }
@@ -306,7 +319,7 @@ impl ChannelRelay {
             last_seen: now,
             joined: now,
             may_bind_until: until,
-            legacy,
+            admission,
             legacy_probe: None,
             session: None,
             bucket: TokenBucket::new(now, self.burst),
@@ -558,6 +571,14 @@ impl ChannelRelay {
             self.stats.bad_cookie += 1;
             return;
         }
+        if self.members[i]
+            .admission
+            .client_kex
+            .is_some_and(|k| k != b.client_kex)
+        {
+            self.stats.wrong_kex += 1;
+            return;
+        }
         // The X25519 and the announcements are paid before any of it is done.
         let cost = 2.0 * self.bound_count() as f64 + 1.0;
         if !self
@@ -598,7 +619,8 @@ impl ChannelRelay {
         src: SocketAddr,
         out: &mut impl Transmit,
     ) -> bool {
-        if !self.members[i].legacy || !self.may_bind(now, i) || !self.address_free(i, src) {
+        if !self.members[i].admission.legacy || !self.may_bind(now, i) || !self.address_free(i, src)
+        {
             return false;
         }
         let probe = self.members[i].legacy_probe;
@@ -748,6 +770,10 @@ mod tests {
 
     const CHID: u64 = 77;
 
+    fn plain() -> Admission {
+        Admission::default()
+    }
+
     fn keys() -> VoiceKeys {
         let signing = SigningKey::from_bytes(&[3u8; 32]);
         VoiceKeys {
@@ -852,7 +878,7 @@ mod tests {
         let mut r = relay(now);
         let mut clients: Vec<Client> = (1..=3).map(Client::new).collect();
         for c in &mut clients {
-            r.join(now, c.uid, false).unwrap();
+            r.join(now, c.uid, plain()).unwrap();
             c.bind(&mut r, now, 1);
         }
         (r, clients)
@@ -863,8 +889,8 @@ mod tests {
         let t = Instant::now();
         let mut r = relay(t);
         let (mut a, mut b) = (Client::new(1), Client::new(2));
-        r.join(t, 1, false).unwrap();
-        r.join(t, 2, false).unwrap();
+        r.join(t, 1, plain()).unwrap();
+        r.join(t, 2, plain()).unwrap();
         let out = a.bind(&mut r, t, 9);
         assert_eq!(out.len(), 1, "alone: only the ACK");
         assert_eq!(a.open(&out[0].1), (SystemOp::Ack, 1, 9));
@@ -891,7 +917,7 @@ mod tests {
     fn forged_first_datagrams_bring_one_same_size_challenge_and_never_bind() {
         let t = Instant::now();
         let mut r = relay(t);
-        r.join(t, 1, false).unwrap();
+        r.join(t, 1, plain()).unwrap();
         let victim = SocketAddr::from(([127, 0, 0, 9], 4000));
         let mut out = Vec::new();
         let mut forged = 0usize;
@@ -934,7 +960,7 @@ mod tests {
     fn cookies_go_stale() {
         let t = Instant::now();
         let mut r = relay(t);
-        r.join(t, 1, false).unwrap();
+        r.join(t, 1, plain()).unwrap();
         let mut c = Client::new(1);
         let mut out = Vec::new();
         r.handle_datagram(t, c.addr, &keepalive(1, 1), &mut out);
@@ -951,7 +977,7 @@ mod tests {
         .encode(&mut b);
         out.clear();
         // Within the bind window but past two cookie slots: refused.
-        r.join(t + 2 * COOKIE_SLOT, 1, false).unwrap();
+        r.join(t + 2 * COOKIE_SLOT, 1, plain()).unwrap();
         r.handle_datagram(t + 2 * COOKIE_SLOT, c.addr, &b, &mut out);
         assert!(out.is_empty());
         assert_eq!(r.stats().bad_cookie, 1);
@@ -970,7 +996,7 @@ mod tests {
     fn regular_packets_go_unchanged_to_every_other_bound_member() {
         let t = Instant::now();
         let (mut r, c) = three(t);
-        r.join(t, 4, false).unwrap(); // admitted, never bound: receives nothing
+        r.join(t, 4, plain()).unwrap(); // admitted, never bound: receives nothing
         let mut out = Vec::new();
         let pkt = voice(2, 0xAB);
         r.handle_datagram(t, c[1].addr, &pkt, &mut out);
@@ -1044,7 +1070,7 @@ mod tests {
     fn one_member_per_address() {
         let t = Instant::now();
         let (mut r, c) = three(t);
-        r.join(t, 4, false).unwrap();
+        r.join(t, 4, plain()).unwrap();
         let mut thief = Client::new(4);
         thief.addr = c[0].addr; // member 1's address
         let mut out = Vec::new();
@@ -1058,7 +1084,7 @@ mod tests {
     fn rejoin_keeps_the_binding_until_a_new_address_proves_itself() {
         let t = Instant::now();
         let (mut r, mut c) = three(t);
-        r.join(t, 1, false).unwrap();
+        r.join(t, 1, plain()).unwrap();
         assert_eq!(r.bound_addr(1), Some(c[0].addr));
         // A forged KEEPALIVE from a victim's address gets one CHALLENGE, and moves nothing.
         let victim = addr(4444);
@@ -1095,9 +1121,9 @@ mod tests {
         let (mut r, _c) = three(t);
         // max_members is 4: three bound, and four pending joins on top (their own cap).
         for uid in 10..14 {
-            r.join(t, uid, false).unwrap();
+            r.join(t, uid, plain()).unwrap();
         }
-        assert_eq!(r.join(t, 14, false), Err(JoinError::Full));
+        assert_eq!(r.join(t, 14, plain()), Err(JoinError::Full));
         assert_eq!(r.members().count(), 3 + 4);
         let mut out = Vec::new();
         r.handle_timeout(t + BIND_WINDOW, &mut out);
@@ -1105,11 +1131,11 @@ mod tests {
         assert_eq!(r.members().collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(r.stats().expired_unbound, 4);
         // The fourth real member gets in and binds.
-        r.join(t + BIND_WINDOW, 4, false).unwrap();
+        r.join(t + BIND_WINDOW, 4, plain()).unwrap();
         let mut d = Client::new(4);
         let out = d.bind(&mut r, t + BIND_WINDOW, 1);
         assert_eq!(out.len(), 3 + 3 + 1);
-        assert_eq!(r.join(t, 5, false), Err(JoinError::Full));
+        assert_eq!(r.join(t, 5, plain()), Err(JoinError::Full));
     }
 
     #[test]
@@ -1167,7 +1193,7 @@ mod tests {
         assert!(!r.leave(t, 3, false, &mut out), "no longer a member");
         assert_eq!(r.members().collect::<Vec<_>>(), [1]);
         // Index stays consistent after removals in the middle.
-        r.join(t, 9, false).unwrap();
+        r.join(t, 9, plain()).unwrap();
         let mut n = Client::new(9);
         n.bind(&mut r, t, 0);
         out.clear();
@@ -1209,7 +1235,7 @@ mod tests {
         let mut sent = 0usize;
         let mut bound = 0usize;
         for uid in 1..=300u64 {
-            r.join(t, uid, false).unwrap();
+            r.join(t, uid, plain()).unwrap();
             let mut c = Client::new(uid);
             c.addr = SocketAddr::from(([127, 0, 1, (uid % 250) as u8], 2000 + uid as u16));
             let out = c.bind(&mut r, t, 0);
@@ -1229,7 +1255,15 @@ mod tests {
     fn legacy_members_bind_on_a_second_datagram_and_get_unsealed_packets() {
         let t = Instant::now();
         let (mut r, c) = three(t);
-        r.join(t, 4, true).unwrap();
+        r.join(
+            t,
+            4,
+            Admission {
+                legacy: true,
+                client_kex: None,
+            },
+        )
+        .unwrap();
         let seed = addr(1004);
         let mut out = Vec::new();
         r.handle_datagram(t, seed, &keepalive(4, 1), &mut out);
@@ -1251,6 +1285,74 @@ mod tests {
         let to_a = out.iter().find(|(a, _)| *a == c[0].addr).unwrap();
         assert_eq!(c[0].open(&to_a.1), (SystemOp::Join, 4, 0));
         // It counts as bound: the channel (4 members) is full now.
-        assert_eq!(r.join(t, 5, false), Err(JoinError::Full));
+        assert_eq!(r.join(t, 5, plain()), Err(JoinError::Full));
+    }
+
+    #[test]
+    fn a_join_naming_a_key_lets_only_that_client_bind() {
+        let t = Instant::now();
+        let mut r = relay(t);
+        let owner = Client::new(1);
+        r.join(
+            t,
+            1,
+            Admission {
+                legacy: false,
+                client_kex: Some(owner.kex.public()),
+            },
+        )
+        .unwrap();
+        // Someone who knows the uid binds from its own (reachable) address: refused.
+        let mut thief = Client::new(1);
+        thief.addr = addr(6666);
+        thief.kex = ClientKex::new([0x66; 32]);
+        let out = thief.bind(&mut r, t, 1);
+        assert!(out.is_empty());
+        assert_eq!(r.stats().wrong_kex, 1);
+        assert_eq!(r.bound_addr(1), None);
+        let mut owner = owner;
+        let out = owner.bind(&mut r, t, 2);
+        assert_eq!(owner.open(&out[0].1), (SystemOp::Ack, 1, 2));
+    }
+
+    #[test]
+    fn a_destination_receives_at_most_its_budget() {
+        let t = Instant::now();
+        // 1 packet/s per member: a send burst of 20, a receive budget of 16/s, burst 64.
+        let mut r = ChannelRelay::new(
+            CHID,
+            keys(),
+            RelayConfig {
+                peer_timeout: Duration::from_secs(60),
+                max_members: 16,
+                max_member_pps: 1,
+            },
+            t,
+        );
+        let mut clients: Vec<Client> = (1..=11).map(Client::new).collect();
+        for c in &mut clients {
+            r.join(t, c.uid, plain()).unwrap();
+            c.bind(&mut r, t, 0);
+        }
+        let listener = clients[0].addr;
+        let mut out = Vec::new();
+        for c in &clients[1..] {
+            for k in 0..20 {
+                r.handle_datagram(t, c.addr, &voice(c.uid, k), &mut out);
+            }
+        }
+        // 200 packets for the listener at one instant; its budget had 64 (less what its
+        // JOINs took).
+        let to_listener = out.iter().filter(|(a, _)| *a == listener).count();
+        assert!(to_listener <= 64, "{to_listener}");
+        assert!(r.stats().rx_limited > 0);
+        // A second later, 16 more.
+        out.clear();
+        let later = t + Duration::from_secs(1);
+        for c in &clients[1..] {
+            r.handle_datagram(later, c.addr, &voice(c.uid, 0), &mut out);
+        }
+        let to_listener = out.iter().filter(|(a, _)| *a == listener).count();
+        assert!((1..=10).contains(&to_listener), "{to_listener}");
     }
 }

@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::batch::{BatchSink, RecvBatch, SendQueue, RECV_BATCH};
-use super::relay::{ChannelRelay, JoinError};
+use super::relay::{Admission, ChannelRelay, JoinError};
 use crate::epoll::{Epoll, Events};
 use crate::shutdown::Shutdown;
 
@@ -38,8 +38,8 @@ pub enum ChannelCommand {
     Join {
         /// The user.
         uid: u64,
-        /// It may bind the seed's way, without a cookie (see [`ChannelRelay::join`]).
-        legacy: bool,
+        /// How it is admitted (see [`ChannelRelay::join`]).
+        admission: Admission,
         /// Result back to the TCP handler.
         reply: oneshot::Sender<Result<(), JoinError>>,
     },
@@ -352,8 +352,12 @@ impl Worker {
         let now = Instant::now();
         let mut sink = BatchSink::new(&mut self.queue, chan.socket.as_raw_fd());
         match cmd {
-            ChannelCommand::Join { uid, legacy, reply } => {
-                let _ = reply.send(chan.relay.join(now, uid, legacy));
+            ChannelCommand::Join {
+                uid,
+                admission,
+                reply,
+            } => {
+                let _ = reply.send(chan.relay.join(now, uid, admission));
             }
             ChannelCommand::Leave {
                 uid,
