@@ -267,9 +267,22 @@ impl Registry {
         })
     }
 
-    /// Members of `chid` in join order.
+    /// Members of `chid` in join order, bound or not yet.
     pub fn members(&self, chid: u64) -> Result<Vec<u64>, RelayError> {
-        self.ask(chid, |reply| ChannelCommand::Members { reply })
+        self.ask(chid, |reply| ChannelCommand::Members {
+            bound_only: false,
+            reply,
+        })
+    }
+
+    /// Members of `chid` with a proven address, in join order. What a listing shown to
+    /// users should use: an admitted member that never binds expires silently (nobody is
+    /// sent LEAVE for it), so listing it would leave a ghost in clients' member lists.
+    pub fn bound_members(&self, chid: u64) -> Result<Vec<u64>, RelayError> {
+        self.ask(chid, |reply| ChannelCommand::Members {
+            bound_only: true,
+            reply,
+        })
     }
 
     /// Removes `uid` from every channel (it was unregistered), telling it with LEAVE.

@@ -266,6 +266,14 @@ impl ChannelRelay {
         self.members.iter().map(|m| m.uid)
     }
 
+    /// Bound uids in join order.
+    pub fn bound_members(&self) -> impl Iterator<Item = u64> + '_ {
+        self.members
+            .iter()
+            .filter(|m| m.addr.is_some())
+            .map(|m| m.uid)
+    }
+
     /// True when `uid` is admitted.
     pub fn is_member(&self, uid: u64) -> bool {
         self.index.contains_key(&uid)
@@ -1125,6 +1133,7 @@ mod tests {
         }
         assert_eq!(r.join(t, 14, plain()), Err(JoinError::Full));
         assert_eq!(r.members().count(), 3 + 4);
+        assert_eq!(r.bound_members().collect::<Vec<_>>(), [1, 2, 3]);
         let mut out = Vec::new();
         r.handle_timeout(t + BIND_WINDOW, &mut out);
         assert!(out.is_empty(), "nobody heard of them, nobody is told");

@@ -47,13 +47,15 @@ pub enum ChannelCommand {
     Leave {
         /// The user.
         uid: u64,
-        /// Send the user itself a LEAVE (it was kicked or unregistered).
+        /// Send the user itself a KICK (it was kicked or unregistered).
         notify_leaver: bool,
         /// Result back to the TCP handler.
         reply: oneshot::Sender<bool>,
     },
     /// List the members in join order.
     Members {
+        /// Only those with a proven address (not the admitted-but-unbound).
+        bound_only: bool,
         /// Result back to the TCP handler.
         reply: oneshot::Sender<Vec<u64>>,
     },
@@ -366,8 +368,12 @@ impl Worker {
             } => {
                 let _ = reply.send(chan.relay.leave(now, uid, notify_leaver, &mut sink));
             }
-            ChannelCommand::Members { reply } => {
-                let _ = reply.send(chan.relay.members().collect());
+            ChannelCommand::Members { bound_only, reply } => {
+                let _ = reply.send(if bound_only {
+                    chan.relay.bound_members().collect()
+                } else {
+                    chan.relay.members().collect()
+                });
             }
             ChannelCommand::Close => {
                 chan.relay.shutdown(now, &mut sink);
