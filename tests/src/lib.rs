@@ -9,7 +9,11 @@
 //!   and receiving with signature checks.
 //! - [`kv`]: runs the headless client (`kv join --json` as [`kv::KvJoin`], one-shot
 //!   commands) and reads its JSON events and WAV files.
-//! - [`lossy`]: [`lossy::LossyRelay`], a seeded lossy/jittery UDP relay for the loss tests.
+//! - [`lossy`]: [`lossy::LossyRelay`], the network emulator: a seeded impairment proxy
+//!   (loss, Gilbert-Elliott bursts, FIFO queueing jitter, delay spikes, reordering,
+//!   duplication, trace replay), each direction on its own.
+//! - [`playout`]: talker → server → proxy → listener runs scored with PESQ-WB
+//!   (`bench/playout/score.py`), for the playout tests and the `playout-bench` binary.
 //! - [`tmux`]: [`tmux::Tmux`], a private tmux server to drive `kv-tui` in a real terminal.
 //! - [`pulse`]: [`pulse::Pulse`], a private PulseAudio with null sinks for the device tests.
 //!
@@ -20,6 +24,7 @@
 pub mod control;
 pub mod kv;
 pub mod lossy;
+pub mod playout;
 pub mod pulse;
 pub mod server;
 pub mod tmux;

@@ -79,14 +79,8 @@ fn scenario(
             lsd_db: q.lsd_db,
             p95_db: q.lsd_p95_db,
             peer: peer_stats(&r, room.uids[0]),
-            relay_dropped: relay
-                .stats()
-                .dropped
-                .load(std::sync::atomic::Ordering::Relaxed),
-            relay_received: relay
-                .stats()
-                .received
-                .load(std::sync::atomic::Ordering::Relaxed),
+            relay_dropped: relay.stats().dropped,
+            relay_received: relay.stats().received,
         }
     }
 }

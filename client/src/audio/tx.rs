@@ -5,7 +5,7 @@
 //! frame plus as many earlier frames of the talk spurt as fit (redundancy).
 //! Sans-IO: the caller owns the clock, the buffers and the socket.
 
-use audiopus::coder::{Encoder, GenericCtl};
+use audiopus::coder::Encoder;
 use audiopus::{Application, Bitrate, Channels, SampleRate, Signal};
 use kv_proto::packet::DATA_SIZE;
 use kv_proto::voice::{self, VoiceHeader, FLAG_SPURT_END, FLAG_SPURT_START, MAX_FRAME_LEN};
@@ -13,6 +13,13 @@ use nnnoiseless::DenoiseState;
 
 use super::vad::{GateDecision, TransmitMode, VadGate};
 use super::{AudioError, SAMPLE_RATE};
+
+/// Audio from just before the voice-activity gate opens that rides, as redundancy, in the
+/// first packet of a talk spurt. VAD scores the first milliseconds of a word low, so the
+/// gate opens a frame or two late; these frames cost nothing on the wire (the packet has
+/// the room), and the receiver plays whatever part of them is still ahead of its playout
+/// position, and decodes the rest so its decoder state runs into the onset.
+pub const PREROLL_MS: u32 = 40;
 
 /// nnnoiseless works on 10 ms frames.
 pub const DENOISE_FRAME: usize = DenoiseState::FRAME_SIZE;
@@ -109,10 +116,6 @@ impl History {
         }
     }
 
-    fn clear(&mut self) {
-        self.len = 0;
-    }
-
     /// Makes `frame` the newest, dropping the oldest when full. Reuses buffers.
     fn push(&mut self, frame: &[u8]) {
         if self.frames.is_empty() {
@@ -136,7 +139,17 @@ pub struct TxPipeline {
     seq: u32,
     /// Timestamp of the next frame, in samples since the pipeline started (wraps).
     timestamp: u32,
+    /// The last encoded frames, sent or not, newest first.
     history: History,
+    /// Most earlier frames one packet repeats.
+    max_repeats: usize,
+    /// Frames of pre-roll a spurt starts with (see [`PREROLL_MS`]).
+    preroll_frames: usize,
+    /// Frames encoded since the last one sent (candidates for pre-roll).
+    unsent: usize,
+    /// How many of the newest history frames belong to the current spurt (with its
+    /// pre-roll), so may be repeated.
+    repeatable: usize,
     /// Denoised (or passed-through) frame, 48 kHz, in i16 scale for nnnoiseless.
     work: Vec<f32>,
     chunk_in: [f32; DENOISE_FRAME],
@@ -190,11 +203,13 @@ impl TxPipeline {
         }
         let frame_samples = (SAMPLE_RATE / 1000 * cfg.frame_ms) as usize;
         let encoder = make_encoder(&cfg)?;
-        let history = History::new(if cfg.redundancy {
+        let max_repeats = if cfg.redundancy {
             usize::from(cfg.max_redundancy).min(voice::MAX_FRAMES - 1)
         } else {
             0
-        });
+        };
+        let preroll_frames = (PREROLL_MS / cfg.frame_ms) as usize;
+        let history = History::new(max_repeats.max(preroll_frames));
         Ok(Self {
             gate: VadGate::new(cfg.mode, cfg.vad_threshold, cfg.vad_hangover_ms),
             frame_samples,
@@ -203,6 +218,10 @@ impl TxPipeline {
             seq: 0,
             timestamp: 0,
             history,
+            max_repeats,
+            preroll_frames,
+            unsent: 0,
+            repeatable: 0,
             work: vec![0.0; frame_samples],
             chunk_in: [0.0; DENOISE_FRAME],
             chunk_out: [0.0; DENOISE_FRAME],
@@ -254,28 +273,34 @@ impl TxPipeline {
         let timestamp = self.timestamp;
         self.timestamp = self.timestamp.wrapping_add(self.frame_samples as u32);
 
-        let flags = match self.gate.decide(vad, self.cfg.frame_ms) {
-            GateDecision::Closed => {
-                self.level.transmitting = false;
-                return Ok(None);
-            }
-            GateDecision::Open { start: true } => {
-                // A fresh spurt: the decoder saw a gap, so start the encoder from a clean
-                // state instead of predicting from frames nobody received.
-                self.encoder.reset_state()?;
-                self.history.clear();
-                FLAG_SPURT_START
-            }
-            GateDecision::Open { start: false } => 0,
-            GateDecision::Closing => FLAG_SPURT_END,
-        };
-        self.level.transmitting = true;
-
-        // Back to -1..1 for Opus.
+        // Every frame is encoded, sent or not: the encoder's state stays continuous, and the
+        // frames just before the gate opens are at hand as pre-roll.
         for s in self.work.iter_mut() {
             *s = (*s / 32768.0).clamp(-1.0, 1.0);
         }
         let n = self.encoder.encode_float(&self.work, &mut self.encoded)?;
+        let decision = self.gate.decide(vad, self.cfg.frame_ms);
+        let flags = match decision {
+            GateDecision::Closed => {
+                self.level.transmitting = false;
+                self.history.push(&self.encoded[..n]);
+                self.unsent = (self.unsent + 1).min(self.history.frames.len());
+                return Ok(None);
+            }
+            GateDecision::Open { start: true } => FLAG_SPURT_START,
+            GateDecision::Open { start: false } => 0,
+            GateDecision::Closing => FLAG_SPURT_END,
+        };
+        self.level.transmitting = true;
+        // Frames a packet may repeat: those of this spurt, and at its start the pre-roll,
+        // the frames encoded just before the gate opened (onsets VAD scores low). Pre-roll
+        // frames get their sequence numbers now, so the receiver sees one contiguous run.
+        if decision == (GateDecision::Open { start: true }) {
+            let preroll = self.unsent.min(self.preroll_frames);
+            self.seq = self.seq.wrapping_add(preroll as u32);
+            self.repeatable = preroll;
+        }
+        self.unsent = 0;
         let header = VoiceHeader {
             flags,
             frame_samples: self.frame_samples as u16,
@@ -283,17 +308,18 @@ impl TxPipeline {
             timestamp,
         };
         let mut earlier: [&[u8]; voice::MAX_FRAMES] = [&[]; voice::MAX_FRAMES];
-        let k = self.history.len;
+        let k = self.repeatable.min(self.history.len).min(self.max_repeats);
         for (slot, frame) in earlier.iter_mut().zip(&self.history.frames[..k]) {
             *slot = frame;
         }
         let (len, _) = voice::encode(&header, &self.encoded[..n], &earlier[..k], out)?;
         self.seq = self.seq.wrapping_add(1);
-        if flags & FLAG_SPURT_END != 0 {
-            self.history.clear();
+        self.history.push(&self.encoded[..n]);
+        self.repeatable = if flags & FLAG_SPURT_END != 0 {
+            0
         } else {
-            self.history.push(&self.encoded[..n]);
-        }
+            self.repeatable + 1
+        };
         Ok(Some(len))
     }
 

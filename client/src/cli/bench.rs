@@ -8,8 +8,12 @@
 //!    `recording_started + lag / 48 kHz - capture_started`, where the lag comes from
 //!    cross-correlating the recording with the input: the same computation anyone can do
 //!    from the outside with `kv join --json`.
+//! 3. The recording's quality: PESQ-WB (ITU-T P.862.2) and the spread of its delay over
+//!    0.1 s windows, from the project's meter `bench/playout/score.py` when its Python is
+//!    there (`KV_PYTHON`, else the repository's `target/pyenv` made by `make venv`); the
+//!    aligned log-spectral distance of [`quality`] as a secondary figure.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -52,12 +56,44 @@ struct Run {
     stretched: u64,
     /// Aligned log-spectral distance of the recording, dB.
     lsd_db: f32,
+    /// PESQ-WB and lag spread (max − min over voiced 0.1 s windows, ms) from the meter.
+    pesq: Option<(f64, f64)>,
     /// Round-trip time of the talker's keepalives, ms.
     rtt_ms: f32,
 }
 
 fn default_input() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/speech.wav"))
+}
+
+/// The PESQ meter: (python, score.py), when both exist.
+fn meter() -> Option<(PathBuf, PathBuf)> {
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let python = std::env::var_os("KV_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/pyenv/bin/python"));
+    let script = root.join("bench/playout/score.py");
+    (python.exists() && script.exists()).then_some((python, script))
+}
+
+/// PESQ-WB and lag spread of `heard` against `input` from the meter.
+fn pesq(meter: &(PathBuf, PathBuf), input: &Path, heard: &Path) -> Result<(f64, f64)> {
+    let out = std::process::Command::new(&meter.0)
+        .arg(&meter.1)
+        .arg(input)
+        .arg(heard)
+        .output()
+        .with_context(|| format!("running {}", meter.0.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "score.py failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("score.py output")?;
+    let pesq = v["pesq_wb"]
+        .as_f64()
+        .ok_or_else(|| anyhow!("no PESQ-WB: {v}"))?;
+    Ok((pesq, v["lag_spread_ms"].as_f64().unwrap_or(f64::NAN)))
 }
 
 /// Waits for the first event `pick` accepts, keeping the peer statistics seen meanwhile.
@@ -80,6 +116,8 @@ fn wait_event<T>(
 
 fn one_run(
     server: &str,
+    input: &Path,
+    meter: Option<&(PathBuf, PathBuf)>,
     speech: &[f32],
     tx: &TxConfig,
     min_delay_ms: Option<u32>,
@@ -148,6 +186,7 @@ fn one_run(
     }
     let recording = recording.ok_or_else(|| anyhow!("listener never started recording"))?;
     let heard = audio::read_wav_mono_48k(&out)?;
+    let pesq = meter.map(|m| pesq(m, input, &out)).transpose()?;
     let _ = std::fs::remove_file(&out);
     let q = quality::compare(speech, &heard, 96_000);
     let delay_ms = recording + q.lag_samples as f64 / 48.0 - capture;
@@ -158,6 +197,7 @@ fn one_run(
         buffer_ms,
         stretched,
         lsd_db: q.lsd_db,
+        pesq,
         rtt_ms,
     })
 }
@@ -176,6 +216,7 @@ pub(super) fn run(args: &BenchArgs) -> Result<ExitCode> {
     println!("== audio engine (no network) ==");
     print!("{}", audio::bench::report(&speech, args.frames.max(10))?);
 
+    let meter = meter();
     let dir = std::env::temp_dir().join(format!("kv-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let server = EmbeddedServer::start(([127, 0, 0, 1], 0).into(), dir.join("server"))?;
@@ -190,7 +231,15 @@ pub(super) fn run(args: &BenchArgs) -> Result<ExitCode> {
             let parts = audio::bench::run(&speech, &tx, 50)?;
             let mut runs = Vec::with_capacity(args.runs);
             for _ in 0..args.runs {
-                runs.push(one_run(&addr, &speech, &tx, args.min_delay_ms, &dir)?);
+                runs.push(one_run(
+                    &addr,
+                    &input,
+                    meter.as_ref(),
+                    &speech,
+                    &tx,
+                    args.min_delay_ms,
+                    &dir,
+                )?);
             }
             let delays: Vec<f64> = runs.iter().map(|r| r.delay_ms).collect();
             let med = median(delays.clone());
@@ -228,11 +277,28 @@ pub(super) fn run(args: &BenchArgs) -> Result<ExitCode> {
                 best.delay_ms - fixed - f64::from(best.target_ms),
                 best.rtt_ms,
             );
-            println!("  received speech quality: LSD {:.2} dB", best.lsd_db);
+            let pesqs: Vec<f64> = runs.iter().filter_map(|r| r.pesq.map(|p| p.0)).collect();
+            if pesqs.is_empty() {
+                println!(
+                    "  received speech quality: LSD {:.2} dB (PESQ-WB not measured: no meter; \
+                     `make venv` or KV_PYTHON)",
+                    best.lsd_db
+                );
+            } else {
+                println!(
+                    "  received speech quality: PESQ-WB median {:.2} over {} runs (LSD {:.2} dB)",
+                    median(pesqs.clone()),
+                    pesqs.len(),
+                    best.lsd_db
+                );
+            }
             for (i, r) in runs.iter().enumerate() {
+                let pesq = r.pesq.map_or(String::new(), |(p, spread)| {
+                    format!(", PESQ-WB {p:.2}, lag spread {spread:.1} ms")
+                });
                 println!(
                     "  run {i}: {:.1} ms, jitter buffer target {:.1} ms, held {:.1} ms, \
-                     stretched {} frames, LSD {:.2} dB",
+                     stretched {} frames, LSD {:.2} dB{pesq}",
                     r.delay_ms, r.target_ms, r.buffer_ms, r.stretched, r.lsd_db
                 );
             }

@@ -1,0 +1,189 @@
+//! Playout quality end to end (issue 8), one test per row of the Targets table: the real
+//! server, a talker `kv join --input` and a listener `kv join --output` whose downstream
+//! goes through the impairment proxy, the recording scored with PESQ-WB
+//! (`bench/playout/score.py`). See [`kv_tests::playout`].
+//!
+//! Each test asserts a *floor*, well under the issue's target (2 shared cores are noisy,
+//! and one run on one sample is not the median of three on four) but above what the
+//! engine before issue 8 delivers (its figures are in BENCHMARKS.md "Playout quality",
+//! "before"), and prints what it measured. `make bench` prints the table itself.
+//!
+//! Run them with `cargo test -p kv-tests --test client_playout -- --include-ignored`.
+
+use kv_tests::kv::{read_wav, write_wav};
+use kv_tests::playout::{self, committed_samples, conditions, RunResult, Sample};
+use kv_tests::ServerProcess;
+
+/// One run of the condition `key` on the first committed sample.
+fn measure(server: &ServerProcess, key: &str, seed: u64) -> RunResult {
+    let cond = conditions()
+        .into_iter()
+        .find(|c| c.key == key)
+        .unwrap_or_else(|| panic!("no condition {key}"));
+    let dir = tempfile::tempdir().unwrap();
+    let sample = &committed_samples()[0];
+    let r = playout::run(server, &cond, sample, seed, dir.path());
+    eprintln!(
+        "{key} ({}): PESQ-WB {:?}, mouth-to-ear {:?} ms, adjustments {} ({:?} after the \
+         first spurt), lag spread {:?} / {:?} ms, window corr {:?}, not found {}, tail \
+         {:?} ms; proxy down {:?}; peer {}",
+        sample.name,
+        r.score.pesq_wb,
+        r.score.mouth_to_ear_ms,
+        r.adjustments,
+        r.adjustments_after_first_spurt,
+        r.score.lag_spread_ms,
+        r.score.lag_spread_p90_ms,
+        r.score.window_corr_mean,
+        r.score.windows_not_found,
+        r.score.tail_mouth_to_ear_ms,
+        r.relay_down,
+        r.peer
+    );
+    r
+}
+
+/// Asserts PESQ-WB ≥ `pesq` and mouth-to-ear ≤ `m2e_ms`.
+fn floor(key: &str, pesq: f64, m2e_ms: f64) {
+    let server = ServerProcess::start();
+    let r = measure(&server, key, 1);
+    let got = r.score.pesq_wb.unwrap_or_else(|| panic!("{key}: no PESQ"));
+    let delay = r
+        .score
+        .mouth_to_ear_ms
+        .unwrap_or_else(|| panic!("{key}: no delay"));
+    assert!(got >= pesq, "{key}: PESQ-WB {got:.3} < floor {pesq}");
+    assert!(
+        delay <= m2e_ms,
+        "{key}: mouth-to-ear {delay:.1} ms > ceiling {m2e_ms} ms"
+    );
+}
+
+// Floors: the issue's target, before: the engine before issue 8 (BENCHMARKS.md).
+
+#[test]
+#[ignore = "playout engine (issue 8) not merged yet"]
+fn clean() {
+    // Target ≥ 4.15 / ≤ 45 ms; before 2.96–3.56 / 48–82 ms.
+    floor("clean", 3.9, 55.0);
+}
+
+#[test]
+#[ignore = "playout engine (issue 8) not merged yet"]
+fn random_loss_10_percent() {
+    // Target ≥ 4.0 / ≤ 70 ms; before 2.40–3.24 / 61–119 ms.
+    floor("loss10", 3.7, 85.0);
+}
+
+#[test]
+#[ignore = "playout engine (issue 8) not merged yet"]
+fn random_loss_20_percent() {
+    // Target ≥ 3.8 / ≤ 75 ms; before ~3.1 / ~110 ms.
+    floor("loss20", 3.5, 90.0);
+}
+
+#[test]
+#[ignore = "playout engine (issue 8) not merged yet"]
+fn loss_bursts_gilbert_elliott_mean_3() {
+    // Target ≥ 3.5 / ≤ 120 ms; before ~2.0 / ~120 ms.
+    floor("bursts", 3.2, 140.0);
+}
+
+#[test]
+#[ignore = "playout engine (issue 8) not merged yet"]
+fn queueing_jitter_and_delay_spikes() {
+    // Target ≥ 3.6 / ≤ 100 ms; before ~3.1 / ~265 ms.
+    floor("jitter", 3.3, 130.0);
+}
+
+#[test]
+#[ignore = "playout engine (issue 8) not merged yet"]
+fn clean_with_10_ms_frames() {
+    // Target ≥ 4.0 / ≤ 28 ms; before ~2.8 / ~31 ms.
+    floor("frame10", 3.7, 35.0);
+}
+
+#[test]
+#[ignore = "playout engine (issue 8) not merged yet"]
+fn white_noise_5_db_with_denoise() {
+    // Target: no worse than before (≥ 1.4), scored against the clean speech.
+    floor("noise", 1.3, 70.0);
+}
+
+#[test]
+#[ignore = "playout engine (issue 8) not merged yet"]
+fn delay_recovers_after_impairment_stops() {
+    // Target: within 5 ms of the clean delay at most 5 s after the impairment stops (the
+    // tail is scored from 5 s after the proxy turned clean). Clean and recovery run at the
+    // same time, so they see the same machine.
+    let server = ServerProcess::start();
+    let (clean, rec) = std::thread::scope(|s| {
+        let c = s.spawn(|| measure(&server, "clean", 2));
+        let r = s.spawn(|| measure(&server, "recovery", 3));
+        (c.join().unwrap(), r.join().unwrap())
+    });
+    let base = clean.score.mouth_to_ear_ms.expect("clean delay");
+    let tail = rec.score.tail_mouth_to_ear_ms.expect("tail delay");
+    assert!(
+        rec.relay_down.dropped > 0 && rec.relay_down.spikes > 0,
+        "the impairment ran: {:?}",
+        rec.relay_down
+    );
+    assert!(
+        (tail - base).abs() <= 8.0,
+        "delay after recovery {tail:.1} ms vs clean {base:.1} ms"
+    );
+    let spread = rec.score.tail_lag_spread_ms.expect("tail spread");
+    assert!(
+        spread <= 5.0,
+        "the delay still moves after recovery: {spread} ms"
+    );
+}
+
+#[test]
+#[ignore = "playout engine (issue 8) not merged yet"]
+fn no_adjustment_after_the_first_talk_spurt_on_a_clean_minute() {
+    // 60 s of speech with pauses: every committed sample, then the first again.
+    let dir = tempfile::tempdir().unwrap();
+    let samples = committed_samples();
+    let mut minute = vec![];
+    for s in samples.iter().chain(samples.first()) {
+        minute.extend(read_wav(&s.path));
+    }
+    let seconds = minute.len() as f64 / 48_000.0;
+    assert!(seconds >= 55.0, "{seconds} s");
+    let path = dir.path().join("minute.wav");
+    write_wav(&path, &minute);
+    let sample = Sample {
+        name: "minute".into(),
+        path,
+        held_out: false,
+    };
+    let server = ServerProcess::start();
+    let cond = conditions()
+        .into_iter()
+        .find(|c| c.key == "clean")
+        .expect("clean");
+    let r = playout::run(&server, &cond, &sample, 4, dir.path());
+    eprintln!(
+        "clean {seconds:.1} s: PESQ-WB {:?}, mouth-to-ear {:?} ms, adjustments {} ({:?} after \
+         the first spurt), lag spread {:?} / {:?} ms; peer {}",
+        r.score.pesq_wb,
+        r.score.mouth_to_ear_ms,
+        r.adjustments,
+        r.adjustments_after_first_spurt,
+        r.score.lag_spread_ms,
+        r.score.lag_spread_p90_ms,
+        r.peer
+    );
+    assert_eq!(
+        r.adjustments_after_first_spurt,
+        Some(0),
+        "playout adjustments after the first talk spurt"
+    );
+    let spread = r.score.lag_spread_p90_ms.expect("lag spread");
+    assert!(
+        spread <= 2.0,
+        "the delay moves on a clean link: {spread} ms"
+    );
+}
