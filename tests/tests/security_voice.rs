@@ -16,6 +16,7 @@ use kv_proto::PACKET_SIZE;
 use kv_proto::{ControlReply as Rep, ControlRequest as Req, ErrorCode, SystemOp, SystemPacket};
 use kv_tests::kv::{KvJoin, Room, JOIN_GRACE};
 use kv_tests::lossy::{Impairment, LossyRelay};
+use kv_tests::spoof::Spoofer;
 use kv_tests::udp::keepalive_packet;
 use kv_tests::{ServerProcess, UdpPeer};
 
@@ -155,6 +156,59 @@ fn forged_first_datagrams_bring_the_victim_no_more_bytes_than_forged_and_no_voic
         }
     }
     assert!(heard >= 90, "listener heard {heard} of 100");
+}
+
+/// The same attack with really forged source addresses (raw socket, as root): datagrams
+/// "from" a victim host the attacker never touches, for 20 puppets and 4 victim ports. The
+/// victims' sockets see only same-size CHALLENGEs, never voice, never more than was forged.
+#[test]
+fn spoofed_sources_through_a_raw_socket_amplify_nothing() {
+    let spoofer = Spoofer::new().expect("raw socket (these tests run as root, as make test does)");
+    let s = ServerProcess::start();
+    let (ch, udp, talker, _listener) = conversation(&s);
+    let puppets: Vec<u64> = (0..20)
+        .map(|_| {
+            let p = s.signup();
+            join(&s, p, ch);
+            p
+        })
+        .collect();
+    let victims: Vec<UdpSocket> = (0..4)
+        .map(|_| UdpSocket::bind("127.0.0.5:0").unwrap())
+        .collect();
+    let SocketAddr::V4(server) = udp else {
+        panic!("IPv4 server")
+    };
+    let mut forged = 0usize;
+    for (k, v) in victims.iter().enumerate() {
+        let SocketAddr::V4(from) = v.local_addr().unwrap() else {
+            panic!()
+        };
+        for &p in &puppets {
+            spoofer
+                .send(from, server, &keepalive_packet(p, k as u32 + 1))
+                .unwrap();
+            forged += PACKET_SIZE;
+        }
+    }
+    for i in 0..25u32 {
+        talker.voice(&i.to_be_bytes());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut got = Received::default();
+    for v in &victims {
+        collect(v, Instant::now() + Duration::from_millis(300), &mut got);
+    }
+    eprintln!(
+        "spoofed {forged} B; victims received {} B ({} CHALLENGEs, {} voice)",
+        got.bytes, got.challenges, got.voice
+    );
+    assert!(
+        got.challenges > 0,
+        "the spoofed datagrams reached the server: {got:?}"
+    );
+    assert!(got.bytes <= forged, "{got:?}");
+    assert_eq!((got.voice, got.other), (0, 0), "{got:?}");
 }
 
 /// Issue 9 §2: re-JOIN as a member plus one forged datagram from the victim's address
