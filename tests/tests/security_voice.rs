@@ -283,10 +283,11 @@ fn replayed_and_unsigned_system_packets_do_not_end_a_new_session() {
     let talker = room.join(0, &["--duration", "20"]);
     talker.wait_for("admitted", ADMIT);
     l1.wait_for("peer_joined", ADMIT);
-    ControlClient::new(&room.server)
-        .unwrap()
-        .leave(server.admin_uid, room.uids[1], room.chid)
-        .unwrap();
+    server.ok(&Req::Leave {
+        uid: server.admin_uid,
+        luid: room.uids[1],
+        chid: room.chid,
+    });
     let r1 = l1.finish(Duration::from_secs(10));
     assert_eq!(r1.status.code(), Some(3), "{}", r1.stderr);
     assert_eq!(r1.count("kicked"), 1, "{:?}", r1.events);
