@@ -235,8 +235,8 @@ impl Registry {
     }
 
     /// Admits `uid` to `chid` and also allows the seed's binding without a cookie (for the
-    /// seed's clients, which cannot answer a CHALLENGE). The control plane uses it only for
-    /// key-less users on a server started with `--allow-unsigned` (PROTOCOL.md).
+    /// seed's clients, which cannot answer a CHALLENGE). Meant only for key-less users on a
+    /// server whose operator opted in (PROTOCOL.md, "Seed clients"); nothing calls it yet.
     pub fn join_legacy(&self, chid: u64, uid: u64) -> Result<(), RelayError> {
         self.join_with(
             chid,
