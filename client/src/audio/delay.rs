@@ -43,6 +43,8 @@ pub struct DelayManager {
     target_ms: Option<f64>,
     /// The percentile without the margin, ms.
     jitter_ms: f64,
+    /// The smallest required delay of the window: the fastest path, ms.
+    base_ms: Option<f64>,
 }
 
 impl Default for DelayManager {
@@ -61,6 +63,7 @@ impl DelayManager {
             scratch: Box::new([0.0; MAX_SAMPLES]),
             target_ms: None,
             jitter_ms: 0.0,
+            base_ms: None,
         }
     }
 
@@ -69,6 +72,7 @@ impl DelayManager {
         self.head = 0;
         self.len = 0;
         self.target_ms = None;
+        self.base_ms = None;
     }
 
     /// Records that a frame played at `now_ms` required `required_ms` of delay, and updates
@@ -105,6 +109,7 @@ impl DelayManager {
         };
         let min = w.iter().copied().fold(f64::INFINITY, f64::min);
         self.jitter_ms = q - min;
+        self.base_ms = Some(min);
         self.target_ms = Some(q + SAFETY_MS);
     }
 
@@ -112,6 +117,13 @@ impl DelayManager {
     /// measured.
     pub fn target_ms(&self) -> Option<f64> {
         self.target_ms
+    }
+
+    /// The smallest required delay of the window (the fastest path, including the two
+    /// machines' clock offset), or `None` before anything was measured. Limits on the
+    /// delay are relative to it.
+    pub fn base_ms(&self) -> Option<f64> {
+        self.base_ms
     }
 
     /// Spread of the required delays (percentile minus minimum), ms: the jitter plus what

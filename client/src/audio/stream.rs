@@ -251,7 +251,8 @@ impl SenderPlayout {
         self.delay
             .target_ms()
             .map(|t| t + self.cfg.min_delay_ms)
-            .map(|t| t.min(self.cfg.max_delay_ms))
+            .zip(self.delay.base_ms())
+            .map(|(t, base)| t.min(base + self.cfg.max_delay_ms))
     }
 
     fn adjusted(&mut self) {
@@ -345,8 +346,9 @@ impl SenderPlayout {
                     // block boundary: a frame is then needed exactly when its first sample
                     // plays, not up to a block before.
                     let transit = f.arrival_ms as f64 - f.ts as f64 / 48.0;
-                    let d = (transit + INITIAL_MARGIN_MS + self.cfg.min_delay_ms)
-                        .min(self.cfg.max_delay_ms);
+                    // (Both clocks are in the delay: it is "our ms minus the sender's", so
+                    // only differences of it mean anything.)
+                    let d = transit + INITIAL_MARGIN_MS + self.cfg.min_delay_ms;
                     let lead = ((now_ms as f64 - d) * 48.0).round() as i64 - f.ts;
                     let steps = (-lead).max(0).div_euclid(STEP as i64)
                         + i64::from((-lead).max(0) % STEP as i64 != 0);
@@ -421,13 +423,15 @@ impl SenderPlayout {
     /// Beyond the largest delay (a long stall released a burst): skip whole frames back to
     /// the target in one step. True when frames were skipped.
     fn drop_to_max(&mut self, now_ms: u64, seq: u32, frame_samples: usize) -> bool {
-        let (Some(d), Some(t)) = (self.delay_now(now_ms), self.target()) else {
+        let (Some(d), Some(t), Some(base)) =
+            (self.delay_now(now_ms), self.target(), self.delay.base_ms())
+        else {
             return false;
         };
-        if d <= self.cfg.max_delay_ms + frame_samples as f64 / 48.0 {
+        if d - base <= self.cfg.max_delay_ms + frame_samples as f64 / 48.0 {
             return false;
         }
-        let frames = (((d - t.min(self.cfg.max_delay_ms)) * 48.0) as usize / frame_samples.max(1))
+        let frames = (((d - t) * 48.0) as usize / frame_samples.max(1))
             .clamp(1, super::jitter::CAPACITY - 1);
         self.stats.dropped += frames as u64;
         self.adjusted();

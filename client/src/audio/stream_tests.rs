@@ -437,3 +437,23 @@ fn explore_chain() {
         }
     }
 }
+
+#[test]
+fn the_two_clocks_offset_changes_nothing() {
+    // The listener's clock started 30 s before the talker's (or the talker's far ahead):
+    // only differences of the delay matter, never its absolute value.
+    let input = speech(10);
+    let packets = encode(vad(), &input);
+    let (base_out, base) = play(&through(&packets, |_, _| Some(1.0)), input.len() + 48_000);
+    for offset in [30_000.0, 5_000.0] {
+        let shifted: Vec<_> = packets.iter().map(|(t, d)| (t + offset + 1.0, *d)).collect();
+        let mut out = vec![0.0f32; 0];
+        let (o, s) = play(&shifted, input.len() + 48_000 + (offset as usize) * 48);
+        out.extend_from_slice(&o[(offset as usize) * 48..]);
+        assert_eq!(s.dropped, 0, "{s:?}");
+        assert_eq!(s.adjustments, base.adjustments, "{s:?}");
+        let a = lag_ms(&input, &out);
+        let b = lag_ms(&input, &base_out);
+        assert!((a - b).abs() < 1.0, "{a} vs {b}");
+    }
+}
