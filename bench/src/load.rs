@@ -146,7 +146,7 @@ impl Fleet {
         let mut cookies: Vec<Option<(Cookie, u64, Instant)>> = vec![None; self.users.len()];
         let mut rx = [0u8; 2048];
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut turn = 0usize;
+        let (mut turn, mut since_drain) = (0usize, 0u32);
         while !pending.is_empty() && Instant::now() < deadline {
             let i = pending[turn % pending.len()];
             turn += 1;
@@ -155,9 +155,12 @@ impl Fleet {
             }
             self.send_bind_step(i, true, cookies[i].map(|(c, ch, _)| (c, ch)), &mut buf);
             std::thread::sleep(Duration::from_micros(250));
-            if turn % 16 != 0 {
+            // Every 16 sends (4 ms), read what came back.
+            since_drain += 1;
+            if since_drain < 16 {
                 continue;
             }
+            since_drain = 0;
             pending.retain(|&i| {
                 let u = &self.users[i];
                 while let Ok(n) = recv_now(&u.socket, &mut rx) {
