@@ -412,7 +412,8 @@ pub fn run(
     );
     listener.wait_for("admitted", Duration::from_secs(10));
 
-    let talk_s = format!("{:.2}", sample.seconds() + 1.0);
+    let talk = sample.seconds() + 1.0;
+    let talk_s = format!("{talk:.2}");
     let input_s = input.to_string_lossy().into_owned();
     let mut targs = vec!["--input", &input_s, "--duration", &talk_s];
     targs.extend_from_slice(cond.args);
@@ -427,7 +428,7 @@ pub fn run(
         }
         relay.set(Direction::Down, Impairment::none());
     }
-    let t = talker.finish(JOIN_GRACE);
+    let t = talker.finish(JOIN_GRACE + Duration::from_secs_f64(talk));
     t.assert_ok();
     // The last frames are still in the listener's buffer.
     std::thread::sleep(Duration::from_millis(300));
