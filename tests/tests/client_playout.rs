@@ -166,8 +166,9 @@ fn no_adjustment_after_the_first_talk_spurt_on_a_clean_minute() {
         .into_iter()
         .find(|c| c.key == "clean")
         .expect("clean");
-    // The first talk spurt ("Good morning, everyone. Thanks for joining the call today.")
-    // ends before 4 s; from 5 s on the delay must not move at all.
+    // The sample's first pauses are at 1.67–1.99 s and 3.84–4.54 s, so the first talk spurt
+    // has ended by 4 s whatever the voice activation's hangover; from 5 s on the delay
+    // must not move at all.
     let cond = playout::Condition {
         tail_from_s: Some(5.0),
         ..cond

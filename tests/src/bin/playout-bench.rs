@@ -482,7 +482,9 @@ fn main() -> ExitCode {
             s.corr,
             h.pesq,
             if cond.tail_from_s.is_some() {
-                fmt(h.json["tail_vs_clean_ms_median"].as_f64(), 1)
+                h.json["tail_vs_clean_ms_median"]
+                    .as_f64()
+                    .map_or("–".into(), |d| format!("{d:+.1} vs clean"))
             } else {
                 h.m2e
             }
