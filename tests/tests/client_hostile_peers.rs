@@ -1,5 +1,5 @@
 //! Hostile and vanished peers must cost a real listener nothing (issue 8, "Hostile peers
-//! cost nothing"): a member sending crafted sequence/timestamp jumps, and 64 members who
+//! cost nothing"): a member sending crafted timestamp jumps, and 64 members who
 //! talked briefly and vanished without a LEAVE, while a real talker speaks. The listener
 //! (`kv join --output`) must keep its playout on time (`late_blocks`) and the talker must be
 //! heard (PESQ-WB of the recording against the talker's speech, `bench/playout/score.py`).
@@ -152,7 +152,8 @@ fn crafted_timestamp_jumps_cost_the_listener_nothing() {
             }
         },
     );
-    // Before issue 8, 60-70 % of playout blocks were late under this.
+    // Before issue 8, 17 % of playout blocks were late under this (287 of 1638; the issue
+    // measured 60-70 % in its own attack).
     assert!(
         heard.late_blocks * 100 <= heard.blocks * 2,
         "{} of {} playout blocks late",
@@ -195,6 +196,7 @@ fn sixty_four_vanished_senders_do_not_silence_the_next_talker() {
         },
         |_| {},
     );
+    // Before issue 8 the recording was silent: the talker was never heard.
     assert!(
         heard.pesq >= 3.5,
         "the talker after 64 vanished senders was heard at PESQ-WB {:.3}",
