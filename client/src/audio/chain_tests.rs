@@ -323,7 +323,10 @@ fn removed_peer_stops_being_heard() {
     for k in 0..(a.len() / 480) {
         let now = k as u64 * 10;
         while next < pa.len() && pa[next].arrival_ms <= now {
-            rx.push_packet(1, &pa[next].data, pa[next].arrival_ms);
+            // The session ignores a departed member's stragglers (Shared::voice_from).
+            if now < 2000 {
+                rx.push_packet(1, &pa[next].data, pa[next].arrival_ms);
+            }
             next += 1;
         }
         if now == 2000 {
@@ -334,9 +337,8 @@ fn removed_peer_stops_being_heard() {
             after.extend_from_slice(&out);
         }
     }
-    // Packets after removal re-create the peer, as the session removes it on LEAVE and
-    // then ignores its packets; right after removal the output is silent for a start delay.
-    assert!(quality::rms_dbfs(&after[..480]) < -90.0);
+    // Its queued audio went with it: silence right away.
+    assert!(quality::rms_dbfs(&after) < -90.0);
 }
 
 /// Not a check: prints loss-free quality for a grid of settings, to choose defaults.

@@ -13,6 +13,7 @@
 //! chain runs in tests on virtual time.
 
 pub mod bench;
+pub mod delay;
 pub mod device;
 pub mod error;
 pub mod jitter;
@@ -20,6 +21,8 @@ pub mod mixer;
 pub mod quality;
 pub mod resample;
 pub mod rx;
+pub mod stream;
+pub mod tsm;
 pub mod tx;
 pub mod vad;
 pub mod wav;

@@ -6,29 +6,30 @@
 
 use std::collections::BTreeMap;
 
-use audiopus::coder::{Decoder, GenericCtl};
-use audiopus::packet::Packet;
-use audiopus::{Channels, MutSignals, SampleRate};
 use kv_proto::voice;
 
-use super::jitter::{FrameOrigin, JitterBuffer, JitterConfig, Playout};
+use super::jitter::FrameOrigin;
 use super::mixer::Mixer;
-use super::tx::rms_dbfs;
+use super::stream::{SenderPlayout, StreamConfig};
 
-/// Most senders mixed at once; packets from more are dropped (bounded state).
+/// Most senders mixed at once; packets from more are dropped (bounded state), unless one
+/// of the known senders has been silent for [`FORGET_AFTER_MS`].
 pub const MAX_PEERS: usize = 64;
-/// Frames below this level may be shortened to shrink the jitter-buffer delay.
-const QUIET_DBFS: f32 = -40.0;
-/// Longest Opus frame (120 ms at 48 kHz).
-const MAX_FRAME: usize = 5760;
+/// A sender not heard for this long is forgotten (its decoder and buffers freed), so
+/// members who left without their LEAVE reaching us do not fill the table.
+pub const FORGET_AFTER_MS: u64 = 5_000;
+/// Malformed payloads of one sender are logged at the 1st, 2nd, 4th, 8th, … only: a
+/// hostile sender must not be able to fill the log.
+fn log_worthy(count: u64) -> bool {
+    count.is_power_of_two()
+}
 
 /// Playback settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RxConfig {
-    /// Smallest jitter-buffer delay on top of the fastest transit. Default `None`: half of
-    /// each sender's frame (see [`JitterConfig::min_delay_ms`]); above that, on a quiet
-    /// network the buffer sits at measured jitter + 2 ms, which keeps mouth-to-ear low.
-    /// `Some(ms)` sets the floor for every sender, e.g. to measure the trade-off.
+    /// Extra delay held on top of what the arrival statistics ask, ms. Default `None` (0):
+    /// the playout holds the 95th percentile of the delays frames required plus 1.5 ms
+    /// ([`super::delay`]). `Some(ms)` adds a fixed margin, e.g. to measure the trade-off.
     pub min_delay_ms: Option<u32>,
     /// Largest jitter-buffer delay. Default 400 ms: beyond that a conversation breaks down
     /// anyway, so audio queued longer is dropped.
@@ -73,6 +74,16 @@ pub struct PeerStats {
     pub stretched: u64,
     /// Frames dropped because more than `max_delay_ms` was queued.
     pub dropped: u64,
+    /// Voiced pitch periods removed to lower the delay.
+    pub accelerated: u64,
+    /// Pitch periods or quiet blocks added to raise the delay ahead of need.
+    pub expanded: u64,
+    /// Times the timeline jumped (the sender's clock jumped or restarted).
+    pub resyncs: u64,
+    /// Every change of the playout delay (stretches, accelerations, expansions, trims,
+    /// resyncs, drops): the timing stability figure. Zero after the first talk spurt on a
+    /// clean link.
+    pub adjustments: u64,
     /// Audio trimmed from silences to bring the delay back down, ms.
     pub trimmed_ms: f32,
     /// Payloads that could not be parsed.
@@ -89,134 +100,28 @@ pub struct PeerStats {
     pub gain: f32,
 }
 
+/// One sender: its playout, gain and the counters the playout does not keep.
 struct Peer {
-    jb: JitterBuffer,
-    decoder: Decoder,
-    generation: u64,
-    pcm: Box<[f32; MAX_FRAME]>,
-    pcm_len: usize,
-    pcm_pos: usize,
+    playout: SenderPlayout,
     gain: f32,
-    recovered_fec: u64,
-    concealed: u64,
     malformed: u64,
+    /// When any packet (even a malformed one) last came from it.
+    last_heard_ms: u64,
 }
 
 impl Peer {
     fn new(cfg: &RxConfig) -> Result<Self, audiopus::Error> {
         Ok(Self {
-            jb: JitterBuffer::new(JitterConfig {
-                min_delay_ms: cfg.min_delay_ms,
-                max_delay_ms: cfg.max_delay_ms,
-            }),
-            decoder: Decoder::new(SampleRate::Hz48000, Channels::Mono)?,
-            generation: 0,
-            pcm: Box::new([0.0; MAX_FRAME]),
-            pcm_len: 0,
-            pcm_pos: 0,
+            playout: SenderPlayout::new(StreamConfig {
+                min_delay_ms: f64::from(cfg.min_delay_ms.unwrap_or(0)),
+                max_delay_ms: f64::from(cfg.max_delay_ms.max(1)),
+                use_fec: cfg.use_fec,
+            })?,
             gain: 1.0,
-            recovered_fec: 0,
-            concealed: 0,
             malformed: 0,
+            last_heard_ms: 0,
         })
     }
-
-    /// Decodes `packet` (or conceals when `None`) into `pcm[..samples]`; on a decoder error
-    /// the frame is concealed, and failing that, silent.
-    fn decode(&mut self, packet: Option<&[u8]>, samples: usize, fec: bool) {
-        let samples = samples.min(MAX_FRAME);
-        let pkt = packet.and_then(|p| Packet::try_from(p).ok());
-        let decoded = MutSignals::try_from(&mut self.pcm[..samples])
-            .ok()
-            .and_then(|sig| self.decoder.decode_float(pkt, sig, fec).ok());
-        if decoded.is_none() {
-            let plc = MutSignals::try_from(&mut self.pcm[..samples])
-                .ok()
-                .and_then(|sig| self.decoder.decode_float(None, sig, false).ok());
-            if plc.is_none() {
-                self.pcm[..samples].fill(0.0);
-            }
-        }
-        self.pcm_len = samples;
-        self.pcm_pos = 0;
-    }
-
-    /// Writes the next `out.len()` samples of this sender into `out` (silence when idle).
-    fn render(&mut self, now_ms: u64, out: &mut [f32], use_fec: bool) {
-        let mut filled = 0;
-        while filled < out.len() {
-            if self.pcm_pos < self.pcm_len {
-                let n = (self.pcm_len - self.pcm_pos).min(out.len() - filled);
-                out[filled..filled + n].copy_from_slice(&self.pcm[self.pcm_pos..self.pcm_pos + n]);
-                self.pcm_pos += n;
-                filled += n;
-                continue;
-            }
-            // Copy what the buffer says so the borrow of the jitter buffer ends here.
-            let mut packet = [0u8; voice::MAX_FRAME_LEN];
-            let (len, samples, action) = match self.jb.pop(now_ms) {
-                Playout::Idle => {
-                    out[filled..].fill(0.0);
-                    return;
-                }
-                Playout::Frame { data, samples, .. } => {
-                    let n = data.len().min(packet.len());
-                    packet[..n].copy_from_slice(&data[..n]);
-                    (n, samples, Action::Decode)
-                }
-                Playout::Lost {
-                    next: Some(next),
-                    samples,
-                } if use_fec => {
-                    let n = next.len().min(packet.len());
-                    packet[..n].copy_from_slice(&next[..n]);
-                    (n, samples, Action::Fec)
-                }
-                Playout::Lost { samples, .. } => (0, samples, Action::Conceal),
-                Playout::Stretch { samples } => (0, samples, Action::Stretch),
-                Playout::Gap { samples } => (0, samples, Action::Silence),
-            };
-            if self.jb.generation() != self.generation {
-                // A new stream: the sender reset its encoder, so reset ours.
-                self.generation = self.jb.generation();
-                let _ = self.decoder.reset_state();
-            }
-            let decoded = matches!(action, Action::Decode | Action::Fec);
-            match action {
-                Action::Decode => self.decode(Some(&packet[..len]), samples, false),
-                Action::Fec => {
-                    self.recovered_fec += 1;
-                    self.decode(Some(&packet[..len]), samples, true);
-                }
-                Action::Conceal => {
-                    self.concealed += 1;
-                    self.decode(None, samples, false);
-                }
-                Action::Stretch => self.decode(None, samples, false),
-                Action::Silence => {
-                    let samples = samples.min(MAX_FRAME);
-                    self.pcm[..samples].fill(0.0);
-                    self.pcm_len = samples;
-                    self.pcm_pos = 0;
-                }
-            }
-            // Shrink the delay where nobody hears it: drop samples from a quiet frame.
-            let want = self.jb.shrink_request();
-            if decoded && want > 0 && rms_dbfs(&self.pcm[..self.pcm_len]) < QUIET_DBFS {
-                let k = want.min(self.pcm_len.saturating_sub(1));
-                self.pcm_pos = k;
-                self.jb.consume_shrink(k);
-            }
-        }
-    }
-}
-
-enum Action {
-    Decode,
-    Fec,
-    Conceal,
-    Stretch,
-    Silence,
 }
 
 /// The receive pipeline of one client: every sender's stream, mixed.
@@ -248,10 +153,11 @@ impl RxPipeline {
     }
 
     /// Hands over the 504 data bytes of a regular packet from `sender` (the bytes after the
-    /// uid). Malformed payloads are counted and ignored.
+    /// uid). Malformed payloads are counted and ignored. Bounded work whatever the payload
+    /// says: at most [`voice::MAX_FRAMES`] frames, each stored in O(1).
     pub fn push_packet(&mut self, sender: u64, payload: &[u8], now_ms: u64) {
         if !self.peers.contains_key(&sender) {
-            if self.peers.len() >= MAX_PEERS {
+            if self.peers.len() >= MAX_PEERS && !self.forget_stalest(now_ms) {
                 return;
             }
             match Peer::new(&self.cfg) {
@@ -267,11 +173,14 @@ impl RxPipeline {
         let Some(peer) = self.peers.get_mut(&sender) else {
             return;
         };
+        peer.last_heard_ms = now_ms;
         let p = match voice::decode(payload) {
             Ok(p) => p,
             Err(e) => {
                 peer.malformed += 1;
-                tracing::debug!(sender, error = %e, "malformed voice payload");
+                if log_worthy(peer.malformed) {
+                    tracing::debug!(sender, error = %e, count = peer.malformed, "malformed voice payload");
+                }
                 return;
             }
         };
@@ -285,7 +194,7 @@ impl RxPipeline {
                 break;
             };
             let flags = if f.age == 0 { h.flags } else { 0 };
-            peer.jb.insert(
+            peer.playout.insert(
                 now_ms,
                 f.seq,
                 f.timestamp,
@@ -297,7 +206,24 @@ impl RxPipeline {
         }
     }
 
-    /// Fills `out` (any length, typically 480 = 10 ms) with the next mixed output samples.
+    /// With the table full: forgets the sender heard least recently, if it has been silent
+    /// for [`FORGET_AFTER_MS`]. True when a place was freed.
+    fn forget_stalest(&mut self, now_ms: u64) -> bool {
+        let stalest = self
+            .peers
+            .iter()
+            .min_by_key(|(_, p)| p.last_heard_ms)
+            .map(|(&uid, p)| (uid, p.last_heard_ms));
+        match stalest {
+            Some((uid, last)) if now_ms.saturating_sub(last) >= FORGET_AFTER_MS => {
+                self.peers.remove(&uid);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Fills `out` (any length, typically 240 = 5 ms) with the next mixed output samples.
     pub fn pull(&mut self, now_ms: u64, out: &mut [f32]) {
         out.fill(0.0);
         if self.scratch.len() < out.len() {
@@ -305,10 +231,14 @@ impl RxPipeline {
         }
         let scratch = &mut self.scratch[..out.len()];
         for peer in self.peers.values_mut() {
-            peer.render(now_ms, scratch, self.cfg.use_fec);
+            peer.playout.render(now_ms, scratch);
             Mixer::add(out, scratch, peer.gain);
         }
         self.mixer.limit(out);
+        // Senders gone quiet for long are forgotten (bounded state, no ghosts).
+        self.peers.retain(|_, p| {
+            p.playout.is_talking() || now_ms.saturating_sub(p.last_heard_ms) < FORGET_AFTER_MS
+        });
     }
 
     /// Forgets a sender (it left the channel); its queued audio is dropped.
@@ -332,7 +262,7 @@ impl RxPipeline {
     pub fn talking(&self) -> impl Iterator<Item = u64> + '_ {
         self.peers
             .iter()
-            .filter(|(_, p)| p.jb.is_playing())
+            .filter(|(_, p)| p.playout.is_talking())
             .map(|(&uid, _)| uid)
     }
 
@@ -341,24 +271,29 @@ impl RxPipeline {
         self.peers
             .iter()
             .map(|(&uid, p)| {
-                let j = p.jb.stats();
+                let j = p.playout.jitter().stats();
+                let s = p.playout.stats();
                 PeerStats {
                     uid,
                     received: j.received,
-                    lost: j.lost + j.recovered_redundancy,
-                    recovered_redundancy: j.recovered_redundancy,
-                    recovered_fec: p.recovered_fec,
-                    concealed: p.concealed,
+                    lost: s.recovered_redundancy + s.recovered_fec + s.concealed,
+                    recovered_redundancy: s.recovered_redundancy,
+                    recovered_fec: s.recovered_fec,
+                    concealed: s.concealed,
                     late: j.late,
                     duplicate: j.duplicates,
-                    stretched: j.stretched,
-                    dropped: j.dropped,
-                    trimmed_ms: j.trimmed_samples as f32 / 48.0,
+                    stretched: s.stretched,
+                    dropped: s.dropped,
+                    accelerated: s.accelerated,
+                    expanded: s.expanded,
+                    resyncs: s.resyncs + j.resets,
+                    adjustments: s.adjustments,
+                    trimmed_ms: s.trimmed_samples as f32 / 48.0,
                     malformed: p.malformed,
-                    jitter_ms: p.jb.jitter_ms(),
-                    buffer_ms: p.jb.buffered_ms(),
-                    target_ms: p.jb.target_ms(),
-                    talking: p.jb.is_playing(),
+                    jitter_ms: p.playout.jitter_ms(),
+                    buffer_ms: p.playout.buffered_ms(),
+                    target_ms: p.playout.target_ms(),
+                    talking: p.playout.is_talking(),
                     gain: p.gain,
                 }
             })

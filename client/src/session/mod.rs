@@ -2,14 +2,16 @@
 //!
 //! - [`link`]: protocol state of the link (keepalives, RTT, signed system packets), sans-IO.
 //! - [`voice`]: [`VoiceSession`], which joins a channel and runs three threads:
-//!   `kv-capture` (input → TxPipeline → socket), `kv-net` (socket → link → RxPipeline) and
-//!   `kv-playout` (the output clock: RxPipeline → sink, talking and stats events).
+//!   `kv-capture` (input → TxPipeline → socket), `kv-net` (socket → link → [`handoff`] ring)
+//!   and `kv-playout` (owns the RxPipeline: ring → RxPipeline → sink, talking and stats
+//!   events).
 //! - [`events`]: what the session reports, through a bounded channel.
 
 mod capture;
 pub mod clock;
 mod error;
 pub mod events;
+pub(crate) mod handoff;
 pub mod link;
 mod media;
 mod net;

@@ -1,5 +1,5 @@
-//! The socket thread: receives datagrams, feeds voice to the mixer, sends keepalives and
-//! acts on verified system packets. All protocol decisions are in [`super::link::Link`].
+//! The socket thread: receives datagrams, hands voice to the playout thread's ring, sends
+//! keepalives and acts on verified system packets. All protocol decisions are in [`super::link::Link`].
 
 use std::io::ErrorKind;
 use std::net::UdpSocket;
@@ -10,13 +10,14 @@ use std::time::Duration;
 use kv_proto::PACKET_SIZE;
 
 use super::events::SessionEvent;
+use super::handoff::PacketFeed;
 use super::link::{Incoming, Link};
 use super::shared::{lock, EndReason, Shared};
 
 /// Longest wait in `recv`, so stop requests are seen promptly.
 const MAX_WAIT: Duration = Duration::from_millis(50);
 
-pub(crate) fn run(shared: Arc<Shared>, socket: UdpSocket, mut link: Link) {
+pub(crate) fn run(shared: Arc<Shared>, socket: UdpSocket, mut link: Link, mut feed: PacketFeed) {
     // One byte more than a packet, so an oversized datagram is seen as such, not cut.
     let mut buf = [0u8; PACKET_SIZE + 1];
     let mut out = [0u8; PACKET_SIZE];
@@ -83,8 +84,8 @@ pub(crate) fn run(shared: Arc<Shared>, socket: UdpSocket, mut link: Link) {
         match link.handle(shared.clock.us(now), now_unix, &buf[..n]) {
             Incoming::Voice { uid, data } => {
                 shared.packets_received.fetch_add(1, Ordering::Relaxed);
-                if shared.voice_from(uid) {
-                    lock(&shared.rx).push_packet(uid, data, now_ms);
+                if shared.voice_from(uid) && !feed.push(uid, data, now_ms) {
+                    shared.rx_control.overflows.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Incoming::Admitted { rtt_ms } => {

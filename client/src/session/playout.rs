@@ -1,9 +1,10 @@
-//! The output clock: every 10 ms it pulls one mixed block from the
-//! [`RxPipeline`](crate::audio::RxPipeline) and hands it to the sink, and it turns the
-//! mixer's per-peer statistics into talking and stats events.
+//! The output clock: every 5 ms it hands the packets the socket thread queued to the
+//! [`RxPipeline`] (which this thread owns: no lock between network and playout), pulls one
+//! mixed block and hands it to the sink, and it turns the pipeline's per-peer statistics
+//! into talking and stats events and a published snapshot.
 //!
 //! For a file (or no sink) the clock is the system clock on an absolute schedule: block `k`
-//! is produced at `recording_started + k * 10 ms`, so output sample `i` stands for the
+//! is produced at `recording_started + k * 5 ms`, so output sample `i` stands for the
 //! wall-clock time `recording_started + i / 48 kHz`. Late ticks are caught up, never
 //! skipped, so the file stays continuous. For a device the device's consumption drives it
 //! (and the system clock while the device stalls, see [`DeviceQueue`]).
@@ -16,24 +17,29 @@ use std::time::{Duration, Instant};
 use ringbuf::traits::{Observer, Producer};
 use ringbuf::HeapProd;
 
-use crate::audio::{device::OutputStream, WavSink};
+use crate::audio::{device::OutputStream, RxPipeline, WavSink};
 
 use super::clock::sleep_until;
 use super::events::{SessionEvent, SessionStats};
+use super::handoff::PacketDrain;
 use super::shared::{lock, Shared};
 
-/// Samples per block: 10 ms at 48 kHz.
-pub const BLOCK: usize = 480;
+/// Samples per block: 5 ms at 48 kHz. The block is the grain of the playout: a frame is
+/// needed at the start of the block that plays its first sample, so a finer grain holds
+/// less delay (on average half a block) for the same safety.
+pub const BLOCK: usize = 240;
 /// Talking indicators are refreshed every this many blocks (50 ms).
-const TALK_EVERY: u64 = 5;
+const TALK_EVERY: u64 = 10;
+/// The statistics snapshot is published every this many blocks (100 ms).
+const PUBLISH_EVERY: u64 = 20;
 /// Stats events every this many blocks (1 s).
-const STATS_EVERY: u64 = 100;
+const STATS_EVERY: u64 = 200;
 /// Least audio kept queued for a device: enough to ride over scheduling hiccups, small
 /// enough not to add noticeable latency.
-const DEVICE_QUEUE_MIN: usize = 2 * BLOCK;
+const DEVICE_QUEUE_MIN: usize = 960;
 /// Most audio kept queued for a device, whatever its period (bounds the latency a device
 /// with huge callbacks can add).
-pub(crate) const DEVICE_QUEUE_MAX: usize = 30 * BLOCK;
+pub(crate) const DEVICE_QUEUE_MAX: usize = 14_400;
 
 /// How much to keep queued for a playback device. A device takes audio in callbacks of
 /// its own period (PulseAudio: ~100 ms); a queue shorter than one period is padded with
@@ -71,7 +77,7 @@ enum Pace {
 /// Least time the device may take nothing before it counts as stalled.
 const STALL_MIN: Duration = Duration::from_millis(250);
 /// One block of audio.
-const BLOCK_TIME: Duration = Duration::from_millis(10);
+const BLOCK_TIME: Duration = Duration::from_millis(5);
 
 impl DeviceQueue {
     fn new() -> Self {
@@ -171,13 +177,13 @@ pub(crate) fn snapshot(shared: &Shared) -> SessionStats {
             .output_device
             .as_ref()
             .map_or(0, |c| c.underruns.load(Ordering::Relaxed)),
-        peers: lock(&shared.rx).peer_stats(),
+        peers: lock(&shared.rx_stats).clone(),
     }
 }
 
 /// Emits talking transitions of peers since the last call.
-fn talking(shared: &Shared, talking: &mut BTreeSet<u64>) {
-    let now: BTreeSet<u64> = lock(&shared.rx).talking().collect();
+fn talking(shared: &Shared, rx: &RxPipeline, talking: &mut BTreeSet<u64>) {
+    let now: BTreeSet<u64> = rx.talking().collect();
     for &uid in now.difference(talking) {
         shared.events.emit(SessionEvent::TalkingStarted { uid });
     }
@@ -188,7 +194,12 @@ fn talking(shared: &Shared, talking: &mut BTreeSet<u64>) {
 }
 
 /// Runs until stopped; returns the sink so the owner can finish it (close the WAV file).
-pub(crate) fn run(shared: Arc<Shared>, mut sink: PlayoutSink) -> Result<(), String> {
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    mut sink: PlayoutSink,
+    mut rx: RxPipeline,
+    mut drain: PacketDrain,
+) -> Result<(), String> {
     let mut block = [0.0f32; BLOCK];
     let mut talkers = BTreeSet::new();
     let start = Instant::now();
@@ -216,11 +227,11 @@ pub(crate) fn run(shared: Arc<Shared>, mut sink: PlayoutSink) -> Result<(), Stri
                 Instant::now()
             }
             _ => {
-                let due = start + Duration::from_millis(10 * k);
+                let due = start + Duration::from_micros(5_000 * k);
                 if !sleep_until(due, &shared.stop) {
                     break;
                 }
-                if due.elapsed() > Duration::from_millis(10) {
+                if due.elapsed() > BLOCK_TIME {
                     shared.late_blocks.fetch_add(1, Ordering::Relaxed);
                 }
                 due
@@ -238,7 +249,8 @@ pub(crate) fn run(shared: Arc<Shared>, mut sink: PlayoutSink) -> Result<(), Stri
                 unix_ms: shared.clock.unix_ms_f64(at),
             });
         }
-        lock(&shared.rx).pull(shared.clock.ms(due), &mut block);
+        drain.drain_into(&mut rx);
+        rx.pull(shared.clock.ms(due), &mut block);
         if shared.deafened.load(Ordering::Relaxed) {
             block.fill(0.0);
         }
@@ -263,7 +275,10 @@ pub(crate) fn run(shared: Arc<Shared>, mut sink: PlayoutSink) -> Result<(), Stri
             }
         }
         if k % TALK_EVERY == 0 {
-            talking(&shared, &mut talkers);
+            talking(&shared, &rx, &mut talkers);
+        }
+        if k % PUBLISH_EVERY == 0 {
+            *lock(&shared.rx_stats) = rx.peer_stats();
         }
         if k % STATS_EVERY == STATS_EVERY - 1 {
             shared
@@ -271,6 +286,7 @@ pub(crate) fn run(shared: Arc<Shared>, mut sink: PlayoutSink) -> Result<(), Stri
                 .emit(SessionEvent::Stats(Box::new(snapshot(&shared))));
         }
     }
+    *lock(&shared.rx_stats) = rx.peer_stats();
     if let PlayoutSink::Wav(w) = sink {
         if let Err(e) = w.finish() {
             result = result.and(Err(e.to_string()));

@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::audio::device::DeviceCounters;
-use crate::audio::{RxPipeline, TxPipeline};
+use crate::audio::{PeerStats, TxPipeline};
 
 use super::clock::SessionClock;
 use super::events::{EventSink, SessionEvent};
+use super::handoff::{RxCommand, RxControl};
 use super::link::LinkStats;
 
 /// How long voice from a member who left is ignored.
@@ -45,7 +46,10 @@ pub(crate) struct Shared {
     /// Output is replaced by silence (the mixer keeps running so buffers stay fresh).
     pub deafened: AtomicBool,
     pub tx: Mutex<TxPipeline>,
-    pub rx: Mutex<RxPipeline>,
+    /// Changes for the receive pipeline, which the playout thread owns.
+    pub rx_control: RxControl,
+    /// The receive pipeline's statistics, published by the playout thread every 100 ms.
+    pub rx_stats: Mutex<Vec<PeerStats>>,
     pub link: Mutex<LinkStats>,
     /// Known members other than us.
     pub members: Mutex<BTreeSet<u64>>,
@@ -72,7 +76,13 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn new(uid: u64, chid: u64, tx: TxPipeline, rx: RxPipeline, events: EventSink) -> Self {
+    pub fn new(
+        uid: u64,
+        chid: u64,
+        tx: TxPipeline,
+        rx_control: RxControl,
+        events: EventSink,
+    ) -> Self {
         Self {
             uid,
             chid,
@@ -81,7 +91,8 @@ impl Shared {
             muted: AtomicBool::new(false),
             deafened: AtomicBool::new(false),
             tx: Mutex::new(tx),
-            rx: Mutex::new(rx),
+            rx_control,
+            rx_stats: Mutex::new(Vec::new()),
             link: Mutex::new(LinkStats::default()),
             members: Mutex::new(BTreeSet::new()),
             departed: Mutex::new(Vec::new()),
@@ -148,7 +159,7 @@ impl Shared {
             departed.push((uid, Instant::now()));
         }
         let known = lock(&self.members).remove(&uid);
-        lock(&self.rx).remove_peer(uid);
+        self.rx_control.send(RxCommand::RemovePeer(uid));
         if known {
             self.events.emit(SessionEvent::PeerLeft { uid });
         }
@@ -158,13 +169,13 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audio::{RxConfig, TxConfig};
+    use crate::audio::TxConfig;
 
     fn shared() -> (Shared, std::sync::mpsc::Receiver<SessionEvent>) {
         let (events, rx) = EventSink::new();
         let tx = TxPipeline::new(TxConfig::default()).unwrap();
         (
-            Shared::new(1, 9, tx, RxPipeline::new(RxConfig::default()), events),
+            Shared::new(1, 9, tx, super::super::handoff::handoff().2, events),
             rx,
         )
     }

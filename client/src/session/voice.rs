@@ -19,6 +19,7 @@ use crate::control::{ControlClient, ControlError};
 use super::capture::{self, CaptureInput};
 use super::error::SessionError;
 use super::events::{EventSink, SessionEvent, SessionStats};
+use super::handoff::{handoff, RxCommand};
 use super::link::Link;
 use super::media::{InputSource, OutputSink};
 use super::playout::{self, PlayoutSink};
@@ -196,7 +197,8 @@ impl VoiceSession {
             voice_addr,
             members: members.clone(),
         });
-        let mut shared = Shared::new(cfg.uid, cfg.chid, tx, rx, events);
+        let (feed, drain, rx_control) = handoff();
+        let mut shared = Shared::new(cfg.uid, cfg.chid, tx, rx_control, events);
         if let CaptureInput::Device(stream, _) = &input {
             shared.input_device = Some(stream.counters.clone());
         }
@@ -219,10 +221,12 @@ impl VoiceSession {
         let net_socket = socket.try_clone().map_err(SessionError::Socket)?;
         let s = shared.clone();
         session.threads.push(spawn("kv-net", move || {
-            super::net::run(s, net_socket, link)
+            super::net::run(s, net_socket, link, feed)
         })?);
         let s = shared.clone();
-        session.playout = Some(spawn("kv-playout", move || playout::run(s, sink))?);
+        session.playout = Some(spawn("kv-playout", move || {
+            playout::run(s, sink, rx, drain)
+        })?);
         let s = shared.clone();
         session
             .threads
@@ -303,7 +307,7 @@ impl VoiceSession {
 
     /// Playback gain of one member (1.0 = unchanged, 0.0 = muted for us).
     pub fn set_peer_gain(&self, uid: u64, gain: f32) {
-        lock(&self.shared.rx).set_gain(uid, gain);
+        self.shared.rx_control.send(RxCommand::SetGain(uid, gain));
     }
 
     /// Input level, VAD probability and whether we are transmitting (for a level meter).
@@ -313,7 +317,7 @@ impl VoiceSession {
 
     /// Per-member receive statistics (packets, loss, recovery, jitter, talking).
     pub fn peer_stats(&self) -> Vec<PeerStats> {
-        lock(&self.shared.rx).peer_stats()
+        lock(&self.shared.rx_stats).clone()
     }
 
     /// Known members other than us.

@@ -1,0 +1,567 @@
+//! Playout of one sender (NetEQ's decision logic, simplified): frames from the
+//! [`JitterBuffer`] are decoded onto a continuous timeline, and the delay between the
+//! sender's clock and ours changes only when the arrival statistics ([`DelayManager`]) ask,
+//! and then where it is not heard. Sans-IO: the caller owns the clock.
+//!
+//! The timeline. `next_ts` is the sender timestamp just after the audio decoded so far;
+//! the sample about to be played stands at `play_pos = next_ts - (samples not yet played)`,
+//! and the delay is `d = now - play_pos / 48` ("receiver ms minus sender ms"). Silence
+//! between talk spurts advances `next_ts` like audio does, so `d` carries over from one
+//! spurt to the next: a new spurt needs no re-synchronisation, and on a clean link nothing
+//! moves after the first spurt.
+//!
+//! What changes `d`, and where:
+//! - *A frame is not there when needed and nothing later is*: it is late. Concealment
+//!   (Opus PLC) is played a block at a time while waiting (the delay grows exactly by the
+//!   wait), and the frame is played when it comes: nothing is lost, the delay has grown to
+//!   what the network needs. If the sender has stopped instead (its end-of-spurt packet was
+//!   lost), the waiting is undone when the stream goes idle.
+//! - *A frame is missing and a later one is here*: it is lost (every packet that could have
+//!   repeated it came without it); it is rebuilt with Opus FEC from the next frame, else
+//!   concealed, in its own time slot: `d` does not change.
+//! - *`d` above the target* (after a spike or a calmer network): silence between spurts is
+//!   shortened; quiet audio loses a block; voiced audio loses a pitch period (accelerate).
+//! - *`d` below the target* (loss began and redundancy needs a frame more): quiet audio gains
+//!   a block, voiced audio a pitch period (preemptive expand), before frames are late.
+//! - Frames that start before `play_pos` (the pre-roll a voice-activated sender puts in the
+//!   first packet of a spurt, see [`super::tx`]) are decoded, which primes the decoder,
+//!   and only the part still ahead of `play_pos` is played: onsets come through without
+//!   moving the timeline.
+//!
+//! Every such change is counted in [`StreamStats::adjustments`].
+
+use audiopus::coder::{Decoder, GenericCtl};
+use audiopus::packet::Packet;
+use audiopus::{Channels, MutSignals, SampleRate};
+
+use super::delay::DelayManager;
+use super::jitter::{FrameOrigin, Inserted, JitterBuffer};
+use super::tsm;
+
+/// Longest Opus frame (120 ms at 48 kHz).
+pub const MAX_FRAME: usize = 5760;
+/// Granularity of concealment while waiting and of quiet cuts and stretches: 5 ms, the
+/// playout's block.
+pub const STEP: usize = 240;
+/// Decoded audio kept: two of the longest frames plus room for an expansion.
+const PCM_CAP: usize = 2 * MAX_FRAME + 1024;
+/// Delay above the target before it is reduced, ms. Wider than the noise of the estimate,
+/// so a clean link sees no adjustment, and more than one step, so a cut never undershoots.
+const SHRINK_ABOVE_MS: f64 = 7.5;
+/// Excess delay before voiced speech is accelerated (below it, only quiet audio is cut).
+const ACCELERATE_ABOVE_MS: f64 = 20.0;
+/// Delay below the target before it is increased ahead of need, ms.
+const GROW_BELOW_MS: f64 = 3.0;
+/// Extra delay over the first frame's own transit when a stream first starts, ms (rounded
+/// up to whole blocks): the statistics' safety margin.
+const INITIAL_MARGIN_MS: f64 = super::delay::SAFETY_MS;
+/// Without packets for this long while waiting for a frame (or twice the delay, if longer),
+/// the sender has stopped: the stream goes idle.
+const GIVE_UP_MS: f64 = 120.0;
+
+/// Limits of the delay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StreamConfig {
+    /// Smallest delay to hold above what the statistics ask, ms (0 by default).
+    pub min_delay_ms: f64,
+    /// Largest delay: audio queued beyond it is dropped, ms.
+    pub max_delay_ms: f64,
+    /// Decode lost frames with Opus FEC from the next frame.
+    pub use_fec: bool,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            min_delay_ms: 0.0,
+            max_delay_ms: 400.0,
+            use_fec: true,
+        }
+    }
+}
+
+/// Counters of one sender's playout.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StreamStats {
+    /// Frames played from a later packet's redundant copy.
+    pub recovered_redundancy: u64,
+    /// Lost frames rebuilt with Opus FEC.
+    pub recovered_fec: u64,
+    /// Lost frames concealed (Opus PLC).
+    pub concealed: u64,
+    /// Frames waited for (concealment played while the delay grew).
+    pub stretched: u64,
+    /// Voiced pitch periods removed to lower the delay.
+    pub accelerated: u64,
+    /// Pitch periods or quiet blocks added to raise the delay ahead of need.
+    pub expanded: u64,
+    /// Silence or quiet audio removed to lower the delay, samples.
+    pub trimmed_samples: u64,
+    /// Cuts of silence or quiet audio.
+    pub trims: u64,
+    /// Times the timeline jumped (a sender's clock jumped, a frame far behind it).
+    pub resyncs: u64,
+    /// Frames skipped to stay under the largest delay.
+    pub dropped: u64,
+    /// Every change of the delay: stretches, accelerations, expansions, trims, resyncs and
+    /// drops. Zero after the first spurt on a clean link.
+    pub adjustments: u64,
+}
+
+/// The playout of one sender.
+pub struct SenderPlayout {
+    cfg: StreamConfig,
+    jb: JitterBuffer,
+    delay: DelayManager,
+    decoder: Decoder,
+    generation: u64,
+    /// Sender timestamp after the last decoded audio; `None` until the first frame.
+    next_ts: Option<i64>,
+    pcm: Box<[f32; PCM_CAP]>,
+    pcm_len: usize,
+    pcm_pos: usize,
+    /// While the frame due is missing: where the playout stood when it was first needed,
+    /// and the concealment played for it so far (samples).
+    waiting: Option<(i64, usize)>,
+    /// The last thing produced was a decoded frame (a spurt is playing).
+    talking: bool,
+    /// The last decoded frame ended its spurt.
+    ended: bool,
+    stats: StreamStats,
+}
+
+impl std::fmt::Debug for SenderPlayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SenderPlayout")
+            .field("next_ts", &self.next_ts)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SenderPlayout {
+    /// A sender not heard yet.
+    pub fn new(cfg: StreamConfig) -> Result<Self, audiopus::Error> {
+        Ok(Self {
+            cfg,
+            jb: JitterBuffer::new(),
+            delay: DelayManager::new(),
+            decoder: Decoder::new(SampleRate::Hz48000, Channels::Mono)?,
+            generation: 0,
+            next_ts: None,
+            pcm: Box::new([0.0; PCM_CAP]),
+            pcm_len: 0,
+            pcm_pos: 0,
+            waiting: None,
+            talking: false,
+            ended: false,
+            stats: StreamStats::default(),
+        })
+    }
+
+    /// The frame store (its counters: received, late, duplicates).
+    pub fn jitter(&self) -> &JitterBuffer {
+        &self.jb
+    }
+
+    /// Playout counters.
+    pub fn stats(&self) -> StreamStats {
+        self.stats
+    }
+
+    /// A talk spurt of this sender is playing.
+    pub fn is_talking(&self) -> bool {
+        self.talking
+    }
+
+    /// Spread of the required delays (jitter plus what loss recovery needs), ms.
+    pub fn jitter_ms(&self) -> f32 {
+        self.delay.jitter_ms() as f32
+    }
+
+    /// Target delay, relative to the fastest frame of the window, ms.
+    pub fn target_ms(&self) -> f32 {
+        self.delay.jitter_ms() as f32 + super::delay::SAFETY_MS as f32
+    }
+
+    /// Audio queued ahead of the playout position, ms.
+    pub fn buffered_ms(&self) -> f32 {
+        (self.pcm_len - self.pcm_pos) as f32 / 48.0
+    }
+
+    /// Stores one frame of a packet (see [`JitterBuffer::insert`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert(
+        &mut self,
+        now_ms: u64,
+        seq: u32,
+        timestamp: u32,
+        frame_samples: u16,
+        flags: u8,
+        data: &[u8],
+        origin: FrameOrigin,
+    ) {
+        let r = self
+            .jb
+            .insert(now_ms, seq, timestamp, frame_samples, flags, data, origin);
+        if r == Inserted::Late && origin == FrameOrigin::Primary {
+            // Given up on before it came: what it would have required still counts, or the
+            // target would never learn about a slower network.
+            let ts = self.jb.unwrap_peek(timestamp);
+            self.delay.record(now_ms, now_ms as f64 - ts as f64 / 48.0);
+        }
+        if r == Inserted::Restarted {
+            // A restarted sender: new clock, new statistics; the timeline re-anchors on
+            // its first frame.
+            self.delay.clear();
+            self.next_ts = None;
+            self.waiting = None;
+        }
+    }
+
+    fn remaining(&self) -> usize {
+        self.pcm_len - self.pcm_pos
+    }
+
+    fn play_pos(&self) -> Option<i64> {
+        self.next_ts.map(|t| t - self.remaining() as i64)
+    }
+
+    /// The delay now ("receiver ms minus sender ms").
+    fn delay_now(&self, now_ms: u64) -> Option<f64> {
+        self.play_pos().map(|p| now_ms as f64 - p as f64 / 48.0)
+    }
+
+    fn target(&self) -> Option<f64> {
+        self.delay
+            .target_ms()
+            .map(|t| t + self.cfg.min_delay_ms)
+            .map(|t| t.min(self.cfg.max_delay_ms))
+    }
+
+    fn adjusted(&mut self) {
+        self.stats.adjustments += 1;
+    }
+
+    /// Writes the next `out.len()` samples of this sender into `out` (silence when idle).
+    pub fn render(&mut self, now_ms: u64, out: &mut [f32]) {
+        let block_pos = self.play_pos();
+        let mut filled = 0;
+        // Each pass either copies audio or produces some; production is bounded (a frame,
+        // a step of concealment or silence, or one skipped frame of at most CAPACITY).
+        let mut guard = 0;
+        while filled < out.len() {
+            let left = self.remaining();
+            if left > 0 {
+                let n = left.min(out.len() - filled);
+                out[filled..filled + n].copy_from_slice(&self.pcm[self.pcm_pos..self.pcm_pos + n]);
+                self.pcm_pos += n;
+                filled += n;
+                continue;
+            }
+            guard += 1;
+            if guard > 2 * super::jitter::CAPACITY {
+                out[filled..].fill(0.0);
+                return;
+            }
+            self.produce(now_ms, block_pos, out.len() - filled);
+        }
+    }
+
+    /// Puts `n` samples of silence into the (empty) decoded buffer, advancing the timeline.
+    fn silence(&mut self, n: usize) {
+        let n = n.min(PCM_CAP);
+        self.pcm[..n].fill(0.0);
+        self.pcm_len = n;
+        self.pcm_pos = 0;
+        if let Some(t) = self.next_ts.as_mut() {
+            *t += n as i64;
+        }
+    }
+
+    /// Decodes `packet` (or conceals when `None`) into `pcm[..samples]`; on a decoder error
+    /// the frame is concealed, and failing that, silent.
+    fn decode(&mut self, seq: Option<u32>, samples: usize, fec: bool) -> usize {
+        let samples = samples.min(MAX_FRAME);
+        let data = seq.map(|s| self.jb.data(s)).unwrap_or(&[]);
+        let pkt = Packet::try_from(data).ok();
+        let decoded = MutSignals::try_from(&mut self.pcm[..samples])
+            .ok()
+            .and_then(|sig| self.decoder.decode_float(pkt, sig, fec).ok());
+        let n = match decoded {
+            Some(n) => n.min(samples),
+            None => {
+                let plc = MutSignals::try_from(&mut self.pcm[..samples])
+                    .ok()
+                    .and_then(|sig| self.decoder.decode_float(None, sig, false).ok());
+                match plc {
+                    Some(n) => n.min(samples),
+                    None => {
+                        self.pcm[..samples].fill(0.0);
+                        samples
+                    }
+                }
+            }
+        };
+        // A decoder that returned less than asked: pad, the timeline counts `samples`.
+        self.pcm[n..samples].fill(0.0);
+        self.pcm_len = samples;
+        self.pcm_pos = 0;
+        samples
+    }
+
+    /// Fills the (empty) decoded buffer with what comes next: called only when everything
+    /// decoded so far has been played. `block_pos` is where the playout stood at the start
+    /// of the block being rendered; `need` is what the block still needs.
+    fn produce(&mut self, now_ms: u64, block_pos: Option<i64>, need: usize) {
+        if self.jb.generation() != self.generation {
+            // A new stream: the sender reset its encoder, so reset ours.
+            self.generation = self.jb.generation();
+            let _ = self.decoder.reset_state();
+        }
+        let seq = self.jb.next_seq();
+        let frame = self.jb.get(seq).filter(|_| self.jb.started());
+        let Some(next_ts) = self.next_ts else {
+            // No timeline yet: anchor it on the first frame, a small margin after its own
+            // transit (the statistics take over from there).
+            match frame {
+                Some(f) => {
+                    // Whole steps of silence before the frame, so every frame starts on a
+                    // block boundary: a frame is then needed exactly when its first sample
+                    // plays, not up to a block before.
+                    let transit = f.arrival_ms as f64 - f.ts as f64 / 48.0;
+                    let d = (transit + INITIAL_MARGIN_MS + self.cfg.min_delay_ms)
+                        .min(self.cfg.max_delay_ms);
+                    let lead = ((now_ms as f64 - d) * 48.0).round() as i64 - f.ts;
+                    let steps = (-lead).max(0).div_euclid(STEP as i64)
+                        + i64::from((-lead).max(0) % STEP as i64 != 0);
+                    self.next_ts = Some(f.ts - steps * STEP as i64);
+                    self.pcm_len = 0;
+                    self.pcm_pos = 0;
+                }
+                None => self.silence(need),
+            }
+            return;
+        };
+        let frame_samples = self.jb.frame_samples();
+        if self.drop_to_max(now_ms, seq, frame_samples) {
+            return;
+        }
+        let Some(f) = frame else {
+            return self.missing(now_ms, block_pos, need, seq, frame_samples);
+        };
+        let gap = f.ts - next_ts;
+        let max_gap = (self.cfg.max_delay_ms * 48.0) as i64 + frame_samples as i64;
+        if gap > max_gap || gap < -max_gap {
+            // The sender's clock jumped (or a hostile one did): re-anchor on this frame.
+            self.stats.resyncs += 1;
+            self.adjusted();
+            self.next_ts = Some(f.ts);
+            return;
+        }
+        if gap > 0 {
+            // Silence before the frame (a talk spurt starts). The cheapest place to lower
+            // the delay: shorten the silence.
+            self.talking = false;
+            if let (Some(d), Some(t)) = (self.delay_now(now_ms), self.target()) {
+                let excess = d - t;
+                if excess > SHRINK_ABOVE_MS {
+                    let cut = ((((excess - 2.5) * 48.0) as i64) / STEP as i64 * STEP as i64)
+                        .clamp(0, gap);
+                    if cut > 0 {
+                        self.next_ts = Some(next_ts + cut);
+                        self.stats.trims += 1;
+                        self.stats.trimmed_samples += cut as u64;
+                        self.adjusted();
+                        return;
+                    }
+                }
+            }
+            self.silence((gap as usize).min(need));
+            return;
+        }
+        if gap < 0 && f.origin == FrameOrigin::Primary && self.waiting.is_none() && !self.talking {
+            // A spurt's own first packet starts before the playout position: the delay is
+            // too small for this sender now. Start the spurt late rather than cut it.
+            if -gap >= frame_samples as i64 {
+                self.stats.resyncs += 1;
+                self.adjusted();
+                self.next_ts = Some(f.ts);
+                return;
+            }
+        }
+        self.play_frame(now_ms, block_pos, f, gap, frame_samples);
+    }
+
+    /// Beyond the largest delay (a long stall released a burst): skip whole frames back to
+    /// the target in one step. True when frames were skipped.
+    fn drop_to_max(&mut self, now_ms: u64, seq: u32, frame_samples: usize) -> bool {
+        let (Some(d), Some(t)) = (self.delay_now(now_ms), self.target()) else {
+            return false;
+        };
+        if d <= self.cfg.max_delay_ms + frame_samples as f64 / 48.0 {
+            return false;
+        }
+        let frames = (((d - t.min(self.cfg.max_delay_ms)) * 48.0) as usize / frame_samples.max(1))
+            .clamp(1, super::jitter::CAPACITY - 1);
+        self.stats.dropped += frames as u64;
+        self.adjusted();
+        self.waiting = None;
+        self.jb.advance_to(seq.wrapping_add(frames as u32));
+        if let Some(t) = self.next_ts.as_mut() {
+            *t += (frames * frame_samples) as i64;
+        }
+        true
+    }
+
+    fn play_frame(
+        &mut self,
+        now_ms: u64,
+        block_pos: Option<i64>,
+        f: super::jitter::StoredFrame,
+        gap: i64,
+        frame_samples: usize,
+    ) {
+        // What delay this frame required: its first copy's arrival against where the
+        // playout stood when it was first needed.
+        let need_pos = match self.waiting.take() {
+            Some((pos, stretched)) => {
+                if stretched > 0 {
+                    self.stats.stretched += 1;
+                    self.adjusted();
+                }
+                Some(pos)
+            }
+            None => block_pos,
+        };
+        // Pre-roll frames (redundant copies from before the playout position) were never
+        // meant to be on time; they say nothing about the network.
+        let measured = gap >= 0 || f.origin == FrameOrigin::Primary;
+        if let Some(pos) = need_pos.filter(|_| measured) {
+            self.delay
+                .record(now_ms, f.arrival_ms as f64 - pos.min(f.ts) as f64 / 48.0);
+        }
+        if f.origin == FrameOrigin::Redundant && gap >= 0 {
+            self.stats.recovered_redundancy += 1;
+        }
+        let old_next = f.ts - gap;
+        let n = self.decode(Some(f.seq), frame_samples, false);
+        self.jb.advance_to(f.seq.wrapping_add(1));
+        self.next_ts = Some(f.ts + n as i64);
+        self.ended = f.end;
+        if gap < 0 {
+            // Starts before the playout position (pre-roll, or a late restart): play only
+            // the part still ahead; the decoder has seen all of it. The playout position
+            // does not move.
+            let skip = ((-gap) as usize).min(n);
+            self.pcm_pos = skip;
+            if skip == n {
+                self.next_ts = Some(old_next);
+                return;
+            }
+        }
+        self.talking = true;
+        self.adjust_voiced(now_ms);
+    }
+
+    /// Accelerate or expand the frame just decoded, if the delay is off target.
+    fn adjust_voiced(&mut self, now_ms: u64) {
+        let (Some(d), Some(t)) = (self.delay_now(now_ms), self.target()) else {
+            return;
+        };
+        let excess = d - t;
+        let len = self.pcm_len - self.pcm_pos;
+        let start = self.pcm_pos;
+        let quiet = tsm::level_dbfs(&self.pcm[start..self.pcm_len]) < tsm::QUIET_DBFS;
+        if excess > SHRINK_ABOVE_MS {
+            let removed = if quiet {
+                let k =
+                    ((((excess - 2.5) * 48.0) as usize) / STEP * STEP).min(len / 2 / STEP * STEP);
+                tsm::cut_quiet(&mut self.pcm[start..], len, k)
+            } else if excess > ACCELERATE_ABOVE_MS {
+                let k = tsm::accelerate(&mut self.pcm[start..], len);
+                if k > 0 {
+                    self.stats.accelerated += 1;
+                }
+                k
+            } else {
+                0
+            };
+            if removed > 0 {
+                if quiet {
+                    self.stats.trims += 1;
+                    self.stats.trimmed_samples += removed as u64;
+                }
+                self.pcm_len -= removed;
+                self.adjusted();
+            }
+        } else if excess < -GROW_BELOW_MS {
+            let added = if quiet {
+                tsm::stretch_quiet(&mut self.pcm[start..], len, STEP)
+            } else {
+                tsm::expand(&mut self.pcm[start..], len)
+            };
+            if added > 0 {
+                self.stats.expanded += 1;
+                self.pcm_len += added;
+                self.adjusted();
+            }
+        }
+    }
+
+    /// The frame due (`seq`) is not in the store.
+    fn missing(
+        &mut self,
+        now_ms: u64,
+        block_pos: Option<i64>,
+        need: usize,
+        seq: u32,
+        frame_samples: usize,
+    ) {
+        if self.jb.has_later(seq) {
+            if !self.talking || self.ended {
+                // Between spurts nothing is concealed: skip to what is there.
+                self.jb.advance_to(seq.wrapping_add(1));
+                return;
+            }
+            // Lost for good: every later packet that could have repeated it came without it.
+            self.waiting = None;
+            let next = seq.wrapping_add(1);
+            if self.cfg.use_fec && self.jb.get(next).is_some() {
+                self.stats.recovered_fec += 1;
+                self.decode(Some(next), frame_samples, true);
+            } else {
+                self.stats.concealed += 1;
+                self.decode(None, frame_samples, false);
+            }
+            self.jb.advance_to(next);
+            if let Some(t) = self.next_ts.as_mut() {
+                *t += frame_samples as i64;
+            }
+            return;
+        }
+        // (The target, not the delay now: the delay grows while waiting.)
+        let give_up = GIVE_UP_MS.max(2.0 * self.target_ms() as f64);
+        let silent_for = now_ms.saturating_sub(self.jb.last_arrival_ms()) as f64;
+        if self.talking && !self.ended && silent_for < give_up {
+            let (pos, stretched) = self.waiting.unwrap_or((block_pos.unwrap_or(0), 0));
+            // Late: conceal a step and keep waiting; the delay grows by the wait.
+            self.decode(None, STEP.min(need.max(STEP)), false);
+            self.waiting = Some((pos, stretched + self.pcm_len));
+            return;
+        }
+        // Idle: the spurt ended (or the sender went quiet). Concealment played while
+        // waiting for a frame that never came is given back, so the delay is what it was.
+        if let Some((_, stretched)) = self.waiting.take() {
+            if let Some(t) = self.next_ts.as_mut() {
+                *t += stretched as i64;
+            }
+        }
+        self.talking = false;
+        self.silence(need);
+    }
+}
+
+#[cfg(test)]
+#[path = "stream_tests.rs"]
+mod tests;
