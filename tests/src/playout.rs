@@ -68,6 +68,13 @@ pub struct Score {
     pub raw: Value,
 }
 
+impl Score {
+    /// Normalised peak of the global cross-correlation (1 = the same waveform).
+    pub fn correlation(&self) -> Option<f64> {
+        self.raw["correlation"].as_f64()
+    }
+}
+
 /// Scores `degraded` against `reference`; `times` = (capture_started, recording_started)
 /// unix_ms; `tail_from` in seconds of the reference.
 pub fn score(
