@@ -14,7 +14,9 @@ use crate::control;
 /// measures the relay rather than its rate cap.
 pub const BENCH_MEMBER_PPS: u32 = 1_000_000;
 
-/// Spawns `server` with its data in `dir`, listening on a free 127.0.0.1 port, and reads
+/// Spawns `server` with its data in `dir`, listening on a free 127.0.0.1 port (with
+/// `--allow-unsigned` and no sign-up rate limit: the load generator's users are key-less
+/// and registered by the thousand from one address), and reads
 /// its start-up lines (`listening on IP:PORT`, `admin uid: N`) to find the control port.
 /// Returns the child and its stdout, which must stay open while the server runs.
 pub fn spawn(server: &Path, dir: &Path) -> Result<(Child, ChildStdout, SocketAddr)> {
@@ -29,6 +31,7 @@ pub fn spawn(server: &Path, dir: &Path) -> Result<(Child, ChildStdout, SocketAdd
         .arg(dir)
         .arg("--max-member-pps")
         .arg(BENCH_MEMBER_PPS.to_string())
+        .args(["--allow-unsigned", "--register-rate", "0"])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -107,6 +110,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let mut config = kv_server::Config::new("127.0.0.1:0".parse().unwrap(), dir.clone());
         config.max_member_pps = BENCH_MEMBER_PPS;
+        config.allow_unsigned = true;
+        config.register_rate = 0;
         let server = rt.block_on(kv_server::Server::bind(config)).unwrap();
         let ctl = server.local_addr();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

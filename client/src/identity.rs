@@ -1,14 +1,24 @@
-//! Remembers the client's uid per server, so `kv join` works without `--uid`.
+//! Remembers the client's identity per server, so `kv join` works without `--uid`.
 //!
-//! The store is one small text file, `identities`, in the config directory (the platform's
-//! one from `directories`, or `$KV_CONFIG_DIR` so tests can isolate themselves). Each line
-//! is `SERVER UID`. The first use against a server registers a new user and writes it.
+//! The store lives in the config directory (the platform's one from `directories`, or
+//! `$KV_CONFIG_DIR` so tests can isolate themselves), which is kept 0700:
+//!
+//! - `identities` (0600): one `SERVER UID` line per server.
+//! - `keys/UID.key` (0600): the Ed25519 key of that user, in the [`kv_proto::keyfile`]
+//!   format (the same as the server's `admin.key`).
+//!
+//! The first use against a server makes a key and signs up with it (REGISTER_KEY), so the
+//! user never does anything about keys; a server without signed requests (the seed's) gets
+//! a plain REGISTER. An identity stored before keys existed claims a key (SET_KEY) where
+//! the server still serves it unsigned, and signs up afresh where it does not.
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use kv_proto::Perms;
+use kv_proto::control::features;
+use kv_proto::keyfile::Identity;
+use kv_proto::{ErrorCode, Perms};
 use thiserror::Error;
 
 use crate::control::{ControlClient, ControlError};
@@ -16,6 +26,8 @@ use crate::control::{ControlClient, ControlError};
 /// Environment variable that overrides the config directory.
 pub const CONFIG_DIR_ENV: &str = "KV_CONFIG_DIR";
 const FILE_NAME: &str = "identities";
+/// Directory of the key files, inside the config directory.
+const KEYS_DIR: &str = "keys";
 /// A store larger than this is not ours; refuse rather than read it into memory.
 const MAX_FILE_LEN: u64 = 1 << 20;
 
@@ -45,9 +57,99 @@ pub enum IdentityError {
     /// Registering a new user failed.
     #[error("could not register: {0}")]
     Register(#[from] ControlError),
+    /// A key file is not an identity.
+    #[error("identity file {path}: {reason}")]
+    BadKey {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
-/// The uid-per-server file.
+/// Who the client acts as on a server: a uid, and its key when it has one.
+#[derive(Debug, Clone)]
+pub struct Acting {
+    /// The user.
+    pub uid: u64,
+    /// Its key; `None` for a key-less user (a seed server, or `--uid` without a key file).
+    pub key: Option<Identity>,
+}
+
+impl Acting {
+    /// The user of an identity file (`--identity FILE`, e.g. the server's `admin.key`).
+    pub fn from_file(path: &Path) -> Result<Self, IdentityError> {
+        let id = read_identity_file(path)?;
+        Ok(Self {
+            uid: id.uid,
+            key: Some(id),
+        })
+    }
+
+    /// `control`, signing as this user when it has a key.
+    pub fn client(&self, control: &ControlClient) -> ControlClient {
+        match &self.key {
+            Some(k) => control.clone().with_signer(k.clone()),
+            None => control.clone(),
+        }
+    }
+}
+
+/// Creates `dir` (and parents) if missing and makes it 0700. A shared directory (sticky
+/// bit, like `/tmp`) is refused rather than closed to everyone else.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Ok(meta) = std::fs::metadata(dir) {
+        if meta.permissions().mode() & 0o1000 != 0 {
+            return Err(std::io::Error::new(
+                ErrorKind::PermissionDenied,
+                "is a shared directory (sticky bit); use a directory of its own",
+            ));
+        }
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Writes `dir/name` with mode 0600 through a temporary file and a rename (a crash never
+/// leaves a half-written file), creating `dir` 0700.
+pub fn private_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    private_dir(dir)?;
+    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))
+}
+
+/// Reads an identity file (`kv --identity FILE`, the server's `admin.key`).
+pub fn read_identity_file(path: &Path) -> Result<Identity, IdentityError> {
+    let text = std::fs::read_to_string(path).map_err(|source| IdentityError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Identity::parse(&text).map_err(|e| IdentityError::BadKey {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// A fresh random key.
+pub fn new_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>())
+}
+
+/// The uid-per-server file and the keys.
 #[derive(Debug, Clone)]
 pub struct IdentityStore {
     /// Directory holding the file (created on first write).
@@ -133,28 +235,151 @@ impl IdentityStore {
             path: path.to_path_buf(),
             source,
         };
-        std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
         let mut text = String::from("# kv identities: SERVER UID\n");
         for (s, u) in &map {
             text.push_str(&format!("{s} {u}\n"));
         }
-        let tmp = self
-            .dir
-            .join(format!("{FILE_NAME}.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, text).map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, self.path()).map_err(|e| io(&self.path(), e))
+        private_file(&self.dir, FILE_NAME, text.as_bytes()).map_err(|e| io(&self.path(), e))
+    }
+
+    /// The config directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn key_path(&self, uid: u64) -> PathBuf {
+        self.dir.join(KEYS_DIR).join(format!("{uid}.key"))
+    }
+
+    /// The key stored for `uid`, if any.
+    pub fn key(&self, uid: u64) -> Result<Option<Identity>, IdentityError> {
+        let path = self.key_path(uid);
+        match std::fs::metadata(&path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(IdentityError::Io { path, source }),
+        }
+        let id = read_identity_file(&path)?;
+        if id.uid != uid {
+            return Err(IdentityError::BadKey {
+                path,
+                reason: format!("holds the key of user {}", id.uid),
+            });
+        }
+        Ok(Some(id))
+    }
+
+    /// Stores a key (`keys/UID.key`, 0600).
+    pub fn save_key(&self, id: &Identity) -> Result<(), IdentityError> {
+        let dir = self.dir.join(KEYS_DIR);
+        private_dir(&self.dir).map_err(|source| IdentityError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        private_file(&dir, &format!("{}.key", id.uid), id.to_text().as_bytes()).map_err(|source| {
+            IdentityError::Io {
+                path: self.key_path(id.uid),
+                source,
+            }
+        })
+    }
+
+    /// `uid` with its stored key, if there is one (for `--uid`).
+    pub fn acting(&self, uid: u64) -> Result<Acting, IdentityError> {
+        Ok(Acting {
+            uid,
+            key: self.key(uid)?,
+        })
+    }
+
+    /// The stored identity for the client's server: signing up (with a new key, stored
+    /// first) on first use, and giving a key to an identity stored before keys.
+    pub fn identity_for(&self, client: &ControlClient) -> Result<Acting, IdentityError> {
+        let server = client.addr();
+        let signed = server_signs(client)?;
+        if let Some(uid) = self.get(server)? {
+            if let Some(key) = self.key(uid)? {
+                return Ok(Acting {
+                    uid,
+                    key: Some(key),
+                });
+            }
+            if !signed {
+                return Ok(Acting { uid, key: None });
+            }
+            // Stored before keys: claim one (a server with --allow-unsigned still takes
+            // the unsigned SET_KEY of a key-less user), else start over.
+            let key = Identity {
+                uid,
+                key: new_key(),
+            };
+            match client.set_key(uid, uid, key.key.verifying_key().to_bytes()) {
+                Ok(()) => {
+                    self.save_key(&key)?;
+                    tracing::info!(server, uid, "gave the stored identity a key");
+                    return Ok(Acting {
+                        uid,
+                        key: Some(key),
+                    });
+                }
+                Err(e) if matches!(e.code(), Some(ErrorCode::Access | ErrorCode::Param)) => {
+                    tracing::warn!(server, old = uid, error = %e, "stored identity unusable; signing up again");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.sign_up(client, signed)
+    }
+
+    /// Signs up a new user for the client's server and stores it (replacing any earlier
+    /// identity for that server).
+    pub fn sign_up(&self, client: &ControlClient, signed: bool) -> Result<Acting, IdentityError> {
+        let acting = if signed {
+            let key = new_key();
+            let uid = client.register_key(&key)?;
+            let id = Identity { uid, key };
+            self.save_key(&id)?;
+            Acting { uid, key: Some(id) }
+        } else {
+            Acting {
+                uid: client.register(0, Perms::NONE)?,
+                key: None,
+            }
+        };
+        tracing::info!(
+            server = client.addr(),
+            uid = acting.uid,
+            "registered new identity"
+        );
+        self.set(client.addr(), acting.uid)?;
+        Ok(acting)
     }
 
     /// The stored uid for the client's server, registering (and storing) a new user on
-    /// first use.
+    /// first use. See [`IdentityStore::identity_for`] for the key.
     pub fn uid_for(&self, client: &ControlClient) -> Result<u64, IdentityError> {
-        if let Some(uid) = self.get(client.addr())? {
-            return Ok(uid);
-        }
-        let uid = client.register(0, Perms::NONE)?;
-        tracing::info!(server = client.addr(), uid, "registered new identity");
-        self.set(client.addr(), uid)?;
-        Ok(uid)
+        Ok(self.identity_for(client)?.uid)
+    }
+}
+
+/// Signs up a new keyed user (REGISTER_KEY) without storing it: for the demo's and the
+/// benchmark's own users.
+pub fn keyed_user(client: &ControlClient) -> Result<Acting, ControlError> {
+    let key = new_key();
+    let uid = client.register_key(&key)?;
+    Ok(Acting {
+        uid,
+        key: Some(Identity { uid, key }),
+    })
+}
+
+/// True when the server takes signed requests (its SERVER_INFO says so; checked against
+/// the pinned key when `client` has a trust store). A seed server (NOIMPL) does not.
+pub fn server_signs(client: &ControlClient) -> Result<bool, ControlError> {
+    match client.server_info() {
+        Ok(info) => Ok(info.features & features::SIGNED_REQUESTS != 0),
+        Err(e) if e.code() == Some(ErrorCode::NoImpl) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -173,6 +398,26 @@ mod tests {
         let again = IdentityStore::at(dir.path().join("nested"));
         assert_eq!(again.get("a:1").unwrap(), Some(44));
         assert_eq!(again.get("b:2").unwrap(), Some(43));
+        let id = Identity {
+            uid: 44,
+            key: new_key(),
+        };
+        assert!(again.key(44).unwrap().is_none());
+        again.save_key(&id).unwrap();
+        let back = again.key(44).unwrap().unwrap();
+        assert_eq!(back.key.to_bytes(), id.key.to_bytes());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("nested")), 0o700);
+        assert_eq!(mode(&again.path()), 0o600);
+        assert_eq!(mode(&dir.path().join("nested/keys/44.key")), 0o600);
+        // A key file holding another user's key is refused.
+        std::fs::copy(
+            dir.path().join("nested/keys/44.key"),
+            dir.path().join("nested/keys/45.key"),
+        )
+        .unwrap();
+        assert!(again.key(45).is_err());
     }
 
     #[test]

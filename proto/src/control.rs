@@ -12,9 +12,14 @@ use crate::error::{DecodeError, ErrorCode};
 /// this length (WIRE.md §1).
 pub const SEED_FIELDS_LEN: usize = 32;
 
-/// Upper bound on any request's size: type, three `u64`s and the longest string. A server
-/// never needs to buffer more than this for one request.
-pub const MAX_REQUEST_LEN: usize = 4 + 3 * 8 + 8 + crate::MAX_NAME_LEN;
+/// Upper bound on an unsigned request's size: type, three `u64`s and the longest string.
+/// It is also the most a SIGNED envelope may carry inside.
+pub const MAX_PLAIN_REQUEST_LEN: usize = 4 + 3 * 8 + 8 + crate::MAX_NAME_LEN;
+
+/// Upper bound on any request's size: a SIGNED envelope around the longest plain request.
+/// A server never needs to buffer more than this for one request.
+pub const MAX_REQUEST_LEN: usize =
+    crate::signed::HEADER_LEN + MAX_PLAIN_REQUEST_LEN + crate::signed::SIGNATURE_LEN;
 
 /// Most channel ids a GET_CHANNELS reply may announce; bounds what a client allocates.
 pub const MAX_LISTED_CHANNELS: u64 = 1 << 16;
@@ -32,6 +37,9 @@ pub mod features {
     pub const SIGNED_SYSTEM_PACKETS: u64 = 1 << 2;
     /// USER_INFO is served.
     pub const USER_INFO: u64 = 1 << 3;
+    /// REGISTER_KEY, SET_KEY and SIGNED are served: users have keys and the server checks
+    /// signed requests (see `signed`).
+    pub const SIGNED_REQUESTS: u64 = 1 << 4;
 }
 
 /// Command type numbers: the seed's 0–7, then our extensions.
@@ -68,6 +76,12 @@ pub enum CommandType {
     ChannelInfo = 13,
     /// Extension: a user's permissions and display name.
     UserInfo = 14,
+    /// Extension: register a user together with its Ed25519 public key.
+    RegisterKey = 15,
+    /// Extension: set (or replace) a user's public key.
+    SetKey = 16,
+    /// Extension: an envelope carrying another request, signed by the acting user's key.
+    Signed = 17,
 }
 
 impl CommandType {
@@ -90,6 +104,9 @@ impl CommandType {
             12 => GetChannelName,
             13 => ChannelInfo,
             14 => UserInfo,
+            15 => RegisterKey,
+            16 => SetKey,
+            17 => Signed,
             _ => return None,
         })
     }
@@ -194,6 +211,26 @@ pub enum ControlRequest {
         /// User asked about.
         uid: u64,
     },
+    /// REGISTER_KEY (extension): like REGISTER, and the new user gets `public_key`.
+    RegisterKey {
+        /// Administrator, or 0 for a plain sign-up (then signed by `public_key` itself).
+        auid: u64,
+        /// Permissions of the new user (ignored when `auid` is 0).
+        perm: u64,
+        /// The new user's Ed25519 public key.
+        public_key: [u8; 32],
+    },
+    /// SET_KEY (extension): `auid` sets the key of `uid`; oneself, or with perm_admin.
+    SetKey {
+        /// Requesting user.
+        auid: u64,
+        /// User whose key is set.
+        uid: u64,
+        /// The new Ed25519 public key.
+        public_key: [u8; 32],
+    },
+    /// SIGNED (extension): another request, signed by the acting user's key.
+    Signed(Box<crate::signed::SignedRequest>),
 }
 
 impl ControlRequest {
@@ -216,6 +253,59 @@ impl ControlRequest {
             R::GetChannelName { .. } => CommandType::GetChannelName,
             R::ChannelInfo { .. } => CommandType::ChannelInfo,
             R::UserInfo { .. } => CommandType::UserInfo,
+            R::RegisterKey { .. } => CommandType::RegisterKey,
+            R::SetKey { .. } => CommandType::SetKey,
+            R::Signed(_) => CommandType::Signed,
+        }
+    }
+
+    /// The command whose reply shape answers this request: the request's own type, or
+    /// for SIGNED the type of the request inside.
+    pub fn reply_type(&self) -> CommandType {
+        match self {
+            ControlRequest::Signed(s) => s.inner.command_type(),
+            other => other.command_type(),
+        }
+    }
+
+    /// The user this request acts as, whose key must sign it: `None` for read-only
+    /// requests and sign-ups (REGISTER / REGISTER_KEY with `auid` 0), which act as nobody.
+    /// For SIGNED, the actor of the request inside.
+    pub fn actor(&self) -> Option<u64> {
+        use ControlRequest as R;
+        match self {
+            R::Create { uid }
+            | R::Delete { uid, .. }
+            | R::Join { uid, .. }
+            | R::Leave { uid, .. }
+            | R::SetUserName { uid, .. }
+            | R::SetChannelName { uid, .. } => Some(*uid),
+            R::Register { auid, .. } | R::RegisterKey { auid, .. } => (*auid != 0).then_some(*auid),
+            R::Unregister { auid, .. } | R::SetKey { auid, .. } => Some(*auid),
+            R::GetPort { .. }
+            | R::GetChannels
+            | R::ServerInfo
+            | R::GetUserName { .. }
+            | R::GetChannelName { .. }
+            | R::ChannelInfo { .. }
+            | R::UserInfo { .. } => None,
+            R::Signed(s) => s.inner.actor(),
+        }
+    }
+
+    /// True for requests that change something (everything but the read-only queries).
+    pub fn is_change(&self) -> bool {
+        use ControlRequest as R;
+        match self {
+            R::GetPort { .. }
+            | R::GetChannels
+            | R::ServerInfo
+            | R::GetUserName { .. }
+            | R::GetChannelName { .. }
+            | R::ChannelInfo { .. }
+            | R::UserInfo { .. } => false,
+            R::Signed(s) => s.inner.is_change(),
+            _ => true,
         }
     }
 
@@ -223,6 +313,11 @@ impl ControlRequest {
     /// the wire allows.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), DecodeError> {
         use ControlRequest as R;
+        if let R::Signed(s) = self {
+            // The envelope keeps the exact bytes that were signed, type included.
+            s.encode(out);
+            return Ok(());
+        }
         put_u32(out, self.command_type() as u32);
         match self {
             R::Create { uid } => put_u64(out, *uid),
@@ -260,6 +355,26 @@ impl ControlRequest {
                 put_u64(out, *chid);
                 put_string(out, name);
             }
+            R::RegisterKey {
+                auid,
+                perm,
+                public_key,
+            } => {
+                put_u64(out, *auid);
+                put_u64(out, *perm);
+                out.extend_from_slice(public_key);
+            }
+            R::SetKey {
+                auid,
+                uid,
+                public_key,
+            } => {
+                put_u64(out, *auid);
+                put_u64(out, *uid);
+                out.extend_from_slice(public_key);
+            }
+            // Written whole above.
+            R::Signed(_) => {}
         }
         Ok(())
     }
@@ -313,9 +428,30 @@ impl ControlRequest {
             CommandType::GetChannelName => R::GetChannelName { chid: r.u64()? },
             CommandType::ChannelInfo => R::ChannelInfo { chid: r.u64()? },
             CommandType::UserInfo => R::UserInfo { uid: r.u64()? },
+            CommandType::RegisterKey => R::RegisterKey {
+                auid: r.u64()?,
+                perm: r.u64()?,
+                public_key: key(&mut r)?,
+            },
+            CommandType::SetKey => R::SetKey {
+                auid: r.u64()?,
+                uid: r.u64()?,
+                public_key: key(&mut r)?,
+            },
+            CommandType::Signed => {
+                let (signed, used) = crate::signed::SignedRequest::decode(buf)?;
+                return Ok((R::Signed(Box::new(signed)), used));
+            }
         };
         Ok((req, r.position()))
     }
+}
+
+/// Reads a 32-byte public key.
+fn key(r: &mut Reader<'_>) -> Result<[u8; 32], DecodeError> {
+    let mut k = [0u8; 32];
+    k.copy_from_slice(r.bytes(32)?);
+    Ok(k)
 }
 
 /// SERVER_INFO's answer.
@@ -511,6 +647,16 @@ mod tests {
             u.prop_map(|chid| R::GetChannelName { chid }),
             u.prop_map(|chid| R::ChannelInfo { chid }),
             u.prop_map(|uid| R::UserInfo { uid }),
+            (u, u, any::<[u8; 32]>()).prop_map(|(auid, perm, public_key)| R::RegisterKey {
+                auid,
+                perm,
+                public_key
+            }),
+            (u, u, any::<[u8; 32]>()).prop_map(|(auid, uid, public_key)| R::SetKey {
+                auid,
+                uid,
+                public_key
+            }),
         ]
     }
 

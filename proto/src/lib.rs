@@ -11,14 +11,20 @@
 //! - [`perm`]: permission bits ([`Perms`]).
 //! - [`control`]: TCP control requests ([`ControlRequest`]) and replies ([`ControlReply`]).
 //! - [`packet`]: 512-byte UDP datagrams: regular voice packets and signed system packets.
+//! - [`signed`]: the SIGNED envelope: a request signed by the acting user's Ed25519 key.
+//! - [`names`]: which names are allowed, and when two look alike.
+//! - [`keyfile`]: the text format of identity files (a uid and its secret key).
 //! - [`voice`]: the client's voice payload inside a regular packet (Opus frames + redundancy).
 #![warn(missing_docs)]
 
 pub mod codec;
 pub mod control;
 pub mod error;
+pub mod keyfile;
+pub mod names;
 pub mod packet;
 pub mod perm;
+pub mod signed;
 pub mod voice;
 
 pub use control::{ChannelInfo, CommandType, ControlReply, ControlRequest, ServerInfo};

@@ -2,7 +2,9 @@
 //!
 //! On start it prints exactly two lines to stdout, `listening on IP:PORT` (the real port
 //! when `--listen` asked for port 0) and `admin uid: N`, so scripts and tests can find the
-//! server. Logs go to stderr; `RUST_LOG` sets the level (default `info`).
+//! server. The uid is printed for scripts; it grants nothing (acting as the admin needs the
+//! key in `admin.key`). Logs go to stderr; `RUST_LOG` sets the level (default `info`), and
+//! no secret or uid is logged at `info`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -20,7 +22,7 @@ use crate::server::Server;
 
 /// KV voice relay server: TCP control plus one UDP relay socket per channel.
 #[derive(Debug, Parser)]
-#[command(name = "kv-server", version, about)]
+#[command(name = "kv-server", version, about, args_override_self = true)]
 pub struct Args {
     /// TCP control address; channel sockets bind to its IP. Port 0 picks a free port.
     #[arg(long, default_value = "0.0.0.0:8085")]
@@ -38,11 +40,13 @@ pub struct Args {
     /// Permission bits of self-registered users, decimal or 0x-hex [default: 8, perm_add_channel].
     #[arg(long, default_value = "8", value_parser = parse_perms)]
     pub default_perms: u64,
-    /// Most control connections served at once; more wait in the backlog.
-    #[arg(long, default_value_t = 256)]
+    /// Most control connections served at once; more wait in the backlog (lowered to what
+    /// the descriptor limit allows).
+    #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
-    /// Most control connections from one IP at once; more are answered SERV.
-    #[arg(long, default_value_t = 64)]
+    /// Most control connections from one IPv4 address or IPv6 /64 at once; more are
+    /// answered SERV.
+    #[arg(long, default_value_t = 16)]
     pub max_connections_per_ip: usize,
     /// Seconds a control connection may take to send its request (fractions ok).
     #[arg(long, default_value = "10", value_parser = parse_secs)]
@@ -56,6 +60,20 @@ pub struct Args {
     /// Most channels on the server.
     #[arg(long, default_value_t = 1024)]
     pub max_channels: usize,
+    /// Serve the seed's unsigned commands, for users that have no key only (the seed's
+    /// prototype client). Off: every unsigned command that changes something is ACCESS.
+    #[arg(long)]
+    pub allow_unsigned: bool,
+    /// Most channels one user may own (perm_admin is exempt); a user's channels are
+    /// deleted with the user.
+    #[arg(long, default_value_t = 8)]
+    pub max_channels_per_user: usize,
+    /// Sign-ups (REGISTER with auid 0) per minute per IPv4 address or IPv6 /64; 0 = no limit.
+    #[arg(long, default_value_t = 30)]
+    pub register_rate: u32,
+    /// Seconds a control connection may stay silent before its first byte (fractions ok).
+    #[arg(long, default_value = "2", value_parser = parse_secs)]
+    pub first_byte_timeout: Duration,
 }
 
 impl Args {
@@ -75,6 +93,10 @@ impl Args {
         c.max_member_pps = self.max_member_pps;
         c.max_members = self.max_members;
         c.max_channels = self.max_channels;
+        c.allow_unsigned = self.allow_unsigned;
+        c.max_channels_per_user = self.max_channels_per_user;
+        c.register_rate = self.register_rate;
+        c.first_byte_timeout = self.first_byte_timeout;
         Ok(c)
     }
 }
@@ -168,13 +190,16 @@ pub async fn serve(config: Config) -> Result<(), ServerError> {
     if let Err(e) = printed {
         tracing::warn!(error = %e, "cannot print start-up lines");
     }
-    tracing::info!(addr = %server.local_addr(), admin = server.admin_uid(), "listening");
+    tracing::info!(addr = %server.local_addr(), "listening");
     server.run(stop).await
 }
 
 /// The whole program: parse flags, run, map the outcome to an exit code.
 pub fn main() -> ExitCode {
     let args = Args::parse();
+    // Everything the server creates (database, WAL, keys) is for its owner only.
+    // SAFETY: umask(2) only changes this process's file creation mask.
+    unsafe { libc::umask(0o077) };
     init_tracing();
     let config = match args.into_config() {
         Ok(c) => c,
@@ -228,5 +253,12 @@ mod tests {
         assert_eq!(c.default_perms, Perms::ADD_CHANNEL);
         // The flags' defaults and `Config::new` are written twice; they must not drift.
         assert_eq!(c, Config::new(c.listen, "/tmp/x".into()));
+        assert!(
+            !c.allow_unsigned,
+            "signatures are required unless asked otherwise"
+        );
+        // A repeated flag overrides (test harnesses add defaults before a test's own).
+        let a = Args::parse_from(["kv-server", "--register-rate", "5", "--register-rate", "0"]);
+        assert_eq!(a.register_rate, 0);
     }
 }

@@ -22,9 +22,11 @@ pub struct Config {
     pub peer_timeout: Duration,
     /// Permissions of users who sign themselves up (REGISTER with auid 0).
     pub default_perms: Perms,
-    /// Concurrent TCP control connections; more wait in the kernel's backlog.
+    /// Concurrent TCP control connections; more wait in the kernel's backlog. Lowered at
+    /// start to what the descriptor limit can serve.
     pub max_connections: usize,
-    /// Concurrent control connections from one IP; more are answered SERV at once.
+    /// Concurrent control connections from one IPv4 address or IPv6 /64; more are
+    /// answered SERV at once.
     pub max_connections_per_ip: usize,
     /// How long one control connection may take to send its request.
     pub request_timeout: Duration,
@@ -34,6 +36,14 @@ pub struct Config {
     pub max_members: usize,
     /// Channels per server; each is a socket and a relay on one of the workers.
     pub max_channels: usize,
+    /// Serve the seed's unsigned commands for users without a key (`--allow-unsigned`).
+    pub allow_unsigned: bool,
+    /// Channels one user may own (perm_admin is exempt).
+    pub max_channels_per_user: usize,
+    /// Sign-ups per minute per IPv4 address / IPv6 /64; 0 = unlimited.
+    pub register_rate: u32,
+    /// How long a control connection may stay silent before its first byte.
+    pub first_byte_timeout: Duration,
 }
 
 impl Config {
@@ -45,12 +55,16 @@ impl Config {
             udp_ports: None,
             peer_timeout: Duration::from_secs(60),
             default_perms: Perms::ADD_CHANNEL,
-            max_connections: 256,
-            max_connections_per_ip: 64,
+            max_connections: 1024,
+            max_connections_per_ip: 16,
             request_timeout: Duration::from_secs(10),
             max_member_pps: 1000,
             max_members: 1024,
             max_channels: 1024,
+            allow_unsigned: false,
+            max_channels_per_user: 8,
+            register_rate: 30,
+            first_byte_timeout: Duration::from_secs(2),
         }
     }
 }

@@ -7,7 +7,8 @@
 //!   is one call into it, so tests can build an identical binary (see `kv-tests`).
 //! - [`server`]: binds the TCP listener, accepts connections under a connection cap, and
 //!   runs the graceful shutdown. [`shutdown`] is the signal every task listens to;
-//!   [`limit`] caps connections per client IP.
+//!   [`limit`] caps connections per client network, [`fds`] raises and budgets the
+//!   descriptor table, [`register_rate`] limits sign-ups per network.
 //! - [`control`]: one TCP exchange (`connection`) and the commands that act on the server's
 //!   state (`users`, `channels`, `info`), checked against the seed's permission rules.
 //! - [`channel`]: the voice relay. [`channel::ChannelRelay`] is the sans-IO state machine
@@ -15,7 +16,8 @@
 //!   core with batched socket I/O (`channel::batch`); [`channel::Registry`] starts, stops
 //!   and talks to them. [`epoll`] is the workers' readiness wait (kv-bench uses it too).
 //! - [`store`]: users and channels behind the [`store::Store`] trait, kept in SQLite.
-//! - [`keys`]: the server's Ed25519 key that signs system packets; [`ids`]: random ids.
+//! - [`keys`]: the server's Ed25519 key that signs system packets, and the admin's
+//!   identity file; [`files`]: owner-only files; [`ids`]: random ids.
 //! - [`config`]: every tunable in one struct, with the defaults of the flags.
 
 pub mod channel;
@@ -24,9 +26,12 @@ pub mod config;
 pub mod control;
 pub mod epoll;
 pub mod error;
+pub mod fds;
+pub mod files;
 pub mod ids;
 pub mod keys;
 pub mod limit;
+pub mod register_rate;
 pub mod server;
 pub mod shutdown;
 pub mod store;

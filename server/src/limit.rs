@@ -1,11 +1,28 @@
-//! Concurrent control connections per client IP, so one host cannot take every slot of
-//! the global cap (`max_connections`) and lock everyone else out.
+//! Concurrent control connections per client network, so one host cannot take every slot
+//! of the global cap (`max_connections`) and lock everyone else out. A network is an IPv4
+//! address or an IPv6 /64 ([`network_of`]): one IPv6 host usually holds a whole /64, so
+//! counting single IPv6 addresses would let it open unlimited connections.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-/// Counts open connections per IP. The map holds only IPs with an open connection, so it
+/// The network `ip` is counted in: the address itself for IPv4 (and IPv4-mapped IPv6),
+/// its /64 prefix for IPv6.
+pub fn network_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(bits.into())
+            }
+        },
+    }
+}
+
+/// Counts open connections per network. The map holds only IPs with an open connection, so it
 /// is bounded by the global connection cap.
 #[derive(Debug)]
 pub struct PerIpLimit {
@@ -35,6 +52,7 @@ impl PerIpLimit {
 
     /// A slot for `ip`, or `None` when it already has `max` connections open.
     pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let ip = network_of(ip);
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let n = counts.entry(ip).or_insert(0);
         if *n >= self.max {
@@ -80,5 +98,16 @@ mod tests {
             !limit.counts.lock().unwrap().contains_key(&b),
             "empty entries removed"
         );
+    }
+
+    #[test]
+    fn ipv6_counts_per_64() {
+        let limit = PerIpLimit::new(2);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let _a = limit.try_acquire(ip("2001:db8::1")).unwrap();
+        let _b = limit.try_acquire(ip("2001:db8::ffff:2")).unwrap();
+        assert!(limit.try_acquire(ip("2001:db8:0:0:1::3")).is_none());
+        assert!(limit.try_acquire(ip("2001:db8:0:1::1")).is_some());
+        assert_eq!(network_of(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
     }
 }

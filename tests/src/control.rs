@@ -50,7 +50,7 @@ pub fn encode_padded(req: &ControlRequest) -> Vec<u8> {
 
 /// Decodes a whole reply to `req`, asserting nothing follows it.
 pub fn decode_reply(req: &ControlRequest, bytes: &[u8]) -> ControlReply {
-    let (reply, used) = ControlReply::decode(req.command_type(), bytes)
+    let (reply, used) = ControlReply::decode(req.reply_type(), bytes)
         .unwrap_or_else(|e| panic!("bad reply to {req:?}: {e} ({bytes:02x?})"));
     assert_eq!(used, bytes.len(), "trailing bytes after reply to {req:?}");
     reply

@@ -114,6 +114,8 @@ pub struct KvJoin {
     child: Child,
     events: Arc<Mutex<Vec<Value>>>,
     stderr: Arc<Mutex<String>>,
+    /// Its own config dir (pinned server keys), so tests never touch the real one.
+    _config: tempfile::TempDir,
 }
 
 /// A finished `kv join`.
@@ -133,7 +135,9 @@ pub const JOIN_GRACE: Duration = Duration::from_secs(20);
 impl KvJoin {
     /// Starts `kv --server S --uid U join CHID --json ARGS…`.
     pub fn spawn(server: &str, uid: u64, chid: u64, args: &[&str]) -> Self {
+        let config = tempfile::tempdir().expect("config dir");
         let mut child = Command::new(kv_bin())
+            .env("KV_CONFIG_DIR", config.path())
             .args(["--server", server, "--uid", &uid.to_string(), "join"])
             .arg(chid.to_string())
             .arg("--json")
@@ -167,6 +171,7 @@ impl KvJoin {
             child,
             events,
             stderr,
+            _config: config,
         }
     }
 

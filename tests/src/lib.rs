@@ -58,3 +58,10 @@ pub fn bin_path(name: &str, env_override: &str) -> PathBuf {
     );
     path
 }
+
+/// Wall-clock time in unix milliseconds (signed requests carry it).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -7,7 +7,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::VerifyingKey;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use kv_proto::signed::SignedRequest;
 use kv_proto::{ControlReply, ControlRequest, ErrorCode};
 
 use crate::control;
@@ -17,6 +18,11 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Most stderr kept per server, so a chatty server cannot fill memory.
 const STDERR_LIMIT: usize = 1 << 20;
+
+/// Flags every test server gets before the test's own (a later repeat overrides): the
+/// conformance tests speak the seed's unsigned commands for key-less users, and register
+/// many users from one address.
+pub const HARNESS_FLAGS: [&str; 3] = ["--allow-unsigned", "--register-rate", "0"];
 
 /// A running `kv-server`. Killed when dropped; its stderr is printed if the test panicked.
 #[derive(Debug)]
@@ -29,8 +35,13 @@ pub struct ServerProcess {
     pub data_dir: PathBuf,
     /// The process.
     pub child: Child,
+    /// The admin's key, from `admin.key` in the data directory: [`ServerProcess::request`]
+    /// signs every request that acts as the admin with it.
+    pub admin_key: SigningKey,
     /// Flags besides `--listen` and `--data-dir`, re-used by [`ServerProcess::restart`].
     args: Vec<String>,
+    /// `RLIMIT_NOFILE` (soft and hard) set for the process, if any.
+    nofile: Option<u64>,
     /// Everything the server wrote to stderr (all runs), for failure reports.
     stderr: Arc<Mutex<String>>,
     /// Keeps a temporary data directory alive across restarts.
@@ -60,15 +71,33 @@ impl ServerProcess {
 
     /// Starts a server on `data_dir` (kept after the test).
     pub fn start_in(data_dir: &Path, args: &[&str]) -> Self {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let args: Vec<String> = HARNESS_FLAGS
+            .iter()
+            .chain(args)
+            .map(|s| s.to_string())
+            .collect();
+        Self::start_exactly(data_dir, args)
+    }
+
+    /// Starts a server on `data_dir` with exactly these flags (no [`HARNESS_FLAGS`]): the
+    /// security tests run the defaults.
+    pub fn start_exactly(data_dir: &Path, args: Vec<String>) -> Self {
+        Self::start_limited(data_dir, args, None)
+    }
+
+    /// Like [`ServerProcess::start_exactly`], with the descriptor limit (soft and hard
+    /// `RLIMIT_NOFILE`) of the server process set to `nofile`.
+    pub fn start_limited(data_dir: &Path, args: Vec<String>, nofile: Option<u64>) -> Self {
         let stderr = Arc::new(Mutex::new(String::new()));
-        let (child, addr, admin_uid) = spawn(data_dir, &args, &stderr);
+        let (child, addr, admin_uid) = spawn(data_dir, &args, &stderr, nofile);
         Self {
             addr,
             admin_uid,
+            admin_key: admin_key(data_dir, admin_uid),
             data_dir: data_dir.to_path_buf(),
             child,
             args,
+            nofile,
             stderr,
             _temp: None,
         }
@@ -115,10 +144,11 @@ impl ServerProcess {
         if self.child.try_wait().expect("server status").is_none() {
             self.terminate();
         }
-        let (child, addr, admin_uid) = spawn(&self.data_dir, &self.args, &self.stderr);
+        let (child, addr, admin_uid) = spawn(&self.data_dir, &self.args, &self.stderr, self.nofile);
         self.child = child;
         self.addr = addr;
         self.admin_uid = admin_uid;
+        self.admin_key = admin_key(&self.data_dir, admin_uid);
     }
 
     /// What the server wrote to stderr so far.
@@ -126,9 +156,38 @@ impl ServerProcess {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Sends a request and decodes the reply.
+    /// Sends a request and decodes the reply. A request acting as the admin is signed
+    /// with the admin's key (the admin always has one); others go as given.
     pub fn request(&self, req: &ControlRequest) -> ControlReply {
+        if req.actor() == Some(self.admin_uid) && !matches!(req, ControlRequest::Signed(_)) {
+            let signed = self.sign(req.clone(), self.admin_uid, &self.admin_key);
+            return control::request(self.addr, &signed);
+        }
         control::request(self.addr, req)
+    }
+
+    /// A control client acting (signing) as the admin.
+    pub fn admin_client(&self) -> kv_client::control::ControlClient {
+        kv_client::control::ControlClient::new(&self.addr.to_string())
+            .expect("control client")
+            .with_signer(kv_proto::keyfile::Identity {
+                uid: self.admin_uid,
+                key: self.admin_key.clone(),
+            })
+    }
+
+    /// `req` signed by `uid` with `key` for this server, now, with a fresh nonce.
+    pub fn sign(&self, req: ControlRequest, uid: u64, key: &SigningKey) -> ControlRequest {
+        let s = SignedRequest::sign(
+            req,
+            uid,
+            key,
+            self.public_key().to_bytes(),
+            crate::unix_ms(),
+            rand::random(),
+        )
+        .expect("signable request");
+        ControlRequest::Signed(Box::new(s))
     }
 
     /// Sends raw bytes as a request and returns the raw reply.
@@ -167,7 +226,7 @@ impl ServerProcess {
 
     /// The key that signs system packets, from SERVER_INFO.
     pub fn public_key(&self) -> VerifyingKey {
-        match self.request(&ControlRequest::ServerInfo) {
+        match control::request(self.addr, &ControlRequest::ServerInfo) {
             ControlReply::ServerInfo(i) => {
                 VerifyingKey::from_bytes(&i.public_key).expect("valid Ed25519 public key")
             }
@@ -191,9 +250,42 @@ impl Drop for ServerProcess {
     }
 }
 
+/// The admin's key from `admin.key` in `dir`, which must be `uid`'s.
+fn admin_key(dir: &Path, uid: u64) -> SigningKey {
+    let path = dir.join("admin.key");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let id = kv_proto::keyfile::Identity::parse(&text).expect("admin.key parses");
+    assert_eq!(id.uid, uid, "admin.key is the printed admin's");
+    id.key
+}
+
 /// Spawns the binary and waits for its two start-up lines.
-fn spawn(data_dir: &Path, args: &[String], log: &Arc<Mutex<String>>) -> (Child, SocketAddr, u64) {
-    let mut child = Command::new(server_bin())
+fn spawn(
+    data_dir: &Path,
+    args: &[String],
+    log: &Arc<Mutex<String>>,
+    nofile: Option<u64>,
+) -> (Child, SocketAddr, u64) {
+    let mut cmd = Command::new(server_bin());
+    if let Some(n) = nofile {
+        use std::os::unix::process::CommandExt;
+        let lim = libc::rlimit {
+            rlim_cur: n as libc::rlim_t,
+            rlim_max: n as libc::rlim_t,
+        };
+        // SAFETY: only setrlimit(2), async-signal-safe, runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    let mut child = cmd
         .arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--data-dir")

@@ -75,8 +75,8 @@ fn session_ended_by(end: impl FnOnce(&mut ServerProcess, &Room)) -> Joined {
 #[test]
 fn kicked_client_stops_with_a_message() {
     let r = session_ended_by(|server, room| {
-        ControlClient::new(&room.server)
-            .unwrap()
+        server
+            .admin_client()
             .leave(server.admin_uid, room.uids[1], room.chid)
             .expect("admin kicks");
     });

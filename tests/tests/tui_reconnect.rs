@@ -15,7 +15,6 @@ use kv_client::tui::demo::EmbeddedServer;
 use kv_client::tui::inbox::{inbox, Inbox};
 use kv_client::tui::voice::{ControlOnlyVoice, Devices};
 use kv_client::tui::worker::{Identity, Worker};
-use kv_proto::Perms;
 
 /// The event loop minus the terminal: actions in, `update`, commands out to the worker.
 struct Headless {
@@ -98,14 +97,22 @@ fn reconnects_and_rejoins_after_a_server_restart() {
     let control = ControlClient::new(&listen.to_string())
         .expect("address")
         .with_timeout(Duration::from_millis(500));
-    let uid = control.register(0, Perms::NONE).expect("sign up");
-    control.set_user_name(uid, uid, "dora").expect("name");
-    let chid = control.create(server.admin_uid()).expect("create");
-    control
+    // The embedded server takes signed requests only: a keyed user, and the admin's key.
+    let me = kv_client::identity::keyed_user(&control).expect("sign up");
+    let uid = me.uid;
+    me.client(&control)
+        .set_user_name(uid, uid, "dora")
+        .expect("name");
+    let admin = kv_client::identity::Acting::from_file(&data.path().join("admin.key"))
+        .expect("admin key")
+        .client(&control);
+    let chid = admin.create(server.admin_uid()).expect("create");
+    admin
         .set_channel_name(server.admin_uid(), chid, "room")
         .expect("name channel");
 
-    let (mut h, worker) = Headless::start(listen.to_string(), control, Identity::Fixed(uid));
+    let (mut h, worker) =
+        Headless::start(listen.to_string(), control, Identity::Fixed(Box::new(me)));
 
     h.pump_until("connected with channels", Duration::from_secs(10), |a| {
         a.connection == Connection::Connected && !a.channels.is_empty()

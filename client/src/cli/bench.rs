@@ -124,12 +124,14 @@ fn one_run(
     dir: &std::path::Path,
 ) -> Result<Run> {
     let control = ControlClient::new(server)?;
-    let talker = control.register(0, kv_proto::Perms::NONE)?;
-    let listener = control.register(0, kv_proto::Perms::NONE)?;
-    let chid = control.create(talker)?;
+    let talker_id = crate::identity::keyed_user(&control)?;
+    let listener_id = crate::identity::keyed_user(&control)?;
+    let (talker, listener) = (talker_id.uid, listener_id.uid);
+    let chid = talker_id.client(&control).create(talker)?;
     let out = dir.join(format!("bench-{chid}.wav"));
 
     let mut lcfg = SessionConfig::new(server, listener, chid);
+    lcfg.control = Some(listener_id.client(&control));
     // The listener's jitter buffer waits at least half of the talker's frame (the preset's),
     // unless the dev flag sets another floor.
     lcfg.rx.min_delay_ms = min_delay_ms;
@@ -149,6 +151,7 @@ fn one_run(
     })?;
 
     let mut tcfg = SessionConfig::new(server, talker, chid);
+    tcfg.control = Some(talker_id.client(&control));
     tcfg.tx = tx.clone();
     tcfg.input = InputSource::Samples(speech.to_vec());
     let (tsession, tevents) = VoiceSession::start(tcfg)?;

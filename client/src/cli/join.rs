@@ -165,8 +165,9 @@ pub(super) fn run(target: &Target, server: &str, args: JoinArgs) -> Result<ExitC
             "--duration must be a positive number"
         );
     }
-    let uid = target.uid()?;
-    let mut cfg = SessionConfig::new(server, uid, args.chid);
+    let me = target.acting()?;
+    let mut cfg = SessionConfig::new(server, me.uid, args.chid);
+    cfg.control = Some(me.client(&target.control));
     cfg.tx = args.tx_config();
     cfg.input = input;
     cfg.output = output;

@@ -16,8 +16,8 @@ use anyhow::{Context, Result};
 
 use clap::{Parser, Subcommand};
 
-use crate::control::ControlClient;
-use crate::identity::IdentityStore;
+use crate::control::{ControlClient, KnownServers};
+use crate::identity::{server_signs, Acting, IdentityStore};
 
 /// Default control address.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:8085";
@@ -29,9 +29,13 @@ struct Cli {
     /// Control address of the server.
     #[arg(long, global = true, default_value = DEFAULT_SERVER, value_name = "HOST:PORT")]
     server: String,
-    /// Act as this user instead of the stored identity.
-    #[arg(long, global = true, value_name = "UID")]
+    /// Act as this user instead of the stored identity (signing with its stored key, if
+    /// there is one).
+    #[arg(long, global = true, value_name = "UID", conflicts_with = "identity")]
     uid: Option<u64>,
+    /// Act as the user of this identity file (e.g. the server's `admin.key`).
+    #[arg(long, global = true, value_name = "FILE")]
+    identity: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,7 +67,8 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    match run(cli) {
+    let uid = cli.uid;
+    match run(cli).map_err(|e| explain_access(e, uid)) {
         Ok(code) => code,
         Err(e) => {
             // One line: the outermost context and the causes it does not already quote.
@@ -82,6 +87,31 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// An ACCESS for `--uid` of a user without a stored key most likely means the server
+/// takes signed requests only (no `--allow-unsigned`); say so instead of a bare "access
+/// denied".
+fn explain_access(e: anyhow::Error, uid: Option<u64>) -> anyhow::Error {
+    let denied = e.chain().any(|c| {
+        c.downcast_ref::<crate::control::ControlError>()
+            .and_then(|c| c.code())
+            .or_else(|| match c.downcast_ref::<crate::session::SessionError>() {
+                Some(crate::session::SessionError::Control(c)) => c.code(),
+                _ => None,
+            })
+            == Some(kv_proto::ErrorCode::Access)
+    });
+    let keyless = uid.filter(|&u| {
+        IdentityStore::open_default().is_ok_and(|s| s.key(u).is_ok_and(|k| k.is_none()))
+    });
+    match keyless {
+        Some(u) if denied => e.context(format!(
+            "user {u} has no key in this config dir; a server without --allow-unsigned \
+             refuses unsigned requests (use the stored identity, or --identity FILE)"
+        )),
+        _ => e,
+    }
+}
+
 /// Logs go to stderr, quiet unless `RUST_LOG` asks, so stdout stays machine-readable.
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -95,39 +125,58 @@ fn init_tracing() {
 /// The server and identity every command acts with.
 #[derive(Debug)]
 struct Target {
+    /// Checks (and pins on first use) the server's key in the config dir.
     control: ControlClient,
+    store: IdentityStore,
     uid: Option<u64>,
+    identity: Option<std::path::PathBuf>,
 }
 
 impl Target {
-    fn new(server: &str, uid: Option<u64>) -> Result<Self> {
+    fn new(server: &str, uid: Option<u64>, identity: Option<std::path::PathBuf>) -> Result<Self> {
+        let store = IdentityStore::open_default()?;
+        let control = ControlClient::new(server)?.with_trust(KnownServers::at(store.dir()));
         Ok(Self {
-            control: ControlClient::new(server)?,
+            control,
+            store,
             uid,
+            identity,
         })
     }
 
-    /// `--uid`, else the stored identity for this server (registering on first use).
-    fn uid(&self) -> Result<u64> {
-        if let Some(u) = self.uid {
-            return Ok(u);
+    /// `--identity`, else `--uid` (with its stored key), else the stored identity for this
+    /// server (signing up, with a new key, on first use).
+    fn acting(&self) -> Result<Acting> {
+        if let Some(file) = &self.identity {
+            return Ok(Acting::from_file(file)?);
         }
-        let store = IdentityStore::open_default()?;
-        Ok(store.uid_for(&self.control)?)
+        if let Some(u) = self.uid {
+            return Ok(self.store.acting(u)?);
+        }
+        Ok(self.store.identity_for(&self.control)?)
     }
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let ctx = match cli.command {
         Command::Bench(args) => return bench::run(&args),
-        _ => Target::new(&cli.server, cli.uid)?,
+        _ => Target::new(&cli.server, cli.uid, cli.identity.clone())?,
     };
     match cli.command {
         Command::Register => {
             // Always a plain sign-up: the server gives self-registered users its default
             // permissions (creating channels), which an admin-made user with none lacks.
-            let uid = ctx.control.register(0, kv_proto::Perms::NONE)?;
-            let store = IdentityStore::open_default()?;
+            // With a new key (kept in the config dir) where the server takes signatures.
+            let store = &ctx.store;
+            let uid = if server_signs(&ctx.control)? {
+                let me = crate::identity::keyed_user(&ctx.control)?;
+                if let Some(k) = &me.key {
+                    store.save_key(k)?;
+                }
+                me.uid
+            } else {
+                ctx.control.register(0, kv_proto::Perms::NONE)?
+            };
             if store.get(ctx.control.addr())?.is_none() {
                 store.set(ctx.control.addr(), uid)?;
             }
@@ -139,17 +188,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Create { name } => {
-            let uid = ctx.uid()?;
-            let chid = ctx.control.create(uid)?;
+            let me = ctx.acting()?;
+            let (uid, control) = (me.uid, me.client(&ctx.control));
+            let chid = control.create(uid)?;
             if let Some(n) = name {
-                ctx.control
+                control
                     .set_channel_name(uid, chid, &n)
                     .with_context(|| format!("channel {chid} created, but naming it failed"))?;
             }
             println!("{chid}");
         }
         Command::Delete { chid } => {
-            ctx.control.delete(ctx.uid()?, chid)?;
+            let me = ctx.acting()?;
+            me.client(&ctx.control).delete(me.uid, chid)?;
         }
         Command::Join(args) => return join::run(&ctx, &cli.server, args),
         Command::Bench(_) => {}

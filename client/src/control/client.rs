@@ -6,15 +6,20 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kv_proto::control::SEED_FIELDS_LEN;
+use ed25519_dalek::SigningKey;
+use kv_proto::control::{features, SEED_FIELDS_LEN};
+use kv_proto::keyfile::Identity;
+use kv_proto::signed::SignedRequest;
 use kv_proto::{
     ChannelInfo, CommandType, ControlReply, ControlRequest, DecodeError, ErrorCode, Perms,
     ServerInfo,
 };
 
 use super::error::{ControlError, Subject};
+use super::trust::KnownServers;
 
 /// Default time allowed for connecting and for each read or write.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,6 +29,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_REPLY_LEN: usize = 16 + 8 * kv_proto::control::MAX_LISTED_CHANNELS as usize;
 
 /// Talks to one server's control port.
+///
+/// With [`ControlClient::with_signer`], every request that acts as the signer's uid goes
+/// out in a SIGNED envelope (PROTOCOL.md, "Signed requests"); with
+/// [`ControlClient::with_trust`], SERVER_INFO is checked against the key pinned for the
+/// server on first use. Clones share the server key learnt, so it is fetched once.
 #[derive(Debug, Clone)]
 pub struct ControlClient {
     /// `host:port` as the user wrote it, for messages.
@@ -32,6 +42,13 @@ pub struct ControlClient {
     resolved: Vec<SocketAddr>,
     /// Connect and per-read/write timeout.
     timeout: Duration,
+    /// Who signs requests acting as it.
+    signer: Option<Arc<Identity>>,
+    /// Pinned server keys.
+    trust: Option<KnownServers>,
+    /// The server's key once SERVER_INFO gave (and the pin accepted) it; `Some(None)` for
+    /// a server without signed requests.
+    server_key: Arc<Mutex<Option<Option<[u8; 32]>>>>,
 }
 
 impl ControlClient {
@@ -64,7 +81,32 @@ impl ControlClient {
             addr: addr.to_string(),
             resolved,
             timeout: DEFAULT_TIMEOUT,
+            signer: None,
+            trust: None,
+            server_key: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// Same client, signing every request that acts as `identity.uid` with its key.
+    pub fn with_signer(mut self, identity: Identity) -> Self {
+        self.signer = Some(Arc::new(identity));
+        self
+    }
+
+    /// Same client, checking the server's key against (and pinning it in) `trust`.
+    pub fn with_trust(mut self, trust: KnownServers) -> Self {
+        self.trust = Some(trust);
+        *self.key_cache() = None;
+        self
+    }
+
+    /// The uid requests are signed for, if any.
+    pub fn signer_uid(&self) -> Option<u64> {
+        self.signer.as_ref().map(|s| s.uid)
+    }
+
+    fn key_cache(&self) -> std::sync::MutexGuard<'_, Option<Option<[u8; 32]>>> {
+        self.server_key.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Same client with another timeout (tests use short ones).
@@ -83,13 +125,57 @@ impl ControlClient {
         self.resolved[0].ip()
     }
 
-    /// Sends one request and decodes its reply. Seed commands are padded to the
+    /// Sends one request and decodes its reply. A request acting as the signer is signed
+    /// (when the server takes signed requests). Seed commands are padded to the
     /// prototype's 32 bytes of fields so the author's own server reads them too.
     pub fn request(&self, req: &ControlRequest) -> Result<ControlReply, ControlError> {
-        let cmd = req.command_type();
+        if let Some(signer) = &self.signer {
+            if req.actor() == Some(signer.uid) && !matches!(req, ControlRequest::Signed(_)) {
+                if let Some(signed) = self.sign(req.clone(), signer.uid, &signer.key)? {
+                    return self.send(&signed);
+                }
+            }
+        }
+        self.send(req)
+    }
+
+    /// `req` in a SIGNED envelope by `uid` with `key`; `None` when the server does not
+    /// take signed requests (a seed server), so the request goes unsigned.
+    fn sign(
+        &self,
+        req: ControlRequest,
+        uid: u64,
+        key: &SigningKey,
+    ) -> Result<Option<ControlRequest>, ControlError> {
+        let Some(server_key) = self.signing_key()? else {
+            return Ok(None);
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let s = SignedRequest::sign(req, uid, key, server_key, now, rand::random())?;
+        Ok(Some(ControlRequest::Signed(Box::new(s))))
+    }
+
+    /// The server key signed requests name: learnt (and pinned) by SERVER_INFO once.
+    fn signing_key(&self) -> Result<Option<[u8; 32]>, ControlError> {
+        if let Some(k) = *self.key_cache() {
+            return Ok(k);
+        }
+        match self.server_info() {
+            Ok(info) if info.features & features::SIGNED_REQUESTS != 0 => Ok(Some(info.public_key)),
+            Ok(_) => Ok(None),
+            Err(e) if e.code() == Some(ErrorCode::NoImpl) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends `req` as it is and decodes the reply.
+    fn send(&self, req: &ControlRequest) -> Result<ControlReply, ControlError> {
+        let cmd = req.reply_type();
         let mut out = Vec::with_capacity(kv_proto::control::MAX_REQUEST_LEN);
         req.encode(&mut out)?;
-        if cmd.is_seed() {
+        if req.command_type().is_seed() {
             out.resize(4 + SEED_FIELDS_LEN, 0);
         }
         let mut stream = self.connect()?;
@@ -182,7 +268,7 @@ impl ControlClient {
     /// Runs a request that answers with a plain value; `subject` names what a PARAM error
     /// refers to.
     fn value(&self, req: ControlRequest, subject: Subject) -> Result<u64, ControlError> {
-        let command = req.command_type();
+        let command = req.reply_type();
         match self.request(&req)? {
             ControlReply::Value(v) => Ok(v),
             ControlReply::Error(code) => Err(ControlError::Server {
@@ -294,8 +380,12 @@ impl ControlClient {
     }
 
     /// SERVER_INFO (extension): version, features and the key that signs system packets.
+    /// With [`ControlClient::with_trust`], the key is pinned on first use and checked
+    /// after: a changed key, or NOIMPL or no signed packets from a pinned server, is an
+    /// error ([`ControlError::KeyChanged`], [`ControlError::Downgrade`]), so the key this
+    /// returns is the pinned one.
     pub fn server_info(&self) -> Result<ServerInfo, ControlError> {
-        match self.request(&ControlRequest::ServerInfo)? {
+        let result = match self.send(&ControlRequest::ServerInfo)? {
             ControlReply::ServerInfo(info) => Ok(info),
             ControlReply::Error(code) => Err(Self::server_error(
                 CommandType::ServerInfo,
@@ -303,11 +393,65 @@ impl ControlClient {
                 Subject::Unknown,
             )),
             other => Err(self.unexpected(other)),
+        };
+        let offered = match &result {
+            Ok(info) if info.features & features::SIGNED_SYSTEM_PACKETS != 0 => {
+                Some(info.public_key)
+            }
+            Ok(_) => None,
+            Err(e) if e.code() == Some(ErrorCode::NoImpl) => None,
+            // Network trouble and the like: nothing learnt.
+            Err(_) => return result,
+        };
+        if let Some(trust) = &self.trust {
+            trust.check(&self.addr, offered)?;
         }
+        let signing = match &result {
+            Ok(info) if info.features & features::SIGNED_REQUESTS != 0 => Some(info.public_key),
+            _ => None,
+        };
+        *self.key_cache() = Some(signing);
+        result
+    }
+
+    /// REGISTER_KEY (extension): signs up a new user whose key is `key`, proving it holds
+    /// the key by signing the request with it. Returns the new uid.
+    pub fn register_key(&self, key: &SigningKey) -> Result<u64, ControlError> {
+        let req = ControlRequest::RegisterKey {
+            auid: 0,
+            perm: 0,
+            public_key: key.verifying_key().to_bytes(),
+        };
+        let Some(signed) = self.sign(req, 0, key)? else {
+            return Err(Self::server_error(
+                CommandType::RegisterKey,
+                ErrorCode::NoImpl,
+                Subject::Unknown,
+            ));
+        };
+        let uid = self.value(signed, Subject::Unknown)?;
+        if !kv_proto::is_valid_uid(uid) {
+            return Err(self.protocol(format!("server issued invalid uid {uid:#x}")));
+        }
+        Ok(uid)
+    }
+
+    /// SET_KEY (extension): `auid` sets the key of `uid` (oneself, or as perm_admin).
+    pub fn set_key(&self, auid: u64, uid: u64, public_key: [u8; 32]) -> Result<(), ControlError> {
+        self.value(
+            ControlRequest::SetKey {
+                auid,
+                uid,
+                public_key,
+            },
+            Subject::User(uid),
+        )
+        .map(drop)
     }
 
     /// SET_USER_NAME (extension): `uid` sets the display name of `target`.
     pub fn set_user_name(&self, uid: u64, target: u64, name: &str) -> Result<(), ControlError> {
+        check_name(name)?;
         let req = ControlRequest::SetUserName {
             uid,
             target,
@@ -323,6 +467,7 @@ impl ControlClient {
 
     /// SET_CHANNEL_NAME (extension): `uid` renames `chid`.
     pub fn set_channel_name(&self, uid: u64, chid: u64, name: &str) -> Result<(), ControlError> {
+        check_name(name)?;
         let req = ControlRequest::SetChannelName {
             uid,
             chid,
@@ -342,7 +487,7 @@ impl ControlClient {
     }
 
     fn name(&self, req: ControlRequest, subject: Subject) -> Result<String, ControlError> {
-        let command = req.command_type();
+        let command = req.reply_type();
         match self.request(&req)? {
             ControlReply::Name(n) => Ok(n),
             ControlReply::Error(code) => Err(Self::server_error(command, code, subject)),
@@ -374,6 +519,17 @@ impl ControlClient {
             )),
             other => Err(self.unexpected(other)),
         }
+    }
+}
+
+/// Names the server would refuse (INVAL), refused here with a clearer message.
+fn check_name(name: &str) -> Result<(), ControlError> {
+    if kv_proto::names::is_allowed_name(name) {
+        Ok(())
+    } else {
+        Err(ControlError::BadRequest(DecodeError::Invalid(
+            "names may not contain control, bidi or invisible characters",
+        )))
     }
 }
 

@@ -56,6 +56,38 @@ pub enum ControlError {
     /// The request could not be encoded (a name longer than the wire allows).
     #[error("invalid request: {0}")]
     BadRequest(#[from] DecodeError),
+    /// The server's key is not the one pinned for it on first use.
+    #[error(
+        "server {addr} presents key {offered}, but {pinned} is pinned for it in {}: refusing \
+         (a man in the middle, or the server's key was replaced; if you trust the new key, \
+         remove the server's line from that file)",
+        file.display()
+    )]
+    KeyChanged {
+        /// Address as the user gave it.
+        addr: String,
+        /// The pinned key (hex).
+        pinned: String,
+        /// The key the server sent (hex).
+        offered: String,
+        /// The known-servers file.
+        file: std::path::PathBuf,
+    },
+    /// A server whose key is pinned no longer offers signed system packets.
+    #[error(
+        "server {addr} no longer offers signed packets, but its key is pinned in {}: refusing \
+         (possible man in the middle)",
+        file.display()
+    )]
+    Downgrade {
+        /// Address as the user gave it.
+        addr: String,
+        /// The known-servers file.
+        file: std::path::PathBuf,
+    },
+    /// The known-servers file could not be read or written.
+    #[error("known servers {0}")]
+    Trust(String),
 }
 
 impl ControlError {

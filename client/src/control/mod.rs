@@ -2,6 +2,8 @@
 
 mod client;
 mod error;
+pub mod trust;
 
 pub use client::{ControlClient, DEFAULT_TIMEOUT};
 pub use error::{ControlError, Subject};
+pub use trust::KnownServers;

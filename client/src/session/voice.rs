@@ -52,6 +52,9 @@ pub struct SessionConfig {
     pub voice_addr: Option<SocketAddr>,
     /// Timeout of each control request.
     pub control_timeout: Duration,
+    /// The control client to use (it carries the user's key and the pinned server key);
+    /// `None`: a plain one for `server` (key-less user, nothing pinned).
+    pub control: Option<ControlClient>,
 }
 
 impl SessionConfig {
@@ -67,6 +70,7 @@ impl SessionConfig {
             rx: RxConfig::default(),
             voice_addr: None,
             control_timeout: crate::control::DEFAULT_TIMEOUT,
+            control: None,
         }
     }
 }
@@ -94,8 +98,10 @@ fn spawn<T: Send + 'static>(
         .map_err(SessionError::Thread)
 }
 
-/// The server's signing key, when it has one. Servers without SERVER_INFO (the seed's)
-/// get `None`, and their system packets are taken on trust.
+/// The server's signing key, when it has one: the pinned one when `control` has a trust
+/// store (a changed key or a downgrade after pinning is an error). Servers without
+/// SERVER_INFO (the seed's), never pinned, get `None`, and their system packets are taken
+/// on trust.
 fn server_key(control: &ControlClient) -> Result<Option<VerifyingKey>, SessionError> {
     match control.server_info() {
         Ok(info) if info.features & features::SIGNED_SYSTEM_PACKETS != 0 => {
@@ -128,7 +134,11 @@ impl VoiceSession {
     /// Joins `cfg.chid` as `cfg.uid` and starts audio. Returns the session and its event
     /// stream (bounded; drain it, or events are dropped and counted).
     pub fn start(mut cfg: SessionConfig) -> Result<(Self, Receiver<SessionEvent>), SessionError> {
-        let control = ControlClient::new(&cfg.server)?.with_timeout(cfg.control_timeout);
+        let control = match cfg.control.take() {
+            Some(c) => c,
+            None => ControlClient::new(&cfg.server)?,
+        }
+        .with_timeout(cfg.control_timeout);
         // Everything that can fail locally is checked before joining, so a bad WAV path or
         // device never leaves a ghost member in the channel.
         let tx = TxPipeline::new(cfg.tx.clone()).map_err(|e| SessionError::Audio(e.to_string()))?;

@@ -907,3 +907,28 @@ pub fn member_label(m: &Member) -> String {
         m.name.clone()
     }
 }
+
+/// Labels for a channel's members, in order: [`member_label`], except that a name that
+/// looks like another member's (same [`kv_proto::names::skeleton`]: `Ann` and `Аnn` with
+/// a Cyrillic А, `bob` and `B0B`, or simply the same name twice) gets the last four digits
+/// of its uid, `Ann#0042`, so nobody can pass for someone else in the list.
+pub fn member_labels(members: &[Member]) -> Vec<String> {
+    let skeletons: Vec<Option<String>> = members
+        .iter()
+        .map(|m| (!m.name.is_empty()).then(|| kv_proto::names::skeleton(&m.name)))
+        .collect();
+    let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for s in skeletons.iter().flatten() {
+        *counts.entry(s.as_str()).or_default() += 1;
+    }
+    members
+        .iter()
+        .zip(&skeletons)
+        .map(|(m, s)| match s {
+            Some(s) if counts.get(s.as_str()).copied().unwrap_or(0) > 1 => {
+                format!("{}#{:04}", m.name, m.uid % 10_000)
+            }
+            _ => member_label(m),
+        })
+        .collect()
+}

@@ -113,6 +113,39 @@ fn talking_and_stats_land_on_the_right_member() {
 }
 
 #[test]
+fn confusable_member_names_get_a_disambiguator() {
+    let members: Vec<Member> = [
+        (7, "me"),
+        (1_000_042, "Ann"),
+        // Cyrillic А: looks like "Ann".
+        (55_512_345, "\u{410}nn"),
+        (9, "bob"),
+        (12, ""),
+        (13, ""),
+    ]
+    .into_iter()
+    .map(|(uid, name)| Member {
+        uid,
+        name: name.into(),
+        talking: false,
+        volume: 100,
+        stats: None,
+    })
+    .collect();
+    assert_eq!(
+        member_labels(&members),
+        [
+            "me",
+            "Ann#0042",
+            "\u{410}nn#2345",
+            "bob",
+            "user 12",
+            "user 13"
+        ]
+    );
+}
+
+#[test]
 fn mute_deafen_and_modes() {
     let mut app = connected();
     assert_eq!(

@@ -24,11 +24,15 @@ struct Args {
     /// Server control address [default: the settings' server, else 127.0.0.1:8085].
     #[arg(long)]
     server: Option<String>,
-    /// Act as this user id instead of the one stored for the server.
-    #[arg(long)]
+    /// Act as this user id instead of the one stored for the server (signing with its
+    /// stored key, if there is one).
+    #[arg(long, conflicts_with = "identity")]
     uid: Option<u64>,
+    /// Act as the user of this identity file (e.g. the server's `admin.key`).
+    #[arg(long, value_name = "FILE")]
+    identity: Option<std::path::PathBuf>,
     /// Start an embedded server on loopback with a talking bot, and join it.
-    #[arg(long, conflicts_with_all = ["server", "uid", "url"])]
+    #[arg(long, conflicts_with_all = ["server", "uid", "identity", "url"])]
     demo: bool,
     /// `kv://HOST:PORT/CHANNEL`: server and channel (id or name) to join at once.
     url: Option<String>,
@@ -84,9 +88,11 @@ fn real_main() -> anyhow::Result<()> {
         let demo = crate::tui::demo::Demo::start().context("starting the demo")?;
         let opts = Options {
             server: demo.server_addr(),
-            identity: Identity::Fixed(demo.user_uid()),
+            identity: Identity::Fixed(Box::new(demo.user())),
             join: Some(JoinTarget::Id(demo.channel())),
             config_dir: dir,
+            // The demo's server lives in this process, with a new key each time.
+            trust: None,
             voice,
         };
         let result = run(opts);
@@ -108,14 +114,17 @@ fn real_main() -> anyhow::Result<()> {
     let server = server
         .or(settings.server.clone())
         .unwrap_or_else(|| format!("127.0.0.1:{}", kv_proto::DEFAULT_CONTROL_PORT));
-    let identity = match args.uid {
-        Some(uid) => Identity::Fixed(uid),
-        None => Identity::Stored(IdentityStore::at(&dir)),
+    let store = IdentityStore::at(&dir);
+    let identity = match (args.uid, &args.identity) {
+        (_, Some(file)) => Identity::Fixed(Box::new(crate::identity::Acting::from_file(file)?)),
+        (Some(uid), None) => Identity::Fixed(Box::new(store.acting(uid)?)),
+        (None, None) => Identity::Stored(store),
     };
     run(Options {
         server,
         identity,
         join,
+        trust: Some(crate::control::KnownServers::at(&dir)),
         config_dir: dir,
         voice,
     })?;

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kv_proto::Perms;
 use kv_server::{Config, Server};
 
 use crate::control::{ControlClient, ControlError};
+use crate::identity::{keyed_user, Acting};
 use crate::session::{InputSource, SessionConfig, SessionEvent, VoiceSession};
 
 /// Why the demo could not start.
@@ -33,7 +33,7 @@ pub enum DemoError {
 pub struct Demo {
     addr: SocketAddr,
     chid: u64,
-    user: u64,
+    user: Acting,
     data_dir: PathBuf,
     server: Option<EmbeddedServer>,
     bot: Option<Bot>,
@@ -44,7 +44,7 @@ impl std::fmt::Debug for Demo {
         f.debug_struct("Demo")
             .field("addr", &self.addr)
             .field("chid", &self.chid)
-            .field("user", &self.user)
+            .field("user", &self.user.uid)
             .finish()
     }
 }
@@ -59,12 +59,20 @@ impl Demo {
         tracing::info!(%addr, "demo server started");
 
         let control = ControlClient::new(&addr.to_string())?;
-        let chid = control.create(admin)?;
-        control.set_channel_name(admin, chid, "demo")?;
-        let bot = control.register(0, Perms::NONE)?;
-        control.set_user_name(bot, bot, "kv-bot")?;
-        let user = control.register(0, Perms::NONE)?;
-        control.set_user_name(user, user, "you")?;
+        // Everyone signs: the admin with the key the server wrote, the bot and the user
+        // with keys made here.
+        let admin_id = Acting::from_file(&data_dir.join("admin.key"))
+            .map_err(|e| DemoError::Bot(e.to_string()))?;
+        debug_assert_eq!(admin_id.uid, admin);
+        let as_admin = admin_id.client(&control);
+        let chid = as_admin.create(admin)?;
+        as_admin.set_channel_name(admin, chid, "demo")?;
+        let bot = keyed_user(&control)?;
+        bot.client(&control)
+            .set_user_name(bot.uid, bot.uid, "kv-bot")?;
+        let user = keyed_user(&control)?;
+        user.client(&control)
+            .set_user_name(user.uid, user.uid, "you")?;
 
         let mut demo = Demo {
             addr,
@@ -74,7 +82,7 @@ impl Demo {
             server: Some(server),
             bot: None,
         };
-        demo.bot = Some(Bot::start(addr.to_string(), bot, chid)?);
+        demo.bot = Some(Bot::start(bot.client(&control), bot.uid, chid)?);
         Ok(demo)
     }
 
@@ -90,7 +98,12 @@ impl Demo {
 
     /// The uid made for the person at the keyboard.
     pub fn user_uid(&self) -> u64 {
-        self.user
+        self.user.uid
+    }
+
+    /// The user made for the person at the keyboard, with its key.
+    pub fn user(&self) -> Acting {
+        self.user.clone()
     }
 
     /// Stops the bot and the server and removes the temporary data.
@@ -130,7 +143,9 @@ impl EmbeddedServer {
     pub fn start(listen: SocketAddr, data_dir: PathBuf) -> Result<Self, DemoError> {
         let (addr_tx, addr_rx) = std::sync::mpsc::sync_channel(1);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let config = Config::new(listen, data_dir);
+        let mut config = Config::new(listen, data_dir);
+        // Its users are made here, by the program, not by strangers: no sign-up limit.
+        config.register_rate = 0;
         let thread = std::thread::Builder::new()
             .name("kv-embedded-server".into())
             .spawn(move || {
@@ -240,8 +255,8 @@ pub struct Bot {
 }
 
 impl Bot {
-    /// Joins `chid` on `server` as `uid` and starts talking.
-    pub fn start(server: String, uid: u64, chid: u64) -> Result<Bot, DemoError> {
+    /// Joins `chid` through `control` (which signs as `uid`) and starts talking.
+    pub fn start(control: ControlClient, uid: u64, chid: u64) -> Result<Bot, DemoError> {
         use std::sync::atomic::{AtomicBool, Ordering};
         let speech = speech_sample()?;
         let mut input = Vec::with_capacity((speech.len() + BOT_PAUSE) * BOT_REPEATS);
@@ -249,7 +264,8 @@ impl Bot {
             input.extend_from_slice(&speech);
             input.extend(std::iter::repeat_n(0.0, BOT_PAUSE));
         }
-        let mut cfg = SessionConfig::new(server, uid, chid);
+        let mut cfg = SessionConfig::new(control.addr(), uid, chid);
+        cfg.control = Some(control);
         cfg.input = InputSource::Samples(input);
         // Check it can join before handing control to the thread.
         let (first, events) =

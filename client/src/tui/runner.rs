@@ -84,6 +84,8 @@ pub struct Options {
     pub join: Option<JoinTarget>,
     /// Config dir (settings, log file).
     pub config_dir: PathBuf,
+    /// Where the server's key is pinned on first use (`None` for the demo's own server).
+    pub trust: Option<crate::control::KnownServers>,
     /// The voice engine.
     pub voice: Box<dyn VoiceBackend>,
 }
@@ -103,7 +105,10 @@ impl std::fmt::Debug for Options {
 pub fn run(opts: Options) -> Result<(), RunError> {
     let mut settings = Settings::load(&opts.config_dir)?;
     let keymap = KeyMap::with_overrides(&settings.keys)?;
-    let control = ControlClient::new(&opts.server)?.with_timeout(CONTROL_TIMEOUT);
+    let mut control = ControlClient::new(&opts.server)?.with_timeout(CONTROL_TIMEOUT);
+    if let Some(trust) = opts.trust.clone() {
+        control = control.with_trust(trust);
+    }
 
     let mut app = App::new(opts.server.clone());
     settings.apply_to(&mut app);

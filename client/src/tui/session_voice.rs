@@ -69,6 +69,8 @@ impl VoiceBackend for SessionVoice {
         let output = devices.output.clone().unwrap_or_else(|| "default".into());
         let mut cfg = SessionConfig::new(control.addr(), uid, chid);
         cfg.control_timeout = CONTROL_TIMEOUT;
+        // The worker's client: it signs as us and carries the pinned server key.
+        cfg.control = Some(control.clone());
         cfg.tx.vad_threshold = f32::from_bits(self.vad_threshold.load(Ordering::Relaxed));
         cfg.input = InputSource::Device(input.clone());
         cfg.output = OutputSink::Device(output.clone());

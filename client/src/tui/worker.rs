@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use kv_proto::ErrorCode;
 
 use crate::control::{ControlClient, ControlError};
-use crate::identity::IdentityStore;
+use crate::identity::{server_signs, Acting, IdentityStore};
 use crate::tui::action::{Action, Command};
 use crate::tui::app::{ChannelRow, DeviceKind};
 use crate::tui::voice::{ActionSink, Devices, VoiceBackend, VoiceHandle};
@@ -25,12 +25,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(4);
 /// Most channels whose details are fetched per refresh, bounding the refresh's cost.
 const MAX_DETAILED_CHANNELS: usize = 256;
 
-/// Who we are on the server: a fixed uid from the command line, or the identity store.
+/// Who we are on the server: a fixed user from the command line, or the identity store.
 #[derive(Debug, Clone)]
 pub enum Identity {
-    /// `--uid`.
-    Fixed(u64),
-    /// Stored per server; registered on first use.
+    /// `--uid` (with its stored key, if any), `--identity FILE`, or the demo's user.
+    Fixed(Box<Acting>),
+    /// Stored per server; registered (with a new key) on first use.
     Stored(IdentityStore),
 }
 
@@ -143,31 +143,37 @@ impl Worker {
         self.out.send(a);
     }
 
-    /// Finds our uid, checks the server answers, and reports who we are.
+    /// Finds who we are (signing up on first use), checks the server answers, and reports
+    /// it. From here on the control client signs as us.
     fn connect(&mut self) -> Result<(), String> {
-        let uid = match &self.identity {
-            Identity::Fixed(uid) => *uid,
-            Identity::Stored(store) => store.uid_for(&self.control).map_err(|e| e.to_string())?,
+        let acting = match &self.identity {
+            Identity::Fixed(acting) => (**acting).clone(),
+            Identity::Stored(store) => store
+                .identity_for(&self.control)
+                .map_err(|e| e.to_string())?,
         };
+        let uid = acting.uid;
+        self.control = acting.client(&self.control);
         let (uid, (perms, name)) = match self.control.user_info(uid) {
             Ok(info) => (uid, info),
             // The server forgot us (its data was reset): sign up again and remember it.
             Err(e) if e.code() == Some(ErrorCode::Param) => match &self.identity {
                 Identity::Stored(store) => {
-                    let fresh = self
-                        .control
-                        .register(0, kv_proto::Perms::NONE)
-                        .map_err(|e| e.to_string())?;
-                    store
-                        .set(self.control.addr(), fresh)
+                    let signs = server_signs(&self.control).map_err(|e| e.to_string())?;
+                    let fresh = store
+                        .sign_up(&self.control, signs)
                         .map_err(|e| e.to_string())?;
                     tracing::warn!(
                         old = uid,
-                        new = fresh,
+                        new = fresh.uid,
                         "server did not know us; signed up again"
                     );
-                    let info = self.control.user_info(fresh).map_err(|e| e.to_string())?;
-                    (fresh, info)
+                    self.control = fresh.client(&self.control);
+                    let info = self
+                        .control
+                        .user_info(fresh.uid)
+                        .map_err(|e| e.to_string())?;
+                    (fresh.uid, info)
                 }
                 Identity::Fixed(_) => return Err(format!("server does not know user {uid}")),
             },

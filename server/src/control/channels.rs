@@ -1,8 +1,13 @@
 //! CREATE, DELETE, JOIN, LEAVE, GET_PORT, GET_CHANNELS, SET/GET_CHANNEL_NAME, CHANNEL_INFO.
+//!
+//! Each takes the store lock for its database steps only and the registry lock for its
+//! channel steps only (see the module doc of `control` for why and in which order).
+
+use std::sync::Arc;
 
 use kv_proto::{ChannelInfo, ControlReply, ErrorCode, Perms};
 
-use super::{allow, db, CmdResult, Control};
+use super::{allow, db, CmdResult, Control, Origin};
 use crate::channel::RelayError;
 use crate::ids::{random_id, MAX_ID_ATTEMPTS};
 use crate::store::{ChannelRecord, Store};
@@ -14,18 +19,40 @@ fn relay_err(e: RelayError) -> ErrorCode {
 }
 
 impl<S: Store> Control<S> {
-    /// CREATE: needs perm_add_channel. The socket is open before the reply, so the
-    /// creator can join at once.
-    pub(super) fn create(&mut self, uid: u64) -> CmdResult {
+    /// May `uid` (with `perms`) own one more channel? perm_admin is exempt from the
+    /// per-user quota (not from `--max-channels`).
+    fn under_quota(&self, uid: u64, perms: Perms) -> Result<(), ErrorCode> {
+        if perms.contains(Perms::ADMIN) {
+            return Ok(());
+        }
+        let owned = db(self.store().channels_owned(uid))?.len();
+        if owned >= self.policy.max_channels_per_user {
+            tracing::debug!(uid, owned, "channel quota reached");
+            return Err(ErrorCode::Serv);
+        }
+        Ok(())
+    }
+
+    /// CREATE: needs perm_add_channel, within the owner's quota and the descriptor budget.
+    /// The socket is open before the reply, so the creator can join at once.
+    pub(super) fn create(&self, uid: u64) -> CmdResult {
         let user = self.existing_user(uid)?;
-        allow(Perms(user.perms).contains(Perms::ADD_CHANNEL))?;
+        let perms = Perms(user.perms);
+        allow(perms.contains(Perms::ADD_CHANNEL))?;
+        self.under_quota(uid, perms)?;
+        if !self.fds.can_open_channel() {
+            tracing::warn!("file descriptors reserved for control connections; CREATE refused");
+            return Err(ErrorCode::Serv);
+        }
         let chid = (0..MAX_ID_ATTEMPTS)
             .map(|_| random_id())
             .find(|&id| {
-                matches!(self.store.channel(id), Ok(None)) && self.registry.port(id).is_none()
+                // Two statements: the store lock is released before the registry's is taken.
+                let free = matches!(self.store().channel(id), Ok(None));
+                free && self.registry().port(id).is_none()
             })
             .ok_or(ErrorCode::Serv)?;
-        let port = self.registry.open(chid, None).map_err(|e| {
+        let port = self.registry_write().open(chid, None).map_err(|e| {
             tracing::warn!(error = %e, "cannot open channel");
             ErrorCode::Serv
         })?;
@@ -35,50 +62,58 @@ impl<S: Store> Control<S> {
             name: String::new(),
             port,
         };
-        match db(self.store.insert_channel(&record)) {
-            Ok(true) => {
-                tracing::info!(chid, port, owner = uid, "channel created");
-                Ok(ControlReply::Value(chid))
-            }
-            Ok(false) | Err(_) => {
-                self.registry.close(chid);
-                Err(ErrorCode::Serv)
-            }
+        // The owner may have been unregistered (or used up its quota) meanwhile: check
+        // again under the same lock as the insert.
+        let stored = {
+            let mut store = self.store();
+            let still_ok = matches!(store.user(uid), Ok(Some(_)))
+                && (perms.contains(Perms::ADMIN)
+                    || store
+                        .channels_owned(uid)
+                        .is_ok_and(|c| c.len() < self.policy.max_channels_per_user));
+            still_ok && db(store.insert_channel(&record)).unwrap_or(false)
+        };
+        if !stored {
+            self.registry_write().close(chid);
+            return Err(ErrorCode::Serv);
         }
+        tracing::info!(chid, port, "channel created");
+        Ok(ControlReply::Value(chid))
     }
 
     /// DELETE: the owner, or perm_rm_channel. Members get SHUTDOWN.
-    pub(super) fn delete(&mut self, uid: u64, chid: u64) -> CmdResult {
+    pub(super) fn delete(&self, uid: u64, chid: u64) -> CmdResult {
         let user = self.existing_user(uid)?;
         let ch = self.existing_channel(chid)?;
         allow(ch.owner == uid || Perms(user.perms).contains(Perms::RM_CHANNEL))?;
-        if !db(self.store.delete_channel(chid))? {
+        if !db(self.store().delete_channel(chid))? {
             return Err(ErrorCode::Param);
         }
-        self.registry.close(chid);
-        tracing::info!(chid, by = uid, "channel deleted");
+        self.registry_write().close(chid);
+        tracing::info!(chid, "channel deleted");
         Ok(ControlReply::Value(chid))
     }
 
     /// JOIN: oneself, or anyone with perm_add_user. Replies with the channel's port.
-    pub(super) fn join(&mut self, uid: u64, juid: u64, chid: u64) -> CmdResult {
+    pub(super) fn join(&self, uid: u64, juid: u64, chid: u64) -> CmdResult {
         let user = self.existing_user(uid)?;
         self.existing_user(juid)?;
         self.existing_channel(chid)?;
         allow(uid == juid || Perms(user.perms).contains(Perms::ADD_USER))?;
-        let port = self.registry.port(chid).ok_or(ErrorCode::Serv)?;
-        self.registry.join(chid, juid).map_err(relay_err)?;
+        let registry = self.registry();
+        let port = registry.port(chid).ok_or(ErrorCode::Serv)?;
+        registry.join(chid, juid).map_err(relay_err)?;
         Ok(ControlReply::Value(u64::from(port)))
     }
 
     /// LEAVE: oneself, or anyone with perm_kick_user. A kicked user hears LEAVE too.
     /// PARAM when `luid` is not a member.
-    pub(super) fn leave(&mut self, uid: u64, luid: u64, chid: u64) -> CmdResult {
+    pub(super) fn leave(&self, uid: u64, luid: u64, chid: u64) -> CmdResult {
         let user = self.existing_user(uid)?;
         self.existing_user(luid)?;
         self.existing_channel(chid)?;
         allow(uid == luid || Perms(user.perms).contains(Perms::KICK_USER))?;
-        match self.registry.leave(chid, luid, uid != luid) {
+        match self.registry().leave(chid, luid, uid != luid) {
             Ok(true) => Ok(ControlReply::Value(1)),
             Ok(false) => Err(ErrorCode::Param),
             Err(e) => Err(relay_err(e)),
@@ -88,44 +123,53 @@ impl<S: Store> Control<S> {
     /// GET_PORT: anyone.
     pub(super) fn get_port(&self, chid: u64) -> CmdResult {
         self.existing_channel(chid)?;
-        let port = self.registry.port(chid).ok_or(ErrorCode::Serv)?;
+        let port = self.registry().port(chid).ok_or(ErrorCode::Serv)?;
         Ok(ControlReply::Value(u64::from(port)))
     }
 
     /// GET_CHANNELS: every channel id, oldest first.
     pub(super) fn get_channels(&self) -> CmdResult {
-        let ids = db(self.store.channels())?.iter().map(|c| c.id).collect();
+        let ids = db(self.store().channels())?.iter().map(|c| c.id).collect();
         Ok(ControlReply::Channels(ids))
     }
 
     /// SET_CHANNEL_NAME: the owner, or perm_rm_channel.
-    pub(super) fn set_channel_name(&mut self, uid: u64, chid: u64, name: &str) -> CmdResult {
+    pub(super) fn set_channel_name(&self, uid: u64, chid: u64, name: &str) -> CmdResult {
+        if !kv_proto::names::is_allowed_name(name) {
+            return Err(ErrorCode::Inval);
+        }
         let user = self.existing_user(uid)?;
         let ch = self.existing_channel(chid)?;
         allow(ch.owner == uid || Perms(user.perms).contains(Perms::RM_CHANNEL))?;
-        if !db(self.store.set_channel_name(chid, name))? {
+        if !db(self.store().set_channel_name(chid, name))? {
             return Err(ErrorCode::Param);
         }
         Ok(ControlReply::Value(1))
     }
 
-    /// CHANNEL_INFO: name, owner, port and members with their names; anyone.
-    pub(super) fn channel_info(&self, chid: u64) -> CmdResult {
-        let ch = self.existing_channel(chid)?;
-        let port = self.registry.port(chid).ok_or(ErrorCode::Serv)?;
-        let uids = self.registry.members(chid).map_err(relay_err)?;
-        let mut members = Vec::with_capacity(uids.len());
-        for uid in uids {
-            let name = db(self.store.user(uid))?
-                .map(|u| u.name)
-                .unwrap_or_default();
-            members.push((uid, name));
+    /// CHANNEL_INFO: name, owner, port and members with their names; anyone. Served from
+    /// [`super::info_cache`] when a fresh answer is there.
+    pub(super) fn channel_info(&self, chid: u64, origin: &Origin) -> CmdResult {
+        let generation = self.generation();
+        if let Some(info) = self.info_cache.get(chid, origin.now, generation) {
+            return Ok(ControlReply::ChannelInfo((*info).clone()));
         }
-        Ok(ControlReply::ChannelInfo(ChannelInfo {
+        let ch = self.existing_channel(chid)?;
+        let (port, uids) = {
+            let registry = self.registry();
+            let port = registry.port(chid).ok_or(ErrorCode::Serv)?;
+            (port, registry.members(chid).map_err(relay_err)?)
+        };
+        let names = db(self.store().user_names(&uids))?;
+        let info = ChannelInfo {
             name: ch.name,
             owner: ch.owner,
             port: u64::from(port),
-            members,
-        }))
+            members: uids.into_iter().zip(names).collect(),
+        };
+        let info = Arc::new(info);
+        self.info_cache
+            .put(chid, origin.now, generation, info.clone());
+        Ok(ControlReply::ChannelInfo(Arc::unwrap_or_clone(info)))
     }
 }

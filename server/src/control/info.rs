@@ -10,7 +10,8 @@ use crate::store::Store;
 pub const FEATURES: u64 = features::NAMES
     | features::CHANNEL_INFO
     | features::SIGNED_SYSTEM_PACKETS
-    | features::USER_INFO;
+    | features::USER_INFO
+    | features::SIGNED_REQUESTS;
 
 impl<S: Store> Control<S> {
     /// Protocol version, feature bits and the key that signs system packets. Needs no

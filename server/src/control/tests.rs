@@ -7,7 +7,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use kv_proto::{ControlReply as Rep, ControlRequest as Req, ErrorCode as E, Perms};
 
-use super::Control;
+use super::{Control, Origin, Policy};
 use crate::channel::{Registry, RelayConfig};
 use crate::shutdown;
 use crate::store::SqliteStore;
@@ -22,6 +22,12 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    // Key-less users acting through unsigned requests, as with `--allow-unsigned`: most
+    // tests here are about the seed's permission rules (signatures: at the end).
+    fixture_with(Policy::new(Perms::ADD_CHANNEL, true))
+}
+
+fn fixture_with(policy: Policy) -> Fixture {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -41,13 +47,13 @@ fn fixture() -> Fixture {
         3,
         sd,
     );
-    let mut control = Control::new(
+    let control = Control::new(
         SqliteStore::open_in_memory().unwrap(),
         registry,
         [9; 32],
-        Perms::ADD_CHANNEL,
+        policy,
     );
-    let admin = control.create_user(Perms::ADMIN.bits()).unwrap();
+    let admin = control.create_user(Perms::ADMIN.bits(), None).unwrap();
     Fixture {
         control,
         admin,
@@ -56,15 +62,22 @@ fn fixture() -> Fixture {
     }
 }
 
+fn origin() -> Origin {
+    Origin::now(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
 impl Fixture {
+    fn apply(&self, req: Req) -> Rep {
+        self.control.apply(req, &origin())
+    }
     fn ok(&mut self, req: Req) -> u64 {
-        match self.control.apply(req.clone()) {
+        match self.apply(req.clone()) {
             Rep::Value(v) => v,
             other => panic!("{req:?} -> {other:?}"),
         }
     }
     fn err(&mut self, req: Req) -> E {
-        match self.control.apply(req.clone()) {
+        match self.apply(req.clone()) {
             Rep::Error(e) => e,
             other => panic!("{req:?} should fail, got {other:?}"),
         }
@@ -85,7 +98,7 @@ fn register_rules() {
     });
     assert!(kv_proto::is_valid_uid(u));
     assert_eq!(
-        f.control.apply(Req::UserInfo { uid: u }),
+        f.apply(Req::UserInfo { uid: u }),
         Rep::UserInfo {
             perms: Perms::ADD_CHANNEL.bits(),
             name: String::new()
@@ -164,7 +177,7 @@ fn channel_lifecycle_and_rules() {
     let ch = f.ok(Req::Create { uid: owner });
     let port = f.ok(Req::GetPort { chid: ch });
     assert!(port > 0 && port < 65536);
-    assert_eq!(f.control.apply(Req::GetChannels), Rep::Channels(vec![ch]));
+    assert_eq!(f.apply(Req::GetChannels), Rep::Channels(vec![ch]));
     // JOIN: self is free; others need perm_add_user; unknown ids are PARAM.
     assert_eq!(
         f.ok(Req::Join {
@@ -216,7 +229,7 @@ fn channel_lifecycle_and_rules() {
         }),
         E::Serv
     );
-    match f.control.apply(Req::ChannelInfo { chid: ch }) {
+    match f.apply(Req::ChannelInfo { chid: ch }) {
         Rep::ChannelInfo(info) => {
             assert_eq!(info.owner, owner);
             assert_eq!(info.port, port);
@@ -269,7 +282,7 @@ fn channel_lifecycle_and_rules() {
         1
     );
     assert_eq!(
-        f.control.apply(Req::GetChannelName { chid: ch }),
+        f.apply(Req::GetChannelName { chid: ch }),
         Rep::Name(name("lobby"))
     );
     // DELETE: not the owner without perm_rm_channel is ACCESS; the owner may.
@@ -288,7 +301,7 @@ fn channel_lifecycle_and_rules() {
         ch
     );
     assert_eq!(f.err(Req::GetPort { chid: ch }), E::Param);
-    assert_eq!(f.control.apply(Req::GetChannels), Rep::Channels(vec![]));
+    assert_eq!(f.apply(Req::GetChannels), Rep::Channels(vec![]));
 }
 
 #[test]
@@ -331,10 +344,7 @@ fn user_names() {
         }),
         1
     );
-    assert_eq!(
-        f.control.apply(Req::GetUserName { uid: b }),
-        Rep::Name(n("bo"))
-    );
+    assert_eq!(f.apply(Req::GetUserName { uid: b }), Rep::Name(n("bo")));
     assert_eq!(f.err(Req::GetUserName { uid: 77 }), E::Param);
     assert_eq!(
         f.err(Req::SetUserName {
@@ -348,8 +358,8 @@ fn user_names() {
 
 #[test]
 fn server_info_has_key_and_features() {
-    let mut f = fixture();
-    match f.control.apply(Req::ServerInfo) {
+    let f = fixture();
+    match f.apply(Req::ServerInfo) {
         Rep::ServerInfo(i) => {
             assert_eq!(i.version, kv_proto::PROTOCOL_VERSION);
             assert_eq!(i.public_key, [9; 32]);
@@ -357,4 +367,189 @@ fn server_info_has_key_and_features() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A signed request from `uid` with `key`, for server key `[9; 32]`, now.
+fn signed(inner: Req, uid: u64, key: &SigningKey) -> Req {
+    signed_at(inner, uid, key, [9; 32], origin().unix_ms, rand::random())
+}
+
+fn signed_at(
+    inner: Req,
+    uid: u64,
+    key: &SigningKey,
+    server: [u8; 32],
+    unix_ms: u64,
+    nonce: [u8; 16],
+) -> Req {
+    Req::Signed(Box::new(
+        kv_proto::signed::SignedRequest::sign(inner, uid, key, server, unix_ms, nonce).unwrap(),
+    ))
+}
+
+/// A keyed sign-up: REGISTER_KEY signed by the new key itself.
+fn keyed_signup(f: &mut Fixture) -> (u64, SigningKey) {
+    let key = crate::keys::new_key();
+    let req = Req::RegisterKey {
+        auid: 0,
+        perm: 0,
+        public_key: key.verifying_key().to_bytes(),
+    };
+    (f.ok(signed(req, 0, &key)), key)
+}
+
+#[test]
+fn signed_requests_act_as_their_signer_only() {
+    let mut f = fixture_with(Policy::new(Perms::ADD_CHANNEL, false));
+    let (a, ka) = keyed_signup(&mut f);
+    let (b, kb) = keyed_signup(&mut f);
+    // Unsigned acts are refused without --allow-unsigned, reads are not.
+    assert_eq!(f.err(Req::Create { uid: a }), E::Access);
+    assert_eq!(f.err(Req::Register { auid: 0, perm: 0 }), E::Access);
+    assert!(matches!(
+        f.apply(Req::UserInfo { uid: a }),
+        Rep::UserInfo { .. }
+    ));
+    // Signed by the actor: fine. Signed by someone else, or naming another actor: ACCESS.
+    let ch = f.ok(signed(Req::Create { uid: a }, a, &ka));
+    assert_eq!(
+        f.err(signed(Req::Delete { uid: a, chid: ch }, b, &kb)),
+        E::Access
+    );
+    assert_eq!(
+        f.err(signed(Req::Delete { uid: a, chid: ch }, a, &kb)),
+        E::Access
+    );
+    // Unknown signer: PARAM, like any unknown uid.
+    assert_eq!(f.err(signed(Req::Create { uid: 5 }, 5, &ka)), E::Param);
+    // A sign-up must be signed by the key it registers.
+    let other = crate::keys::new_key();
+    let req = Req::RegisterKey {
+        auid: 0,
+        perm: 0,
+        public_key: other.verifying_key().to_bytes(),
+    };
+    assert_eq!(f.err(signed(req.clone(), 0, &ka)), E::Access);
+    assert_eq!(f.err(req), E::Access);
+    // Replay, another server's key, a stale or future timestamp: ACCESS.
+    let once = signed(
+        Req::Join {
+            uid: a,
+            juid: a,
+            chid: ch,
+        },
+        a,
+        &ka,
+    );
+    f.ok(once.clone());
+    assert_eq!(f.err(once), E::Access);
+    let now = origin().unix_ms;
+    let join = || Req::Join {
+        uid: a,
+        juid: a,
+        chid: ch,
+    };
+    assert_eq!(
+        f.err(signed_at(join(), a, &ka, [8; 32], now, [1; 16])),
+        E::Access
+    );
+    let w = kv_proto::signed::WINDOW_MS;
+    assert_eq!(
+        f.err(signed_at(join(), a, &ka, [9; 32], now - w - 5_000, [2; 16])),
+        E::Access
+    );
+    assert_eq!(
+        f.err(signed_at(join(), a, &ka, [9; 32], now + w + 5_000, [3; 16])),
+        E::Access
+    );
+    f.ok(signed_at(join(), a, &ka, [9; 32], now - 1_000, [4; 16]));
+}
+
+#[test]
+fn allow_unsigned_serves_keyless_users_only() {
+    let mut f = fixture();
+    let keyless = f.signup();
+    f.ok(Req::Create { uid: keyless });
+    let (keyed, key) = keyed_signup(&mut f);
+    assert_eq!(f.err(Req::Create { uid: keyed }), E::Access);
+    assert_eq!(
+        f.err(Req::SetUserName {
+            uid: keyed,
+            target: keyed,
+            name: "x".into()
+        }),
+        E::Access
+    );
+    f.ok(signed(Req::Create { uid: keyed }, keyed, &key));
+    // A key-less user may claim a key once (unsigned); then it is keyed for good.
+    let k2 = crate::keys::new_key();
+    let claim = Req::SetKey {
+        auid: keyless,
+        uid: keyless,
+        public_key: k2.verifying_key().to_bytes(),
+    };
+    f.ok(claim.clone());
+    assert_eq!(f.err(claim), E::Access);
+    assert_eq!(f.err(Req::Create { uid: keyless }), E::Access);
+    f.ok(signed(Req::Create { uid: keyless }, keyless, &k2));
+    // Weak or invalid keys are refused.
+    let weak = Req::SetKey {
+        auid: keyed,
+        uid: keyed,
+        public_key: [0; 32],
+    };
+    assert_eq!(f.err(signed(weak, keyed, &key)), E::Inval);
+}
+
+#[test]
+fn channel_quota_and_unregister_takes_channels_along() {
+    let mut policy = Policy::new(Perms::ADD_CHANNEL, true);
+    policy.max_channels_per_user = 2;
+    let mut f = fixture_with(policy);
+    let u = f.signup();
+    let c1 = f.ok(Req::Create { uid: u });
+    f.ok(Req::Create { uid: u });
+    assert_eq!(f.err(Req::Create { uid: u }), E::Serv);
+    f.ok(Req::Delete { uid: u, chid: c1 });
+    f.ok(Req::Create { uid: u });
+    assert!(matches!(f.apply(Req::GetChannels), Rep::Channels(ids) if ids.len() == 2));
+    f.ok(Req::Unregister { auid: u, uid: u });
+    assert_eq!(f.apply(Req::GetChannels), Rep::Channels(vec![]));
+}
+
+#[test]
+fn names_with_invisible_or_reordering_characters_are_inval() {
+    let mut f = fixture();
+    let u = f.signup();
+    let ch = f.ok(Req::Create { uid: u });
+    for bad in [
+        "ann\u{202E}",
+        "\u{2066}x",
+        "a\u{200B}b",
+        "\u{061C}",
+        "tab\t",
+    ] {
+        assert_eq!(
+            f.err(Req::SetUserName {
+                uid: u,
+                target: u,
+                name: bad.into()
+            }),
+            E::Inval,
+            "{bad:?}"
+        );
+        assert_eq!(
+            f.err(Req::SetChannelName {
+                uid: u,
+                chid: ch,
+                name: bad.into()
+            }),
+            E::Inval
+        );
+    }
+    f.ok(Req::SetUserName {
+        uid: u,
+        target: u,
+        name: "Zoë 🎧".into(),
+    });
 }

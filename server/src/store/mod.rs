@@ -18,6 +18,9 @@ pub struct UserRecord {
     pub perms: u64,
     /// Display name ("" until set).
     pub name: String,
+    /// Ed25519 public key that signs this user's requests; `None` for a key-less user
+    /// (who can only act through unsigned requests, with `--allow-unsigned`).
+    pub key: Option<[u8; 32]>,
 }
 
 /// A channel that exists (and is re-opened on restart).
@@ -60,6 +63,14 @@ pub trait Store: Send {
     fn delete_user(&mut self, id: u64) -> StoreResult<bool>;
     /// Renames a user.
     fn set_user_name(&mut self, id: u64, name: &str) -> StoreResult<bool>;
+    /// Sets (or replaces) a user's public key.
+    fn set_user_key(&mut self, id: u64, key: &[u8; 32]) -> StoreResult<bool>;
+    /// Display names of the given users, in the same order ("" for unknown ones), with one
+    /// prepared statement: CHANNEL_INFO lists up to 4096 members.
+    fn user_names(&self, ids: &[u64]) -> StoreResult<Vec<String>>;
+    /// The channels `owner` created, oldest first (for `--max-channels-per-user`, and to
+    /// delete them with their owner).
+    fn channels_owned(&self, owner: u64) -> StoreResult<Vec<u64>>;
     /// One channel, if it exists.
     fn channel(&self, id: u64) -> StoreResult<Option<ChannelRecord>>;
     /// Every channel, oldest first.

@@ -13,13 +13,14 @@ use super::{ChannelRecord, Store, StoreError, StoreResult, UserRecord};
 pub const DB_FILE: &str = "kv.sqlite3";
 
 /// Schema version in `PRAGMA user_version`; bumped with every schema change.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
     id    INTEGER PRIMARY KEY,
     perms INTEGER NOT NULL,
-    name  TEXT NOT NULL DEFAULT ''
+    name  TEXT NOT NULL DEFAULT '',
+    key   BLOB
 );
 CREATE TABLE IF NOT EXISTS channels (
     seq   INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -32,7 +33,11 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS channels_by_owner ON channels (owner);
 ";
+
+/// Version 1 had no user keys.
+const MIGRATE_1_TO_2: &str = "ALTER TABLE users ADD COLUMN key BLOB;";
 
 /// Users and channels in SQLite.
 #[derive(Debug)]
@@ -42,9 +47,18 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the database in `dir`.
+    /// Opens (or creates) the database in `dir`. The file (and so its `-wal` and `-shm`
+    /// files, which SQLite creates with the database's mode) is readable by the owner only.
     pub fn open_in(dir: &Path) -> StoreResult<Self> {
-        Self::init(Connection::open(dir.join(DB_FILE))?)
+        let path = dir.join(DB_FILE);
+        crate::files::create_private(&path)
+            .map_err(|_| StoreError::Corrupt("cannot create the database file"))?;
+        let store = Self::init(Connection::open(&path)?)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let p = dir.join(format!("{DB_FILE}{suffix}"));
+            crate::files::make_private(&p);
+        }
+        Ok(store)
     }
 
     /// A throwaway database, for tests.
@@ -62,6 +76,9 @@ impl SqliteStore {
         if version > SCHEMA_VERSION {
             return Err(StoreError::Corrupt("database is from a newer kv-server"));
         }
+        if version == 1 {
+            conn.execute_batch(MIGRATE_1_TO_2)?;
+        }
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Self { conn })
@@ -73,32 +90,53 @@ impl SqliteStore {
     }
 }
 
+fn to_key(v: Option<Vec<u8>>) -> StoreResult<Option<[u8; 32]>> {
+    v.map(|b| {
+        <[u8; 32]>::try_from(b.as_slice())
+            .map_err(|_| StoreError::Corrupt("user key is not 32 bytes"))
+    })
+    .transpose()
+}
+
 fn to_port(v: i64) -> StoreResult<u16> {
     u16::try_from(v).map_err(|_| StoreError::Corrupt("channel port out of range"))
 }
 
 impl Store for SqliteStore {
     fn user(&self, id: u64) -> StoreResult<Option<UserRecord>> {
-        Ok(self
-            .conn
+        self.conn
             .query_row(
-                "SELECT perms, name FROM users WHERE id = ?1",
+                "SELECT perms, name, key FROM users WHERE id = ?1",
                 params![id as i64],
                 |r| {
-                    Ok(UserRecord {
-                        id,
-                        perms: r.get::<_, i64>(0)? as u64,
-                        name: r.get(1)?,
-                    })
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<Vec<u8>>>(2)?,
+                    ))
                 },
             )
-            .optional()?)
+            .optional()?
+            .map(|(perms, name, key)| {
+                Ok::<_, StoreError>(UserRecord {
+                    id,
+                    perms,
+                    name,
+                    key: to_key(key)?,
+                })
+            })
+            .transpose()
     }
 
     fn insert_user(&mut self, user: &UserRecord) -> StoreResult<bool> {
         let n = self.conn.execute(
-            "INSERT OR IGNORE INTO users (id, perms, name) VALUES (?1, ?2, ?3)",
-            params![user.id as i64, user.perms as i64, user.name],
+            "INSERT OR IGNORE INTO users (id, perms, name, key) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                user.id as i64,
+                user.perms as i64,
+                user.name,
+                user.key.map(|k| k.to_vec())
+            ],
         )?;
         Ok(n == 1)
     }
@@ -116,6 +154,43 @@ impl Store for SqliteStore {
             params![id as i64, name],
         )?;
         Ok(n == 1)
+    }
+
+    fn set_user_key(&mut self, id: u64, key: &[u8; 32]) -> StoreResult<bool> {
+        let n = self.conn.execute(
+            "UPDATE users SET key = ?2 WHERE id = ?1",
+            params![id as i64, key.to_vec()],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn user_names(&self, ids: &[u64]) -> StoreResult<Vec<String>> {
+        // One prepared statement, cached by rusqlite, stepped per id inside one read
+        // transaction: no per-call parse and no SQL text built from input.
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name FROM users WHERE id = ?1")?;
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            out.push(
+                stmt.query_row(params![id as i64], |r| r.get::<_, String>(0))
+                    .optional()?
+                    .unwrap_or_default(),
+            );
+        }
+        Ok(out)
+    }
+
+    fn channels_owned(&self, owner: u64) -> StoreResult<Vec<u64>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM channels WHERE owner = ?1 ORDER BY seq")?;
+        let rows = stmt.query_map(params![owner as i64], |r| r.get::<_, i64>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row? as u64);
+        }
+        Ok(out)
     }
 
     fn channel(&self, id: u64) -> StoreResult<Option<ChannelRecord>> {
@@ -229,6 +304,7 @@ mod tests {
             id,
             perms: 8,
             name: String::new(),
+            key: None,
         }
     }
 
@@ -252,6 +328,9 @@ mod tests {
         assert!(s.set_user_name(big, "zoë").unwrap());
         assert_eq!(s.user(big).unwrap().unwrap().name, "zoë");
         assert!(!s.set_user_name(5, "x").unwrap());
+        assert!(s.set_user_key(big, &[7; 32]).unwrap());
+        assert_eq!(s.user(big).unwrap().unwrap().key, Some([7; 32]));
+        assert_eq!(s.user_names(&[5, big]).unwrap(), ["", "zoë"]);
         assert!(s.delete_user(big).unwrap());
         assert!(!s.delete_user(big).unwrap());
         assert_eq!(s.user(big).unwrap(), None);
@@ -273,6 +352,32 @@ mod tests {
         assert!(s.delete_channel(30).unwrap());
         assert_eq!(s.channel(30).unwrap(), None);
         assert_eq!(s.channels().unwrap().len(), 2);
+        assert_eq!(s.channels_owned(7).unwrap(), [10, u64::MAX - 5]);
+        assert_eq!(s.channels_owned(8).unwrap(), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn version_1_database_gains_keys_and_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE users (id INTEGER PRIMARY KEY, perms INTEGER NOT NULL, name TEXT NOT NULL DEFAULT '');
+                 INSERT INTO users (id, perms, name) VALUES (42, 8, 'old');
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let mut s = SqliteStore::open_in(dir.path()).unwrap();
+        assert_eq!(s.user(42).unwrap().unwrap().key, None);
+        assert!(s.set_user_key(42, &[1; 32]).unwrap());
+        s.close().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(DB_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, ListItem, ListState, Paragraph};
 use ratatui::Frame;
 
-use crate::tui::app::{channel_label, member_label, App, Focus};
+use crate::tui::app::{channel_label, member_labels, App, Focus};
 use crate::tui::widgets::{border, focus_list};
 
 /// Renders the member list into `area`.
@@ -22,10 +22,12 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         frame.render_widget(Paragraph::new(text.dark_gray()).block(block), area);
         return;
     }
+    let labels = member_labels(&app.members);
     let items: Vec<ListItem> = app
         .members
         .iter()
-        .map(|m| {
+        .zip(labels)
+        .map(|(m, label)| {
             let me = m.uid == app.uid;
             let talking = if me { app.sending } else { m.talking };
             let marker = if talking {
@@ -33,10 +35,11 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
             } else {
                 "○ ".dark_gray()
             };
-            let mut name = member_label(m).into();
-            if talking {
-                name = member_label(m).green().bold();
-            }
+            let name = if talking {
+                label.green().bold()
+            } else {
+                label.into()
+            };
             let mut spans = vec![marker, name];
             if me {
                 spans.push(" (you)".dark_gray());

@@ -5,14 +5,18 @@ use ratatui::style::Stylize;
 use ratatui::widgets::{Block, Row, Table};
 use ratatui::Frame;
 
-use crate::tui::app::{member_label, App};
+use crate::tui::app::{member_labels, App};
 
 /// Renders the quality table into `area`.
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let header = Row::new(["member", "loss", "recov", "jitter", "buffer"]).bold();
-    let rows = app.members.iter().filter(|m| m.uid != app.uid).map(|m| {
-        let name = member_label(m);
-        match m.stats {
+    let labels = member_labels(&app.members);
+    let rows = app
+        .members
+        .iter()
+        .zip(labels)
+        .filter(|(m, _)| m.uid != app.uid)
+        .map(|(m, name)| match m.stats {
             Some(s) => Row::new([
                 name,
                 format!("{:.1}%", s.loss_pct),
@@ -21,8 +25,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
                 format!("{:.0} ms", s.buffer_ms),
             ]),
             None => Row::new([name, "-".into(), "-".into(), "-".into(), "-".into()]),
-        }
-    });
+        });
     let table = Table::new(
         rows,
         [
