@@ -2,7 +2,7 @@
 #
 #   make demo   - build and start kv-tui --demo (embedded server, a bot speaking, you joined)
 #   make test   - install what the build needs, then run every test of the workspace
-#   make bench  - the benchmarks of BENCHMARKS.md
+#   make bench  - the benchmarks of BENCHMARKS.md (playout quality: about 12 minutes)
 #   make venv   - the Python the playout meter needs (PESQ-WB), in target/pyenv
 #
 # `deps` installs Debian packages only when they are missing, so the targets work on a fresh
@@ -61,3 +61,5 @@ bench: deps venv
 	$(CARGO) run --release -p kv-client --bin kv -- bench
 	$(CARGO) build --release -p kv-server -p kv-bench
 	$(CARGO) run --release -p kv-bench -- relay
+	$(CARGO) build --release -p kv-client -p kv-server
+	$(CARGO) run --release -p kv-tests --bin playout-bench

@@ -13,7 +13,9 @@ recorded (`kv join --output`), both 48 kHz mono (16-bit or float). Prints one JS
   `pesq` package wraps it. Both signals are resampled to 16 kHz (scipy `resample_poly`)
   after the global alignment; P.862.2's own time alignment then runs as specified.
 - `mouth_to_ear_ms` = recording_started + lag / 48 kHz - capture_started, when both time
-  bases (`kv join --json`'s `recording_started` / `capture_started` unix_ms) are given.
+  bases (`kv join --json`'s `recording_started` / `capture_started` unix_ms) are given;
+  the lag is then searched where the delay is 0-3 s (a recording that does not hold the
+  speech shows as a low `correlation` and `window_corr_mean`, not as a negative delay).
 - Timing stability over 0.1 s windows of the reference: each *voiced* window (RMS within
   30 dB of the loudest window, and periodic: normalised autocorrelation >= 0.6 at a pitch
   period of 2.5-20 ms; Opus keeps the waveform of voiced speech, not of fricatives) is
@@ -43,6 +45,7 @@ RATE = 48_000
 PESQ_RATE = 16_000
 WINDOW_S = 0.1
 SEARCH_S = 0.2
+MAX_DELAY_MS = 3000
 ACTIVE_DB = 30.0
 FOUND_CORR = 0.5
 # Voiced: the window's normalised autocorrelation peaks at >= VOICED_CORR at a pitch
@@ -70,10 +73,18 @@ def read_mono_48k(path):
     return x
 
 
-def global_lag(ref, deg):
-    """(lag, normalised correlation) with deg[i + lag] ~ ref[i]."""
+def global_lag(ref, deg, lags=None):
+    """(lag, normalised correlation) with deg[i + lag] ~ ref[i], the lag searched in
+    `lags` = (lo, hi) when given."""
     xc = correlate(deg, ref, mode="full", method="fft")
-    k = int(np.argmax(xc))
+    if lags is not None:
+        lo = max(lags[0] + len(ref) - 1, 0)
+        hi = min(lags[1] + len(ref) - 1, len(xc) - 1)
+        if lo > hi:
+            raise SystemExit(f"score.py: no lag in {lags} fits the recording")
+        k = lo + int(np.argmax(xc[lo : hi + 1]))
+    else:
+        k = int(np.argmax(xc))
     lag = k - (len(ref) - 1)
     norm = np.sqrt(np.dot(ref, ref) * np.dot(deg, deg)) or 1.0
     return lag, float(xc[k] / norm)
@@ -159,7 +170,14 @@ def score(ref_path, deg_path, capture_ms=None, recording_ms=None, tail_from=None
     if not np.any(deg):
         res.update(pesq_wb=None, error="degraded recording is silent")
         return res
-    lag, corr = global_lag(ref, deg)
+    lags = None
+    if capture_ms is not None and recording_ms is not None:
+        # Sound cannot be heard before it is spoken, nor (here) seconds later: search
+        # mouth-to-ear in 0..MAX_DELAY_MS, so a recording without the speech in it cannot
+        # report a negative delay.
+        lo = int(np.ceil((capture_ms - recording_ms) * RATE / 1000))
+        lags = (lo, lo + MAX_DELAY_MS * RATE // 1000)
+    lag, corr = global_lag(ref, deg, lags)
     aligned = shifted(deg, lag, len(ref))
     ref16 = resample_poly(ref, 1, 3)
     deg16 = resample_poly(aligned, 1, 3)

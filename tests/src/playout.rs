@@ -68,6 +68,13 @@ pub struct Score {
     pub raw: Value,
 }
 
+impl Score {
+    /// Normalised peak of the global cross-correlation (1 = the same waveform).
+    pub fn correlation(&self) -> Option<f64> {
+        self.raw["correlation"].as_f64()
+    }
+}
+
 /// Scores `degraded` against `reference`; `times` = (capture_started, recording_started)
 /// unix_ms; `tail_from` in seconds of the reference.
 pub fn score(
@@ -181,9 +188,9 @@ pub fn held_out_sample(dir: &Path) -> Result<Sample, String> {
 #[derive(Debug, Clone)]
 pub struct Condition {
     /// Short key (`--rows`).
-    pub key: &'static str,
+    pub key: String,
     /// The row as the Targets table names it.
-    pub label: &'static str,
+    pub label: String,
     /// The target, as text.
     pub target: &'static str,
     /// Impairment of the listener's downstream (its seed is replaced per run).
@@ -204,8 +211,8 @@ pub struct Condition {
 /// within 0.05 PESQ of it).
 pub fn conditions() -> Vec<Condition> {
     let base = Condition {
-        key: "",
-        label: "",
+        key: String::new(),
+        label: String::new(),
         target: "",
         down: Impairment::none(),
         clean_after_s: None,
@@ -215,63 +222,64 @@ pub fn conditions() -> Vec<Condition> {
     };
     vec![
         Condition {
-            key: "clean",
-            label: "clean",
+            key: "clean".into(),
+            label: "clean".into(),
             target: ">= 4.15 / <= 45 ms",
             ..base.clone()
         },
         Condition {
-            key: "continuous",
-            label: "clean, `--mode continuous`",
+            key: "continuous".into(),
+            label: "clean, `--mode continuous`".into(),
             target: "VAD within 0.05 of this",
             args: &["--mode", "continuous"],
             ..base.clone()
         },
         Condition {
-            key: "loss10",
-            label: "10 % random loss",
+            key: "loss10".into(),
+            label: "10 % random loss".into(),
             target: ">= 4.0 / <= 70 ms",
             down: Impairment::random_loss(0.10, 0),
             ..base.clone()
         },
         Condition {
-            key: "loss20",
-            label: "20 % random loss",
+            key: "loss20".into(),
+            label: "20 % random loss".into(),
             target: ">= 3.8 / <= 75 ms",
             down: Impairment::random_loss(0.20, 0),
             ..base.clone()
         },
         Condition {
-            key: "bursts",
-            label: "10 % loss, Gilbert-Elliott bursts of mean 3",
+            key: "bursts".into(),
+            label: "10 % loss, Gilbert-Elliott bursts of mean 3".into(),
             target: ">= 3.5 / <= 120 ms",
             down: Impairment::bursts(0.10, 3.0, 0),
             ..base.clone()
         },
         Condition {
-            key: "jitter",
-            label: "0-30 ms jitter + 1 % 150 ms spikes",
+            key: "jitter".into(),
+            label: "0-30 ms jitter + 1 % 150 ms spikes".into(),
             target: ">= 3.6 / <= 100 ms",
             down: Impairment::jitter_spikes(30.0, 0.01, 150, 0),
             ..base.clone()
         },
         Condition {
-            key: "frame10",
-            label: "clean, `--frame-ms 10`",
+            key: "frame10".into(),
+            label: "clean, `--frame-ms 10`".into(),
             target: ">= 4.0 / <= 28 ms",
             args: &["--frame-ms", "10"],
             ..base.clone()
         },
         Condition {
-            key: "noise",
-            label: "5 dB white noise, denoise on, against clean speech",
+            key: "noise".into(),
+            label: "5 dB white noise, denoise on, against clean speech".into(),
             target: ">= 1.4 (no worse than before)",
             noise_snr_db: Some(5.0),
             ..base.clone()
         },
         Condition {
-            key: "recovery",
-            label: "recovery: 10 % loss + 0-30 ms jitter + 2 % 150 ms spikes for 5 s, then clean",
+            key: "recovery".into(),
+            label: "recovery: 10 % loss + 0-30 ms jitter + 2 % 150 ms spikes for 5 s, then clean"
+                .into(),
             target: "delay within 5 ms of clean in <= 5 s",
             down: Impairment {
                 loss: 0.10,
@@ -282,6 +290,29 @@ pub fn conditions() -> Vec<Condition> {
             ..base
         },
     ]
+}
+
+/// A row replaying the recorded loss/delay trace at `path` on the listener's downstream
+/// (format: [`crate::lossy::trace`]).
+pub fn trace_condition(path: &Path) -> Result<Condition, String> {
+    let trace = crate::lossy::Trace::load(path)?;
+    let name = path
+        .file_stem()
+        .map_or("trace".into(), |s| s.to_string_lossy().into_owned());
+    Ok(Condition {
+        key: format!("trace:{name}"),
+        label: format!(
+            "recorded trace `{}` ({} datagrams, looped)",
+            path.display(),
+            trace.len()
+        ),
+        target: "–",
+        down: Impairment::replay(trace),
+        clean_after_s: None,
+        tail_from_s: None,
+        noise_snr_db: None,
+        args: &[],
+    })
 }
 
 /// What one run measured.
@@ -412,7 +443,8 @@ pub fn run(
     );
     listener.wait_for("admitted", Duration::from_secs(10));
 
-    let talk_s = format!("{:.2}", sample.seconds() + 1.0);
+    let talk = sample.seconds() + 1.0;
+    let talk_s = format!("{talk:.2}");
     let input_s = input.to_string_lossy().into_owned();
     let mut targs = vec!["--input", &input_s, "--duration", &talk_s];
     targs.extend_from_slice(cond.args);
@@ -427,7 +459,7 @@ pub fn run(
         }
         relay.set(Direction::Down, Impairment::none());
     }
-    let t = talker.finish(JOIN_GRACE);
+    let t = talker.finish(JOIN_GRACE + Duration::from_secs_f64(talk));
     t.assert_ok();
     // The last frames are still in the listener's buffer.
     std::thread::sleep(Duration::from_millis(300));

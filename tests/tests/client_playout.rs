@@ -8,7 +8,8 @@
 //! engine before issue 8 delivers (its figures are in BENCHMARKS.md "Playout quality",
 //! "before"), and prints what it measured. `make bench` prints the table itself.
 //!
-//! Run them with `cargo test -p kv-tests --test client_playout -- --include-ignored`.
+//! Run them with `cargo test -p kv-tests --test client_playout -- --include-ignored`
+//! (about 2 minutes; the noise row is not ignored, it already holds).
 
 use kv_tests::kv::{read_wav, write_wav};
 use kv_tests::playout::{self, committed_samples, conditions, RunResult, Sample};
@@ -105,7 +106,9 @@ fn clean_with_10_ms_frames() {
 
 #[test]
 fn white_noise_5_db_with_denoise() {
-    // Target: no worse than before (≥ 1.4), scored against the clean speech.
+    // Target: no worse than before (≥ 1.4; before 1.44 on this sample, 1.39–1.65 on the
+    // others), scored against the clean speech. Not ignored: the engine before issue 8
+    // meets it, so it guards against a regression now.
     floor("noise", 1.3, 70.0);
 }
 
@@ -161,16 +164,24 @@ fn no_adjustment_after_the_first_talk_spurt_on_a_clean_minute() {
         .into_iter()
         .find(|c| c.key == "clean")
         .expect("clean");
+    // The sample's first pauses are at 1.67–1.99 s and 3.84–4.54 s, so the first talk spurt
+    // has ended by 4 s whatever the voice activation's hangover; from 5 s on the delay
+    // must not move at all.
+    let cond = playout::Condition {
+        tail_from_s: Some(5.0),
+        ..cond
+    };
     let r = playout::run(&server, &cond, &sample, 4, dir.path());
     eprintln!(
         "clean {seconds:.1} s: PESQ-WB {:?}, mouth-to-ear {:?} ms, adjustments {} ({:?} after \
-         the first spurt), lag spread {:?} / {:?} ms; peer {}",
+         the first spurt), lag spread {:?} / {:?} ms, from 5 s on {:?} ms; peer {}",
         r.score.pesq_wb,
         r.score.mouth_to_ear_ms,
         r.adjustments,
         r.adjustments_after_first_spurt,
         r.score.lag_spread_ms,
         r.score.lag_spread_p90_ms,
+        r.score.tail_lag_spread_ms,
         r.peer
     );
     assert_eq!(
@@ -178,9 +189,11 @@ fn no_adjustment_after_the_first_talk_spurt_on_a_clean_minute() {
         Some(0),
         "playout adjustments after the first talk spurt"
     );
-    let spread = r.score.lag_spread_p90_ms.expect("lag spread");
+    // The counters miss a re-sync at a talk-spurt start; the recording does not: every
+    // voiced window after the first spurt must sit at the same delay (Opus alone: 0 ms).
+    let spread = r.score.tail_lag_spread_ms.expect("lag spread");
     assert!(
-        spread <= 2.0,
-        "the delay moves on a clean link: {spread} ms"
+        spread <= 3.0,
+        "the delay moves on a clean link after the first spurt: max - min {spread} ms"
     );
 }

@@ -58,6 +58,14 @@ fn identical_and_delayed_copies_score_the_maximum_with_the_right_delay() {
     assert_eq!(d.lag_spread_ms, Some(0.0));
     let tail = d.tail_mouth_to_ear_ms.unwrap();
     assert!((tail - 133.4).abs() < 0.1, "tail {tail}");
+
+    // Time bases saying the speech was captured after the recording had it: the meter
+    // searches only delays of 0-3 s, so it reports none below 0 (and a poor match).
+    let wrong = score(&reference, &delayed, Some((1200.0, 1000.0)), None);
+    show("impossible time bases", &wrong);
+    let m2e = wrong.mouth_to_ear_ms.unwrap();
+    assert!(m2e >= 0.0, "negative delay {m2e}");
+    assert!(wrong.correlation().unwrap() < 0.5, "{:?}", wrong.raw);
 }
 
 #[test]

@@ -7,14 +7,18 @@
 //!
 //! ```text
 //! playout-bench [--rows clean,loss10,...] [--samples speech-en-us-m,...] [--runs 3]
-//!               [--jobs 3] [--no-held-out] [--no-opus]
+//!               [--jobs 3] [--no-held-out] [--no-opus] [--trace FILE]...
 //! ```
+//!
+//! `--trace FILE` adds a row replaying a recorded loss/delay trace (one line per datagram,
+//! `lost` or a delay in ms; `kv_tests::lossy::trace`) on the listener's downstream.
 //!
 //! Binaries: the release `kv-server` and `kv` next to this one (`KV_SERVER_BIN`, `KV_BIN`
 //! override); Python: `KV_PYTHON` or `target/pyenv` (`make venv`).
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -32,10 +36,11 @@ struct Args {
     jobs: usize,
     held_out: bool,
     opus: bool,
+    traces: Vec<PathBuf>,
 }
 
 const USAGE: &str = "usage: playout-bench [--rows K,K] [--samples NAME,NAME] [--runs N] \
-                     [--jobs N] [--no-held-out] [--no-opus]";
+                     [--jobs N] [--no-held-out] [--no-opus] [--trace FILE]...";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -45,6 +50,7 @@ fn parse_args() -> Result<Args, String> {
         jobs: 3,
         held_out: true,
         opus: true,
+        traces: vec![],
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -60,6 +66,7 @@ fn parse_args() -> Result<Args, String> {
             "--jobs" => a.jobs = value()?.parse().map_err(|e| format!("--jobs: {e}"))?,
             "--no-held-out" => a.held_out = false,
             "--no-opus" => a.opus = false,
+            "--trace" => a.traces.push(PathBuf::from(value()?)),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -336,14 +343,23 @@ fn main() -> ExitCode {
     }
     let mut conds = playout::conditions();
     if let Some(keys) = &args.rows {
-        conds.retain(|c| keys.iter().any(|k| k == c.key));
+        conds.retain(|c| keys.contains(&c.key));
+    }
+    for path in &args.traces {
+        match playout::trace_condition(path) {
+            Ok(c) => conds.push(c),
+            Err(e) => {
+                eprintln!("playout-bench: trace {e}");
+                return ExitCode::from(2);
+            }
+        }
     }
     if samples.is_empty() || conds.is_empty() {
         eprintln!(
             "playout-bench: nothing to run; rows: {}; samples: {}",
             playout::conditions()
                 .iter()
-                .map(|c| c.key)
+                .map(|c| c.key.clone())
                 .collect::<Vec<_>>()
                 .join(","),
             playout::committed_samples()
@@ -482,7 +498,9 @@ fn main() -> ExitCode {
             s.corr,
             h.pesq,
             if cond.tail_from_s.is_some() {
-                fmt(h.json["tail_vs_clean_ms_median"].as_f64(), 1)
+                h.json["tail_vs_clean_ms_median"]
+                    .as_f64()
+                    .map_or("–".into(), |d| format!("{d:+.1} vs clean"))
             } else {
                 h.m2e
             }

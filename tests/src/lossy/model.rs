@@ -84,13 +84,14 @@ impl Impairment {
         }
     }
 
-    /// Random loss `p` with some reordering, duplicates and 0–10 ms jitter.
+    /// Random loss `p` with some reordering (2 %), duplicates (3 %: enough that a short
+    /// run has several whatever the seed) and 0–10 ms jitter.
     pub fn lossy(p: f64, seed: u64) -> Self {
         Self {
             loss: p,
             reorder: 0.02,
             reorder_ms: 15,
-            duplicate: 0.01,
+            duplicate: 0.03,
             delay_ms: 2,
             jitter_ms: 10,
             seed,
