@@ -125,7 +125,6 @@ fn listen_while(
 }
 
 #[test]
-#[ignore = "playout engine (issue 8) not merged yet"]
 fn crafted_timestamp_jumps_cost_the_listener_nothing() {
     let server = ServerProcess::start();
     let room = Room::new(server.addr, 3);
@@ -168,7 +167,6 @@ fn crafted_timestamp_jumps_cost_the_listener_nothing() {
 }
 
 #[test]
-#[ignore = "playout engine (issue 8) not merged yet"]
 fn sixty_four_vanished_senders_do_not_silence_the_next_talker() {
     let server = ServerProcess::start();
     let room = Room::new(server.addr, 2 + 64);
