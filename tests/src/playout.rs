@@ -437,13 +437,24 @@ pub fn run(
     };
     let via = relay.addr().to_string();
     let out_s = out.to_string_lossy().into_owned();
+    let talk = sample.seconds() + 1.0;
+    // The listener is stopped (SIGTERM) once the talker is done; the duration is only a
+    // backstop, so a listener never outlives a killed bench or test by long.
+    let backstop = format!("{:.0}", talk + 60.0);
     let listener = room.join(
         1,
-        &["--output", &out_s, "--float-wav", "--voice-addr", &via],
+        &[
+            "--output",
+            &out_s,
+            "--float-wav",
+            "--voice-addr",
+            &via,
+            "--duration",
+            &backstop,
+        ],
     );
     listener.wait_for("admitted", Duration::from_secs(10));
 
-    let talk = sample.seconds() + 1.0;
     let talk_s = format!("{talk:.2}");
     let input_s = input.to_string_lossy().into_owned();
     let mut targs = vec!["--input", &input_s, "--duration", &talk_s];

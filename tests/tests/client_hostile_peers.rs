@@ -72,10 +72,15 @@ fn listen_while(
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("heard.wav");
     let out_s = out.to_string_lossy().into_owned();
-    let listener = room.join(1, &["--output", &out_s, "--float-wav"]);
+    let talk = sample.seconds() + 1.0;
+    // Stopped by SIGTERM below; the duration is a backstop.
+    let backstop = format!("{:.0}", talk + 60.0);
+    let listener = room.join(
+        1,
+        &["--output", &out_s, "--float-wav", "--duration", &backstop],
+    );
     listener.wait_for("admitted", Duration::from_secs(10));
     before_talk();
-    let talk = sample.seconds() + 1.0;
     let done = AtomicBool::new(false);
     let t = std::thread::scope(|s| {
         let bad = s.spawn(|| during(&done));

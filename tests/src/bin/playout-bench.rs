@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -99,6 +99,29 @@ fn use_sibling_binaries() -> Result<(), String> {
         std::env::set_var("RUST_LOG", "info");
     }
     Ok(())
+}
+
+/// On SIGINT or SIGTERM: stop the server (its pid in [`SERVER_PID`]) and exit. Without
+/// this a signal would end the bench without dropping its `ServerProcess` and leave the
+/// server running (listeners stop on their own: their `--duration` is a backstop).
+extern "C" fn on_interrupt(sig: libc::c_int) {
+    let pid = SERVER_PID.load(Ordering::Relaxed);
+    // SAFETY: kill(2) and _exit(2) are async-signal-safe; the atomic load is lock-free.
+    unsafe {
+        if pid != 0 {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+        libc::_exit(128 + sig);
+    }
+}
+
+/// Installs [`on_interrupt`] (a handler, not a blocked mask: children inherit a mask,
+/// and `kv` and `kv-server` must still get the SIGTERM that stops them).
+fn handle_interrupts() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only calls async-signal-safe functions.
+        unsafe { libc::signal(sig, on_interrupt as *const () as libc::sighandler_t) };
+    }
 }
 
 /// One finished run.
@@ -307,7 +330,11 @@ fn opus_row(samples: &[Sample], dir: &std::path::Path) -> Vec<(String, Value)> {
     rows
 }
 
+/// The server's pid, for [`on_interrupt`].
+static SERVER_PID: AtomicU32 = AtomicU32::new(0);
+
 fn main() -> ExitCode {
+    handle_interrupts();
     let started = Instant::now();
     let args = match parse_args() {
         Ok(a) => a,
@@ -385,6 +412,7 @@ fn main() -> ExitCode {
         load_average()
     );
     let server = ServerProcess::start();
+    SERVER_PID.store(server.child.id(), Ordering::Relaxed);
     let mut work = vec![];
     for ci in 0..conds.len() {
         for si in 0..samples.len() {
