@@ -1005,3 +1005,19 @@ fn keyless_uid_on_a_signing_server_gets_a_clear_error() {
     assert!(out.stderr.contains("has no key"), "{}", out.stderr);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
 }
+
+/// The harness's keyed mode (for the voice-plane tests): its sign-ups are keyed users whose
+/// requests it signs; the same requests unsigned are refused.
+#[test]
+fn keyed_harness_signs_for_its_users() {
+    let s = ServerProcess::start_keyed(&[]);
+    let u = s.signup();
+    let v = s.register_with(Perms::ADD_CHANNEL.bits());
+    let ch = s.ok(&Req::Create { uid: u });
+    s.ok(&Req::Create { uid: v });
+    assert_eq!(
+        raw(&s, &Req::Delete { uid: u, chid: ch }),
+        Rep::Error(E::Access)
+    );
+    assert_eq!(s.ok(&Req::Delete { uid: u, chid: ch }), ch);
+}
