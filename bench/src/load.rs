@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use kv_proto::packet::{self, Datagram};
+use kv_proto::session::{Bind, Challenge, ClientKex, Cookie};
 use kv_proto::{SystemOp, SystemPacket, PACKET_SIZE};
 use kv_server::epoll::{Epoll, Events};
 
@@ -119,55 +120,107 @@ impl Fleet {
         self.channels[c].members.len().saturating_sub(1) as u64
     }
 
-    /// Sends a KEEPALIVE from every user so the relay learns its address. With `ack`, asks
-    /// for an ACK and retries until every user has one (KV binds the address on the first
-    /// datagram); without, just paces the sends and waits briefly (the baselines).
+    /// Makes the relay learn every user's address. With `ack` (KV): the binding handshake
+    /// (KEEPALIVE, CHALLENGE, BIND with the cookie) until each user's ACK comes back. KV
+    /// budgets CHALLENGEs per IP (every user here is on one) and pays binds from a
+    /// per-channel announcement budget, dropping BINDs that arrive while it is spent, so the
+    /// users' attempts are spread evenly in time, round robin, as independent clients'
+    /// retries would be, and a big channel binds over a few seconds. Without `ack` (the
+    /// baselines, which learn an address from its first datagram): one KEEPALIVE each,
+    /// paced, and a short wait.
     pub fn announce(&self, ack: bool) -> Result<()> {
-        let mut pending: Vec<usize> = (0..self.users.len()).collect();
         let mut buf = [0u8; PACKET_SIZE];
-        let mut rx = [0u8; 2048];
-        for _round in 0..10 {
-            for (n, &i) in pending.iter().enumerate() {
-                let u = &self.users[i];
-                SystemPacket {
-                    op: SystemOp::KeepAlive,
-                    uid: u.uid,
-                    ackid: if ack { i as u32 + 1 } else { 0 },
-                }
-                .encode(&mut buf);
-                let _ = u.socket.send(&buf);
+        if !ack {
+            for (n, _) in self.users.iter().enumerate() {
+                self.send_bind_step(n, false, None, &mut buf);
                 if n % 16 == 15 {
                     std::thread::sleep(Duration::from_micros(500));
                 }
             }
-            if !ack {
-                std::thread::sleep(Duration::from_millis(100));
-                return Ok(());
+            std::thread::sleep(Duration::from_millis(100));
+            return Ok(());
+        }
+        /// A cookie is used for this long (the relay accepts it for 5 to 10 s).
+        const COOKIE_USE: Duration = Duration::from_secs(4);
+        let mut pending: Vec<usize> = (0..self.users.len()).collect();
+        let mut cookies: Vec<Option<(Cookie, u64, Instant)>> = vec![None; self.users.len()];
+        let mut rx = [0u8; 2048];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut turn = 0usize;
+        while !pending.is_empty() && Instant::now() < deadline {
+            let i = pending[turn % pending.len()];
+            turn += 1;
+            if cookies[i].is_some_and(|(_, _, at)| at.elapsed() > COOKIE_USE) {
+                cookies[i] = None;
             }
-            let deadline = Instant::now() + Duration::from_millis(500);
-            while !pending.is_empty() && Instant::now() < deadline {
-                pending.retain(|&i| {
-                    let s = &self.users[i].socket;
-                    while let Ok(n) = recv_now(s, &mut rx) {
-                        if let Ok(Datagram::System(p)) = packet::parse(&rx[..n]) {
-                            if p.op == SystemOp::Ack && p.ackid == i as u32 + 1 {
-                                return false;
-                            }
+            self.send_bind_step(i, true, cookies[i].map(|(c, ch, _)| (c, ch)), &mut buf);
+            std::thread::sleep(Duration::from_micros(250));
+            if turn % 16 != 0 {
+                continue;
+            }
+            pending.retain(|&i| {
+                let u = &self.users[i];
+                while let Ok(n) = recv_now(&u.socket, &mut rx) {
+                    if let Some(c) = Challenge::decode(&rx[..n]) {
+                        if c.uid == u.uid {
+                            cookies[i] = Some((c.cookie, c.chid, Instant::now()));
+                            self.send_bind_step(i, true, Some((c.cookie, c.chid)), &mut buf);
+                        }
+                    } else if let Ok(Datagram::System(p)) = packet::parse(&rx[..n]) {
+                        if p.op == SystemOp::Ack && p.ackid == i as u32 + 1 {
+                            return false;
                         }
                     }
-                    true
-                });
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            if pending.is_empty() {
-                return Ok(());
-            }
+                }
+                true
+            });
+        }
+        if pending.is_empty() {
+            return Ok(());
         }
         bail!(
-            "{} users never got an ACK to their KEEPALIVE",
+            "{} users never got an ACK to their KEEPALIVE/BIND",
             pending.len()
         )
     }
+
+    /// Sends user `i` its next handshake packet: BIND when it has a cookie, else KEEPALIVE.
+    fn send_bind_step(
+        &self,
+        i: usize,
+        ack: bool,
+        cookie: Option<(Cookie, u64)>,
+        buf: &mut [u8; PACKET_SIZE],
+    ) {
+        let u = &self.users[i];
+        let ackid = if ack { i as u32 + 1 } else { 0 };
+        match cookie {
+            Some((cookie, chid)) => Bind {
+                uid: u.uid,
+                ackid,
+                chid,
+                cookie,
+                // The generator never reads the session's packets beyond their header, so
+                // any fixed key of its own does.
+                client_kex: ClientKex::new(kex_secret(u.uid)).public(),
+            }
+            .encode(buf),
+            None => SystemPacket {
+                op: SystemOp::KeepAlive,
+                uid: u.uid,
+                ackid,
+            }
+            .encode(buf),
+        }
+        let _ = u.socket.send(buf);
+    }
+}
+
+/// A fixed X25519 secret per uid for the generator's sessions.
+fn kex_secret(uid: u64) -> [u8; 32] {
+    let mut k = [0x4Bu8; 32];
+    k[..8].copy_from_slice(&uid.to_be_bytes());
+    k
 }
 
 fn recv_now(s: &UdpSocket, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -10,7 +10,9 @@
 //! - [`error`]: the seed's error codes ([`ErrorCode`]) and this crate's [`DecodeError`].
 //! - [`perm`]: permission bits ([`Perms`]).
 //! - [`control`]: TCP control requests ([`ControlRequest`]) and replies ([`ControlReply`]).
-//! - [`packet`]: 512-byte UDP datagrams: regular voice packets and signed system packets.
+//! - [`packet`]: 512-byte UDP datagrams: regular voice packets and system packets.
+//! - [`session`]: the voice handshake (cookie, key exchange) and session-authenticated
+//!   system packets.
 //! - [`signed`]: the SIGNED envelope: a request signed by the acting user's Ed25519 key.
 //! - [`names`]: which names are allowed, and when two look alike.
 //! - [`keyfile`]: the text format of identity files (a uid and its secret key).
@@ -24,6 +26,7 @@ pub mod keyfile;
 pub mod names;
 pub mod packet;
 pub mod perm;
+pub mod session;
 pub mod signed;
 pub mod voice;
 

@@ -2,15 +2,21 @@
 //!
 //! A *regular* packet is the sender's uid (`u64`) and 504 bytes the server never reads.
 //! A *system* packet starts with `FF FF FF FF`, an `i32` operation, a uid, an ackid and a
-//! CRC-32 of bytes 0..20. The 488 reserved bytes carry, in packets the server sends, an
-//! Ed25519 signature so clients can tell real JOIN/LEAVE/SHUTDOWN/ACK packets from forged
-//! ones (PROTOCOL.md, "Signed system packets"):
+//! CRC-32 of bytes 0..20. What the 488 reserved bytes carry depends on the operation: the
+//! binding handshake and the session MAC of server packets are in [`crate::session`]
+//! (PROTOCOL.md, "Binding and sessions").
+//!
+//! [`SystemPacket::encode_signed`] and [`verify_signed`] are the earlier format, an Ed25519
+//! signature per packet over header, channel and time, which bound neither the recipient
+//! nor the session (a recorded LEAVE could be replayed into the victim's next session).
+//! The server no longer sends it and clients no longer accept it; it stays so tests can
+//! show that:
 //!
 //! | offset | len | field |
 //! |---|---|---|
 //! | 24 | 64 | Ed25519 signature over bytes 0..24 followed by bytes 88..512 |
-//! | 88 | 8 | channel id the packet belongs to (stops replay into another channel) |
-//! | 96 | 8 | server time, unix milliseconds (lets a client reject stale replays) |
+//! | 88 | 8 | channel id |
+//! | 96 | 8 | server time, unix milliseconds |
 //! | 104 | 408 | zero |
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
@@ -42,6 +48,14 @@ pub enum SystemOp {
     Ack = i32::MIN + 3,
     /// Server → members: the channel is closing.
     Shutdown = i32::MIN + 4,
+    /// Server → an unproven address: the return-routability cookie and the server's
+    /// session key-exchange key ([`crate::session::Challenge`]).
+    Challenge = i32::MIN + 5,
+    /// Client → server: echoes the cookie and offers the client's key-exchange key, which
+    /// binds the address and starts a session ([`crate::session::Bind`]).
+    Bind = i32::MIN + 6,
+    /// Server → the removed member itself: you were kicked (or unregistered).
+    Kick = i32::MIN + 7,
 }
 
 impl SystemOp {
@@ -53,6 +67,9 @@ impl SystemOp {
             2 => Self::Leave,
             3 => Self::Ack,
             4 => Self::Shutdown,
+            5 => Self::Challenge,
+            6 => Self::Bind,
+            7 => Self::Kick,
             _ => return None,
         })
     }
@@ -100,11 +117,11 @@ pub enum Datagram<'a> {
     },
 }
 
-fn be_u32(b: &[u8], at: usize) -> u32 {
+pub(crate) fn be_u32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-fn be_u64(b: &[u8], at: usize) -> u64 {
+pub(crate) fn be_u64(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_be_bytes(a)
@@ -232,12 +249,16 @@ mod tests {
     fn op_values_match_wire() {
         assert_eq!(SystemOp::KeepAlive as i32, -2_147_483_648);
         assert_eq!(SystemOp::Shutdown as i32, -2_147_483_648 + 4);
+        assert_eq!(SystemOp::Kick as i32, -2_147_483_648 + 7);
         for op in [
             SystemOp::KeepAlive,
             SystemOp::Join,
             SystemOp::Leave,
             SystemOp::Ack,
             SystemOp::Shutdown,
+            SystemOp::Challenge,
+            SystemOp::Bind,
+            SystemOp::Kick,
         ] {
             assert_eq!(SystemOp::from_i32(op as i32), Some(op));
         }
@@ -307,7 +328,7 @@ mod tests {
         }
 
         #[test]
-        fn system_round_trip(op in 0i32..5, uid in any::<u64>(), ackid in any::<u32>()) {
+        fn system_round_trip(op in 0i32..8, uid in any::<u64>(), ackid in any::<u32>()) {
             let op = SystemOp::from_i32(i32::MIN + op).unwrap();
             let pkt = SystemPacket { op, uid, ackid };
             let mut buf = [0u8; PACKET_SIZE];

@@ -5,8 +5,10 @@
 //!   (SIGKILL) and restart it on the same data. Its stderr is kept and printed if a test
 //!   panics while it runs.
 //! - [`control`]: one TCP request/reply exchange, as typed messages or raw bytes.
-//! - [`udp`]: [`UdpPeer`], a channel member with its own socket: keepalives, voice packets,
-//!   and receiving with signature checks.
+//! - [`udp`]: [`UdpPeer`], a channel member with its own socket: the binding handshake,
+//!   keepalives, voice packets, and receiving with session MAC checks.
+//! - [`spoof`]: [`spoof::Spoofer`], datagrams with a forged source address (raw socket,
+//!   root), within 127.0.0.0/8.
 //! - [`kv`]: runs the headless client (`kv join --json` as [`kv::KvJoin`], one-shot
 //!   commands) and reads its JSON events and WAV files.
 //! - [`lossy`]: [`lossy::LossyRelay`], the network emulator: a seeded impairment proxy
@@ -27,6 +29,7 @@ pub mod lossy;
 pub mod playout;
 pub mod pulse;
 pub mod server;
+pub mod spoof;
 pub mod tmux;
 pub mod udp;
 

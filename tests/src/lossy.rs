@@ -78,6 +78,8 @@ struct Shared {
     counters: [Counters; 2],
     /// Datagrams to send to every known client, as if the server sent them (forgeries).
     inject: Mutex<Vec<Vec<u8>>>,
+    /// System packets the server sent toward clients (what an eavesdropper records).
+    captured: Mutex<Vec<Vec<u8>>>,
     /// New impairments, taken by the thread at its next turn (set while it runs).
     reconfigure: Mutex<[Option<Impairment>; 2]>,
     /// Whether `reconfigure` holds something: checked every turn without the lock.
@@ -122,6 +124,8 @@ impl Ord for Pending {
 /// Most clients one relay serves and most datagrams it holds: bounded like everything else.
 const MAX_CLIENTS: usize = 64;
 const MAX_PENDING: usize = 4096;
+/// Most system packets kept by the capture.
+const MAX_CAPTURED: usize = 1024;
 /// Longest the relay thread sleeps between turns.
 const TURN: Duration = Duration::from_micros(250);
 
@@ -183,6 +187,17 @@ impl LossyRelay {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(datagram.to_vec());
+    }
+
+    /// The system packets (first bytes `FF FF FF FF`) the server sent toward clients so far,
+    /// oldest first (at most 1024), before any impairment: what an eavesdropper on the path
+    /// records.
+    pub fn captured_system(&self) -> Vec<Vec<u8>> {
+        self.shared
+            .captured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// What the relay did so far, both directions together.
@@ -259,6 +274,12 @@ fn run(front: UdpSocket, upstream: SocketAddr, mut links: [Link; 2], shared: &Sh
                     };
                     (Direction::Up, idx, None)
                 } else {
+                    if buf[..n.min(4)] == [0xFF; 4] {
+                        let mut c = shared.captured.lock().unwrap_or_else(|p| p.into_inner());
+                        if c.len() < MAX_CAPTURED {
+                            c.push(buf[..n].to_vec());
+                        }
+                    }
                     (Direction::Down, 0, Some(clients[i - 1]))
                 };
                 let counters = &shared.counters[dir as usize];

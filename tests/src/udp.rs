@@ -1,10 +1,13 @@
-//! [`UdpPeer`]: one channel member speaking raw 512-byte datagrams.
+//! [`UdpPeer`]: one channel member speaking raw 512-byte datagrams, including the binding
+//! handshake (KEEPALIVE, CHALLENGE, BIND) and the session MAC of the server's packets.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::VerifyingKey;
-use kv_proto::packet::{self, encode_regular, verify_signed, Datagram, SignedFields};
+use kv_proto::packet::{self, encode_regular, Datagram};
+use kv_proto::session::{self, Bind, Challenge, ClientKex, Sealed, SessionKey};
 use kv_proto::{SystemOp, SystemPacket, PACKET_SIZE};
 
 /// How long a test waits for a datagram that should arrive.
@@ -19,17 +22,36 @@ pub struct UdpPeer {
     pub server: SocketAddr,
     /// The uid it sends as.
     pub uid: u64,
+    /// This peer's X25519 key for its session.
+    kex: ClientKex,
+    /// The session key, once a CHALLENGE came.
+    session: Mutex<Option<SessionKey>>,
 }
 
 impl UdpPeer {
     /// A new socket on 127.0.0.1 for `uid`, talking to `server`.
     pub fn new(server: SocketAddr, uid: u64) -> Self {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+        Self::on(
+            UdpSocket::bind("127.0.0.1:0").expect("bind UDP"),
+            server,
+            uid,
+        )
+    }
+
+    /// A peer using `socket` (e.g. bound to another 127.0.0.x address).
+    pub fn on(socket: UdpSocket, server: SocketAddr, uid: u64) -> Self {
         Self {
             socket,
             server,
             uid,
+            kex: ClientKex::new(rand::random()),
+            session: Mutex::new(None),
         }
+    }
+
+    /// The session key, if the handshake got that far.
+    pub fn session(&self) -> Option<SessionKey> {
+        self.session.lock().ok().and_then(|s| s.clone())
     }
 
     /// This peer's address as the server sees it.
@@ -57,23 +79,82 @@ impl UdpPeer {
         buf
     }
 
-    /// Sends KEEPALIVEs with an ackid until the ACK comes back (binding the address),
-    /// skipping other packets. Panics after [`RECV_TIMEOUT`].
+    /// Binds this peer's address: KEEPALIVE, CHALLENGE (its key checked against `key`),
+    /// BIND, until the session's ACK comes back, skipping other packets. Panics after
+    /// [`RECV_TIMEOUT`].
     pub fn bind(&self, key: &VerifyingKey) {
         let deadline = Instant::now() + RECV_TIMEOUT;
         let ackid = 0x5EED_0001;
         while Instant::now() < deadline {
-            self.keepalive(ackid);
-            let until = Instant::now() + Duration::from_millis(200);
-            while let Some(p) = self.recv_until(until) {
-                if let Some((sys, _)) = system(&p, key) {
-                    if sys.op == SystemOp::Ack && sys.ackid == ackid {
-                        return;
+            if self.try_handshake(key, ackid, Duration::from_millis(200)) {
+                let until = Instant::now() + Duration::from_millis(200);
+                while let Some(p) = self.recv_until(until) {
+                    if let Some((sys, _)) = self.open(&p) {
+                        if sys.op == SystemOp::Ack && sys.ackid == ackid {
+                            return;
+                        }
                     }
                 }
             }
         }
         panic!("uid {} got no ACK from {}", self.uid, self.server);
+    }
+
+    /// Sends a KEEPALIVE and, when its CHALLENGE arrives (within `wait`), the BIND with
+    /// `ackid`, without waiting for what the BIND brings. False when no CHALLENGE came.
+    pub fn try_handshake(&self, key: &VerifyingKey, ackid: u32, wait: Duration) -> bool {
+        self.keepalive(ackid);
+        let until = Instant::now() + wait;
+        while let Some(p) = self.recv_until(until) {
+            if let Some(c) = Challenge::decode(&p) {
+                if c.uid == self.uid && c.ackid == ackid {
+                    assert!(
+                        session::verify_server_kex(key, &c.server_kex, &c.kex_sig),
+                        "CHALLENGE key not signed by the server"
+                    );
+                    let k = self
+                        .kex
+                        .session_key(&c.server_kex, self.uid, c.chid)
+                        .expect("session key");
+                    if let Ok(mut s) = self.session.lock() {
+                        *s = Some(k);
+                    }
+                    let mut buf = [0u8; PACKET_SIZE];
+                    Bind {
+                        uid: self.uid,
+                        ackid,
+                        chid: c.chid,
+                        cookie: c.cookie,
+                        client_kex: self.kex.public(),
+                    }
+                    .encode(&mut buf);
+                    self.send_raw(&buf);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// The handshake up to the BIND, which must succeed within [`RECV_TIMEOUT`].
+    pub fn handshake(&self, key: &VerifyingKey, ackid: u32) {
+        assert!(
+            self.try_handshake(key, ackid, RECV_TIMEOUT),
+            "uid {}: no CHALLENGE",
+            self.uid
+        );
+    }
+
+    /// The packet as a system packet of this peer's session (MAC, recipient), or `None`.
+    pub fn open(&self, buf: &[u8]) -> Option<(SystemPacket, Sealed)> {
+        let fields = self.session()?.open(buf)?;
+        if fields.recipient != self.uid {
+            return None;
+        }
+        match packet::parse(buf) {
+            Ok(Datagram::System(p)) => Some((p, fields)),
+            _ => None,
+        }
     }
 
     /// The next datagram, or `None` after `timeout`.
@@ -103,17 +184,19 @@ impl UdpPeer {
             .unwrap_or_else(|| panic!("uid {}: expected a datagram", self.uid))
     }
 
-    /// The next datagram, which must be a system packet signed by `key`.
-    pub fn expect_system(&self, key: &VerifyingKey) -> (SystemPacket, SignedFields) {
+    /// The next datagram, which must be a system packet of this peer's session.
+    pub fn expect_system(&self) -> (SystemPacket, Sealed) {
         let p = self.expect_packet();
-        system(&p, key).unwrap_or_else(|| panic!("uid {}: not a signed system packet", self.uid))
+        self.open(&p)
+            .unwrap_or_else(|| panic!("uid {}: not a system packet of its session", self.uid))
     }
 
-    /// Waits for a signed system packet with operation `op` about `uid`, skipping others.
-    pub fn expect_op(&self, key: &VerifyingKey, op: SystemOp, uid: u64) -> SignedFields {
+    /// Waits for a system packet of this peer's session with operation `op` about `uid`,
+    /// skipping others.
+    pub fn expect_op(&self, op: SystemOp, uid: u64) -> Sealed {
         let deadline = Instant::now() + RECV_TIMEOUT;
         while let Some(p) = self.recv_until(deadline) {
-            if let Some((sys, f)) = system(&p, key) {
+            if let Some((sys, f)) = self.open(&p) {
                 if sys.op == op && sys.uid == uid {
                     return f;
                 }
@@ -150,13 +233,4 @@ pub fn keepalive_packet(uid: u64, ackid: u32) -> [u8; PACKET_SIZE] {
     }
     .encode(&mut buf);
     buf
-}
-
-/// The packet as a system packet whose signature verifies with `key`, or `None`.
-pub fn system(buf: &[u8], key: &VerifyingKey) -> Option<(SystemPacket, SignedFields)> {
-    let fields = verify_signed(buf, key)?;
-    match packet::parse(buf) {
-        Ok(Datagram::System(p)) => Some((p, fields)),
-        _ => None,
-    }
 }

@@ -85,7 +85,7 @@ fn check(s: &ServerProcess, m: &Made) {
         }),
         m.chid
     );
-    let (sd, _) = peer.expect_system(&s.public_key());
+    let (sd, _) = peer.expect_system();
     assert_eq!(sd.op, SystemOp::Shutdown);
 }
 

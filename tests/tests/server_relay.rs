@@ -1,11 +1,12 @@
-//! The UDP relay against the real server: fan-out, every drop rule, ACK, peer timeout,
-//! and the signed JOIN/LEAVE/SHUTDOWN packets, verified with the key from SERVER_INFO.
+//! The UDP relay against the real server: the binding handshake, fan-out, every drop
+//! rule, ACK, peer timeout, and the session-authenticated JOIN/LEAVE/KICK/SHUTDOWN
+//! packets (the CHALLENGE's key verified with the key from SERVER_INFO).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::VerifyingKey;
 use kv_proto::{ControlReply as Rep, ControlRequest as Req, SystemOp, PACKET_SIZE};
-use kv_tests::udp::{keepalive_packet, system};
+use kv_tests::udp::keepalive_packet;
 use kv_tests::{ServerProcess, UdpPeer};
 
 const QUIET: Duration = Duration::from_millis(300);
@@ -55,26 +56,26 @@ fn three_peers_learn_each_other_and_relay() {
     let before = unix_ms();
 
     // A binds: it is alone, so only its ACK comes back.
-    a.keepalive(11);
-    let (ack, f) = a.expect_system(&key);
+    a.handshake(&key, 11);
+    let (ack, f) = a.expect_system();
     assert_eq!((ack.op, ack.uid, ack.ackid), (SystemOp::Ack, a.uid, 11));
     assert_eq!(f.chid, ch);
     assert!(f.unix_ms >= before.saturating_sub(1000) && f.unix_ms <= unix_ms() + 1000);
 
     // B binds: B learns about A, A learns about B.
-    b.keepalive(22);
-    let (j, f) = b.expect_system(&key);
+    b.handshake(&key, 22);
+    let (j, f) = b.expect_system();
     assert_eq!((j.op, j.uid, f.chid), (SystemOp::Join, a.uid, ch));
-    let (ack, _) = b.expect_system(&key);
+    let (ack, _) = b.expect_system();
     assert_eq!((ack.op, ack.ackid), (SystemOp::Ack, 22));
-    let (j, _) = a.expect_system(&key);
+    let (j, _) = a.expect_system();
     assert_eq!((j.op, j.uid), (SystemOp::Join, b.uid));
 
     // C binds: it hears JOIN for A and B (join order); both hear JOIN(C).
-    c.keepalive(33);
+    c.handshake(&key, 33);
     let mut seen = vec![];
     for _ in 0..3 {
-        let (p, _) = c.expect_system(&key);
+        let (p, _) = c.expect_system();
         seen.push((p.op, p.uid));
     }
     assert_eq!(
@@ -86,7 +87,7 @@ fn three_peers_learn_each_other_and_relay() {
         ]
     );
     for p in [a, b] {
-        let (j, _) = p.expect_system(&key);
+        let (j, _) = p.expect_system();
         assert_eq!((j.op, j.uid), (SystemOp::Join, c.uid));
     }
 
@@ -123,6 +124,7 @@ fn every_drop_rule() {
     UdpPeer::new(a.server, 0x1234).voice(b"x");
     UdpPeer::new(a.server, 0).voice(b"x");
     // A member's uid from another address (spoofing A): voice and keepalive with ackid.
+    // A is bound and did not JOIN again, so not even a CHALLENGE comes back.
     let spoof = UdpPeer::new(a.server, a.uid);
     spoof.voice(b"spoof");
     spoof.keepalive(77);
@@ -196,15 +198,15 @@ fn keepalive_ack() {
     a.expect_silence(QUIET);
     for ackid in [1, 0xDEAD_BEEF, u32::MAX] {
         a.keepalive(ackid);
-        let (ack, _) = a.expect_system(&key);
+        let (ack, _) = a.expect_system();
         assert_eq!((ack.op, ack.uid, ack.ackid), (SystemOp::Ack, a.uid, ackid));
     }
-    // A forged key does not verify the server's packets.
+    // The ACK is sealed for A's session: another session's key does not open it.
     a.keepalive(3);
     let raw = a.expect_packet();
-    let forged = ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key();
-    assert!(system(&raw, &forged).is_none());
-    assert!(system(&raw, &key).is_some());
+    assert!(a.open(&raw).is_some());
+    let (_, others) = bound_channel(&s, &key, 1);
+    assert!(others[0].session().unwrap().open(&raw).is_none());
 }
 
 #[test]
@@ -220,7 +222,7 @@ fn silent_peer_times_out() {
     while start.elapsed() < Duration::from_secs(5) {
         a.keepalive(0);
         if let Some(p) = a.recv(Duration::from_millis(100)) {
-            let (sys, _) = system(&p, &key).expect("signed");
+            let (sys, _) = a.open(&p).expect("sealed for A");
             assert_eq!((sys.op, sys.uid), (SystemOp::Leave, b.uid));
             left = Some(start.elapsed());
             break;
@@ -240,9 +242,9 @@ fn silent_peer_times_out() {
         juid: b.uid,
         chid: ch,
     });
-    b.keepalive(0);
+    b.bind(&key);
     a.keepalive(0);
-    a.expect_op(&key, SystemOp::Join, b.uid);
+    a.expect_op(SystemOp::Join, b.uid);
 }
 
 #[test]
@@ -252,16 +254,18 @@ fn kick_leave_and_unregister_are_announced() {
     let (ch, peers) = bound_channel(&s, &key, 3);
     let (a, b, c) = (&peers[0], &peers[1], &peers[2]);
 
-    // Admin kicks B: everyone left and B itself hear LEAVE(B).
+    // Admin kicks B: everyone left hears LEAVE(B), B itself KICK.
     s.ok(&Req::Leave {
         uid: s.admin_uid,
         luid: b.uid,
         chid: ch,
     });
-    for p in [a, c, b] {
-        let (l, f) = p.expect_system(&key);
+    for p in [a, c] {
+        let (l, f) = p.expect_system();
         assert_eq!((l.op, l.uid, f.chid), (SystemOp::Leave, b.uid, ch));
     }
+    let (k, f) = b.expect_system();
+    assert_eq!((k.op, k.uid, f.chid), (SystemOp::Kick, b.uid, ch));
     b.voice(b"kicked");
     a.expect_silence(QUIET);
 
@@ -271,7 +275,7 @@ fn kick_leave_and_unregister_are_announced() {
         luid: c.uid,
         chid: ch,
     });
-    let (l, _) = a.expect_system(&key);
+    let (l, _) = a.expect_system();
     assert_eq!((l.op, l.uid), (SystemOp::Leave, c.uid));
     c.expect_silence(QUIET);
 
@@ -284,13 +288,13 @@ fn kick_leave_and_unregister_are_announced() {
     });
     let d = UdpPeer::new(a.server, d_uid);
     d.bind(&key);
-    a.expect_op(&key, SystemOp::Join, d_uid);
+    a.expect_op(SystemOp::Join, d_uid);
     s.ok(&Req::Unregister {
         auid: d_uid,
         uid: d_uid,
     });
-    a.expect_op(&key, SystemOp::Leave, d_uid);
-    d.expect_op(&key, SystemOp::Leave, d_uid);
+    a.expect_op(SystemOp::Leave, d_uid);
+    d.expect_op(SystemOp::Kick, d_uid);
     d.voice(b"gone");
     a.expect_silence(QUIET);
 }
@@ -305,7 +309,7 @@ fn delete_sends_shutdown() {
         chid: ch,
     });
     for p in &peers {
-        let (sd, f) = p.expect_system(&key);
+        let (sd, f) = p.expect_system();
         assert_eq!((sd.op, f.chid), (SystemOp::Shutdown, ch));
     }
     // The socket is closed: nothing comes back any more.
@@ -323,7 +327,7 @@ fn server_stop_sends_shutdown_to_every_channel() {
     assert!(status.success(), "{status:?}");
     for (ch, peers) in [(ch1, &p1), (ch2, &p2)] {
         for p in peers.iter() {
-            let (sd, f) = p.expect_system(&key);
+            let (sd, f) = p.expect_system();
             assert_eq!((sd.op, f.chid), (SystemOp::Shutdown, ch));
         }
     }

@@ -194,6 +194,11 @@ impl JitterBuffer {
         }
     }
 
+    /// `ts` unwrapped against the stream's timestamps, without moving the reference.
+    pub fn unwrap_peek(&mut self, ts: u32) -> i64 {
+        self.unwrap_ts(ts, false)
+    }
+
     fn clear(&mut self) {
         for s in &mut self.slots {
             s.full = false;
@@ -264,9 +269,12 @@ impl JitterBuffer {
                 if slot.origin == FrameOrigin::Primary {
                     self.stats.duplicates += 1;
                 } else {
-                    // The repeat came first; the data is the same, the flags are new.
+                    // The repeat came first (possibly a low-rate one): the frame itself
+                    // replaces it; the arrival of the first copy stays.
                     slot.origin = FrameOrigin::Primary;
                     slot.end = flags & FLAG_SPURT_END != 0;
+                    slot.len = data.len() as u16;
+                    slot.data[..data.len()].copy_from_slice(data);
                     self.stats.received += 1;
                 }
             }

@@ -48,13 +48,20 @@ const PCM_CAP: usize = 2 * MAX_FRAME + 1024;
 /// Delay above the target before it is reduced, ms. Wider than the noise of the estimate,
 /// so a clean link sees no adjustment, and more than one step, so a cut never undershoots.
 const SHRINK_ABOVE_MS: f64 = 7.5;
-/// Excess delay before voiced speech is accelerated (below it, only quiet audio is cut).
-const ACCELERATE_ABOVE_MS: f64 = 20.0;
-/// Delay below the target before it is increased ahead of need, ms.
-const GROW_BELOW_MS: f64 = 3.0;
-/// Extra delay over the first frame's own transit when a stream first starts, ms: a little
-/// more than the scheduling noise of two threads, so the next frames are not late at once.
-const INITIAL_MARGIN_MS: f64 = 3.0;
+/// Excess delay before voiced speech is accelerated (below it, only quiet audio and silence
+/// are cut). Every pitch period removed moves the timing inside a word, which listeners and
+/// PESQ notice far more than a pause a few ms shorter; so it is kept for real excess, the
+/// aftermath of a spike.
+const ACCELERATE_ABOVE_MS: f64 = 40.0;
+/// Shortfall before voiced speech is expanded (below it, the delay grows in quiet audio or
+/// by waiting for a late frame).
+const EXPAND_BELOW_MS: f64 = 15.0;
+/// Delay below the target before it is increased ahead of need in silence or quiet audio,
+/// ms (a late frame is waited for below the target at all).
+const GROW_BELOW_MS: f64 = 0.5;
+/// Extra delay over the first frame's own transit when a stream first starts, ms (rounded
+/// up to whole blocks): the statistics' safety margin.
+const INITIAL_MARGIN_MS: f64 = super::delay::SAFETY_MS;
 /// Without packets for this long while waiting for a frame (or twice the delay, if longer),
 /// the sender has stopped: the stream goes idle.
 const GIVE_UP_MS: f64 = 120.0;
@@ -123,6 +130,9 @@ pub struct SenderPlayout {
     /// While the frame due is missing: where the playout stood when it was first needed,
     /// and the concealment played for it so far (samples).
     waiting: Option<(i64, usize)>,
+    /// The last frame given up on (concealed), with where the playout stood when it was
+    /// needed: its first copy arriving late still teaches the delay statistics.
+    given_up: Option<(u32, i64)>,
     /// The last thing produced was a decoded frame (a spurt is playing).
     talking: bool,
     /// The last decoded frame ended its spurt.
@@ -153,6 +163,7 @@ impl SenderPlayout {
             pcm_len: 0,
             pcm_pos: 0,
             waiting: None,
+            given_up: None,
             talking: false,
             ended: false,
             stats: StreamStats::default(),
@@ -204,6 +215,16 @@ impl SenderPlayout {
         let r = self
             .jb
             .insert(now_ms, seq, timestamp, frame_samples, flags, data, origin);
+        if r == Inserted::Late {
+            // Given up on before it came: what it would have required still counts, or the
+            // target would never learn that the network got slower.
+            if let Some((given, pos)) = self.given_up {
+                if given == seq {
+                    self.given_up = None;
+                    self.delay.record(now_ms, now_ms as f64 - pos as f64 / 48.0);
+                }
+            }
+        }
         if r == Inserted::Restarted {
             // A restarted sender: new clock, new statistics; the timeline re-anchors on
             // its first frame.
@@ -230,7 +251,8 @@ impl SenderPlayout {
         self.delay
             .target_ms()
             .map(|t| t + self.cfg.min_delay_ms)
-            .map(|t| t.min(self.cfg.max_delay_ms))
+            .zip(self.delay.base_ms())
+            .map(|(t, base)| t.min(base + self.cfg.max_delay_ms))
     }
 
     fn adjusted(&mut self) {
@@ -320,10 +342,17 @@ impl SenderPlayout {
             // transit (the statistics take over from there).
             match frame {
                 Some(f) => {
+                    // Whole steps of silence before the frame, so every frame starts on a
+                    // block boundary: a frame is then needed exactly when its first sample
+                    // plays, not up to a block before.
                     let transit = f.arrival_ms as f64 - f.ts as f64 / 48.0;
-                    let d = (transit + INITIAL_MARGIN_MS + self.cfg.min_delay_ms)
-                        .min(self.cfg.max_delay_ms);
-                    self.next_ts = Some(((now_ms as f64 - d) * 48.0).round() as i64);
+                    // (Both clocks are in the delay: it is "our ms minus the sender's", so
+                    // only differences of it mean anything.)
+                    let d = transit + INITIAL_MARGIN_MS + self.cfg.min_delay_ms;
+                    let lead = ((now_ms as f64 - d) * 48.0).round() as i64 - f.ts;
+                    let steps = (-lead).max(0).div_euclid(STEP as i64)
+                        + i64::from((-lead).max(0) % STEP as i64 != 0);
+                    self.next_ts = Some(f.ts - steps * STEP as i64);
                     self.pcm_len = 0;
                     self.pcm_pos = 0;
                 }
@@ -353,6 +382,16 @@ impl SenderPlayout {
             self.talking = false;
             if let (Some(d), Some(t)) = (self.delay_now(now_ms), self.target()) {
                 let excess = d - t;
+                if excess < -GROW_BELOW_MS {
+                    // ... and the place to raise it: lengthen the silence.
+                    let add = ((((-excess) * 48.0) as usize).div_ceil(STEP) * STEP).min(PCM_CAP);
+                    self.pcm[..add].fill(0.0);
+                    self.pcm_len = add;
+                    self.pcm_pos = 0;
+                    self.stats.expanded += 1;
+                    self.adjusted();
+                    return;
+                }
                 if excess > SHRINK_ABOVE_MS {
                     let cut = ((((excess - 2.5) * 48.0) as i64) / STEP as i64 * STEP as i64)
                         .clamp(0, gap);
@@ -384,13 +423,15 @@ impl SenderPlayout {
     /// Beyond the largest delay (a long stall released a burst): skip whole frames back to
     /// the target in one step. True when frames were skipped.
     fn drop_to_max(&mut self, now_ms: u64, seq: u32, frame_samples: usize) -> bool {
-        let (Some(d), Some(t)) = (self.delay_now(now_ms), self.target()) else {
+        let (Some(d), Some(t), Some(base)) =
+            (self.delay_now(now_ms), self.target(), self.delay.base_ms())
+        else {
             return false;
         };
-        if d <= self.cfg.max_delay_ms + frame_samples as f64 / 48.0 {
+        if d - base <= self.cfg.max_delay_ms + frame_samples as f64 / 48.0 {
             return false;
         }
-        let frames = (((d - t.min(self.cfg.max_delay_ms)) * 48.0) as usize / frame_samples.max(1))
+        let frames = (((d - t) * 48.0) as usize / frame_samples.max(1))
             .clamp(1, super::jitter::CAPACITY - 1);
         self.stats.dropped += frames as u64;
         self.adjusted();
@@ -486,14 +527,38 @@ impl SenderPlayout {
         } else if excess < -GROW_BELOW_MS {
             let added = if quiet {
                 tsm::stretch_quiet(&mut self.pcm[start..], len, STEP)
-            } else {
+            } else if excess < -EXPAND_BELOW_MS {
                 tsm::expand(&mut self.pcm[start..], len)
+            } else {
+                0
             };
             if added > 0 {
                 self.stats.expanded += 1;
                 self.pcm_len += added;
                 self.adjusted();
             }
+        }
+    }
+
+    /// Conceals the frame due (`seq`, first needed at `pos`) in its own slot, after
+    /// `stretched` samples of waiting for it, and moves on. If a copy of it comes later,
+    /// what it would have required is still recorded.
+    fn give_up(&mut self, seq: u32, pos: i64, stretched: usize, frame_samples: usize) {
+        self.waiting = None;
+        self.given_up = Some((seq, pos));
+        self.stats.concealed += 1;
+        if stretched > frame_samples {
+            // Waited longer than the frame lasts: the delay did grow.
+            self.stats.stretched += 1;
+            self.adjusted();
+        }
+        let rest = frame_samples.saturating_sub(stretched);
+        if rest > 0 {
+            self.decode(None, rest, false);
+        }
+        self.jb.advance_to(seq.wrapping_add(1));
+        if let Some(t) = self.next_ts.as_mut() {
+            *t += frame_samples as i64;
         }
     }
 
@@ -532,8 +597,22 @@ impl SenderPlayout {
         let give_up = GIVE_UP_MS.max(2.0 * self.target_ms() as f64);
         let silent_for = now_ms.saturating_sub(self.jb.last_arrival_ms()) as f64;
         if self.talking && !self.ended && silent_for < give_up {
-            // Late: conceal a step and keep waiting; the delay grows by the wait.
             let (pos, stretched) = self.waiting.unwrap_or((block_pos.unwrap_or(0), 0));
+            // Wait only while the delay is short of the target. At the target the
+            // statistics say the frame should be here, so it is most likely lost (a loss
+            // the redundancy could not cover in time, or a rare spike): it is concealed in
+            // its own slot and the timeline does not move. Growing the delay for it and
+            // shrinking it back later would move the timing twice.
+            let short = self
+                .target()
+                .zip(self.delay_now(now_ms))
+                .is_some_and(|(t, d)| d < t);
+            if !short {
+                self.give_up(seq, pos, stretched, frame_samples);
+                return;
+            }
+            // Late while the delay is short of the target: conceal a step and wait; the
+            // delay grows by the wait.
             self.decode(None, STEP.min(need.max(STEP)), false);
             self.waiting = Some((pos, stretched + self.pcm_len));
             return;

@@ -15,6 +15,9 @@ pub enum TransmitMode {
     PushToTalk,
 }
 
+/// How long a level onset alone keeps the voice-activated gate open.
+pub const ONSET_HOLD_MS: u32 = 100;
+
 /// What the gate decided for one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GateDecision {
@@ -71,12 +74,23 @@ impl VadGate {
 
     /// Decides for one frame of `frame_ms` whose voice probability is `vad`.
     pub fn decide(&mut self, vad: f32, frame_ms: u32) -> GateDecision {
+        self.decide_with_onset(vad, false, frame_ms)
+    }
+
+    /// Like [`Self::decide`], where `onset` says the frame is far louder than the room's
+    /// noise floor. The voice probability of a recurrent VAD rises a frame or two into a
+    /// word; a sudden rise of level does not lag, so it opens the gate at once (for
+    /// [`ONSET_HOLD_MS`]; the VAD keeps it open if it is speech).
+    pub fn decide_with_onset(&mut self, vad: f32, onset: bool, frame_ms: u32) -> GateDecision {
+        if onset && self.mode == TransmitMode::VoiceActivated {
+            self.remaining_ms = self.remaining_ms.max(ONSET_HOLD_MS + frame_ms);
+        }
         let want = match self.mode {
             TransmitMode::Continuous => true,
             TransmitMode::PushToTalk => self.ptt,
             TransmitMode::VoiceActivated => {
                 if vad >= self.threshold {
-                    self.remaining_ms = self.hangover_ms;
+                    self.remaining_ms = self.remaining_ms.max(self.hangover_ms);
                     true
                 } else if self.remaining_ms > 0 {
                     self.remaining_ms = self.remaining_ms.saturating_sub(frame_ms);
@@ -132,5 +146,28 @@ mod tests {
         g.set_mode(TransmitMode::Continuous);
         assert_eq!(g.decide(0.0, 20), GateDecision::Open { start: true });
         assert!(g.is_open());
+    }
+
+    #[test]
+    fn a_level_onset_opens_at_once_and_only_briefly_without_voice() {
+        let mut g = VadGate::new(TransmitMode::VoiceActivated, 0.5, 300);
+        assert_eq!(
+            g.decide_with_onset(0.1, true, 20),
+            GateDecision::Open { start: true }
+        );
+        // A click: 100 ms, then closed.
+        for _ in 0..5 {
+            assert_eq!(g.decide(0.0, 20), GateDecision::Open { start: false });
+        }
+        assert_eq!(g.decide(0.0, 20), GateDecision::Closing);
+        // Speech: the VAD takes over with its hangover.
+        assert_eq!(
+            g.decide_with_onset(0.2, true, 20),
+            GateDecision::Open { start: true }
+        );
+        assert_eq!(g.decide(0.9, 20), GateDecision::Open { start: false });
+        for _ in 0..15 {
+            assert_eq!(g.decide(0.0, 20), GateDecision::Open { start: false });
+        }
     }
 }

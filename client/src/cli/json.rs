@@ -45,6 +45,7 @@ fn stats(event: &str, s: &SessionStats) -> Value {
         "keepalives": s.link.keepalives_sent,
         "acks": s.link.acks,
         "forged": s.link.forged,
+        "replayed": s.link.replayed,
         "malformed": s.link.malformed,
         "sent": s.packets_sent,
         "received": s.packets_received,

@@ -116,9 +116,24 @@ pub(crate) fn run(shared: Arc<Shared>, socket: UdpSocket, input: CaptureInput) {
     }
 }
 
-/// Plays `samples` (then silence) in real time, one frame at a time.
+/// Longest a file's playback waits for the link to be admitted.
+const ADMISSION_WAIT: Duration = Duration::from_secs(3);
+
+/// Plays `samples` (then silence) in real time, one frame at a time. A file starts once the
+/// server has admitted the link (or after [`ADMISSION_WAIT`]): until the binding handshake
+/// is done the relay drops our voice, and a recording should not lose its first words to
+/// it (a live microphone cannot wait, so devices do not).
 fn paced(shared: &Shared, sender: &mut Sender, pcm: &mut [f32], samples: &[f32]) {
     let frame = pcm.len();
+    if !samples.is_empty() {
+        let deadline = Instant::now() + ADMISSION_WAIT;
+        while !lock(&shared.link).admitted && Instant::now() < deadline {
+            if shared.stopped() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
     let start = Instant::now();
     shared.events.emit(SessionEvent::CaptureStarted {
         unix_ms: shared.clock.unix_ms_f64(start),

@@ -1,6 +1,7 @@
 //! Voice session: the UDP link to a channel and the threads that move audio through it.
 //!
-//! - [`link`]: protocol state of the link (keepalives, RTT, signed system packets), sans-IO.
+//! - [`link`]: protocol state of the link (binding handshake, keepalives, RTT, authenticated
+//!   system packets), sans-IO.
 //! - [`voice`]: [`VoiceSession`], which joins a channel and runs three threads:
 //!   `kv-capture` (input → TxPipeline → socket), `kv-net` (socket → link → [`handoff`] ring)
 //!   and `kv-playout` (owns the RxPipeline: ring → RxPipeline → sink, talking and stats

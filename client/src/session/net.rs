@@ -80,8 +80,7 @@ pub(crate) fn run(shared: Arc<Shared>, socket: UdpSocket, mut link: Link, mut fe
         };
         let now = std::time::Instant::now();
         let now_ms = shared.clock.ms(now);
-        let now_unix = shared.clock.unix_ms(now);
-        match link.handle(shared.clock.us(now), now_unix, &buf[..n]) {
+        match link.handle(shared.clock.us(now), &buf[..n]) {
             Incoming::Voice { uid, data } => {
                 shared.packets_received.fetch_add(1, Ordering::Relaxed);
                 if shared.voice_from(uid) && !feed.push(uid, data, now_ms) {
@@ -92,7 +91,8 @@ pub(crate) fn run(shared: Arc<Shared>, socket: UdpSocket, mut link: Link, mut fe
                 tracing::info!(rtt_ms, "admitted to channel");
                 shared.events.emit(SessionEvent::Admitted { rtt_ms });
             }
-            Incoming::Ack | Incoming::Ignored => {}
+            // A CHALLENGE makes a BIND due: the next turn of the loop sends it.
+            Incoming::Ack | Incoming::Challenged | Incoming::Ignored => {}
             Incoming::PeerJoined(uid) => shared.member_joined(uid),
             Incoming::PeerLeft(uid) => shared.member_left(uid),
             Incoming::Kicked => shared.end(EndReason::Kicked, Some(SessionEvent::Kicked)),

@@ -219,7 +219,7 @@ impl VoiceSession {
         for m in members {
             shared.member_joined(m);
         }
-        let link = Link::new(cfg.uid, cfg.chid, key, rand::random());
+        let link = Link::new(cfg.uid, cfg.chid, key, rand::random(), rand::random());
         let mut session = VoiceSession {
             shared: shared.clone(),
             control,

@@ -4,7 +4,7 @@
 //! Nothing here allocates after construction. A forwarded packet is never copied: the
 //! sink recognises the datagram being handled (the relay forwards the received bytes
 //! unchanged) and points the kernel at the receive buffer. Anything else the relay sends
-//! (signed system packets, built on its stack) is copied into a small side buffer.
+//! (system packets, built on its stack) is copied into a small side buffer.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};

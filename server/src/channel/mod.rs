@@ -3,10 +3,11 @@
 //! plane uses to start, stop and talk to them.
 
 pub mod batch;
+pub mod cookie;
 pub mod rate;
 pub mod registry;
 pub mod relay;
 pub mod worker;
 
 pub use registry::{OpenError, Registry, RelayError};
-pub use relay::{ChannelRelay, JoinError, RelayConfig, RelayStats, Transmit};
+pub use relay::{Admission, ChannelRelay, JoinError, RelayConfig, RelayStats, Transmit, VoiceKeys};

@@ -13,7 +13,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::relay::{ChannelRelay, JoinError, RelayConfig};
+use super::relay::{Admission, ChannelRelay, JoinError, RelayConfig, VoiceKeys};
 use super::worker::{ChannelCommand, WorkerHandle};
 use crate::shutdown::Shutdown;
 
@@ -69,8 +69,9 @@ pub struct Registry {
     ip: IpAddr,
     /// Port range for channel sockets, if restricted.
     udp_ports: Option<RangeInclusive<u16>>,
-    /// Signs system packets; each relay gets a copy.
-    key: SigningKey,
+    /// The voice secrets (X25519 key signed by the server's key, cookie key), made once per
+    /// start; each relay gets a copy.
+    keys: VoiceKeys,
     /// Limits for each relay.
     relay_config: RelayConfig,
     /// Most channels open at once.
@@ -100,7 +101,7 @@ impl Registry {
             runtime,
             ip,
             udp_ports,
-            key,
+            keys: VoiceKeys::random(&key),
             relay_config,
             max_channels,
             shutdown,
@@ -139,7 +140,7 @@ impl Registry {
         socket.set_nonblocking(true).map_err(OpenError::NoPort)?;
         let relay = ChannelRelay::new(
             chid,
-            self.key.clone(),
+            self.keys.clone(),
             self.relay_config.clone(),
             Instant::now(),
         );
@@ -228,9 +229,33 @@ impl Registry {
         rx.blocking_recv().map_err(|_| RelayError::Gone)
     }
 
-    /// Admits `uid` to `chid`.
+    /// Admits `uid` to `chid`; it binds its address with the cookie handshake.
     pub fn join(&self, chid: u64, uid: u64) -> Result<(), RelayError> {
-        Ok(self.ask(chid, |reply| ChannelCommand::Join { uid, reply })??)
+        self.join_with(chid, uid, Admission::default())
+    }
+
+    /// Admits `uid` to `chid` and also allows the seed's binding without a cookie (for the
+    /// seed's clients, which cannot answer a CHALLENGE). Meant only for key-less users on a
+    /// server whose operator opted in (PROTOCOL.md, "Seed clients"); nothing calls it yet.
+    pub fn join_legacy(&self, chid: u64, uid: u64) -> Result<(), RelayError> {
+        self.join_with(
+            chid,
+            uid,
+            Admission {
+                legacy: true,
+                client_kex: None,
+            },
+        )
+    }
+
+    /// Admits `uid` to `chid` as `admission` says: e.g. with the X25519 key its signed JOIN
+    /// named, so that only that client can bind.
+    pub fn join_with(&self, chid: u64, uid: u64, admission: Admission) -> Result<(), RelayError> {
+        Ok(self.ask(chid, |reply| ChannelCommand::Join {
+            uid,
+            admission,
+            reply,
+        })??)
     }
 
     /// Removes `uid` from `chid`; false when it was not a member.
@@ -242,9 +267,22 @@ impl Registry {
         })
     }
 
-    /// Members of `chid` in join order.
+    /// Members of `chid` in join order, bound or not yet.
     pub fn members(&self, chid: u64) -> Result<Vec<u64>, RelayError> {
-        self.ask(chid, |reply| ChannelCommand::Members { reply })
+        self.ask(chid, |reply| ChannelCommand::Members {
+            bound_only: false,
+            reply,
+        })
+    }
+
+    /// Members of `chid` with a proven address, in join order. What a listing shown to
+    /// users should use: an admitted member that never binds expires silently (nobody is
+    /// sent LEAVE for it), so listing it would leave a ghost in clients' member lists.
+    pub fn bound_members(&self, chid: u64) -> Result<Vec<u64>, RelayError> {
+        self.ask(chid, |reply| ChannelCommand::Members {
+            bound_only: true,
+            reply,
+        })
     }
 
     /// Removes `uid` from every channel (it was unregistered), telling it with LEAVE.

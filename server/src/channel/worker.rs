@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::batch::{BatchSink, RecvBatch, SendQueue, RECV_BATCH};
-use super::relay::{ChannelRelay, JoinError};
+use super::relay::{Admission, ChannelRelay, JoinError};
 use crate::epoll::{Epoll, Events};
 use crate::shutdown::Shutdown;
 
@@ -38,6 +38,8 @@ pub enum ChannelCommand {
     Join {
         /// The user.
         uid: u64,
+        /// How it is admitted (see [`ChannelRelay::join`]).
+        admission: Admission,
         /// Result back to the TCP handler.
         reply: oneshot::Sender<Result<(), JoinError>>,
     },
@@ -45,13 +47,15 @@ pub enum ChannelCommand {
     Leave {
         /// The user.
         uid: u64,
-        /// Send the user itself a LEAVE (it was kicked or unregistered).
+        /// Send the user itself a KICK (it was kicked or unregistered).
         notify_leaver: bool,
         /// Result back to the TCP handler.
         reply: oneshot::Sender<bool>,
     },
     /// List the members in join order.
     Members {
+        /// Only those with a proven address (not the admitted-but-unbound).
+        bound_only: bool,
         /// Result back to the TCP handler.
         reply: oneshot::Sender<Vec<u64>>,
     },
@@ -350,8 +354,12 @@ impl Worker {
         let now = Instant::now();
         let mut sink = BatchSink::new(&mut self.queue, chan.socket.as_raw_fd());
         match cmd {
-            ChannelCommand::Join { uid, reply } => {
-                let _ = reply.send(chan.relay.join(now, uid));
+            ChannelCommand::Join {
+                uid,
+                admission,
+                reply,
+            } => {
+                let _ = reply.send(chan.relay.join(now, uid, admission));
             }
             ChannelCommand::Leave {
                 uid,
@@ -360,8 +368,12 @@ impl Worker {
             } => {
                 let _ = reply.send(chan.relay.leave(now, uid, notify_leaver, &mut sink));
             }
-            ChannelCommand::Members { reply } => {
-                let _ = reply.send(chan.relay.members().collect());
+            ChannelCommand::Members { bound_only, reply } => {
+                let _ = reply.send(if bound_only {
+                    chan.relay.bound_members().collect()
+                } else {
+                    chan.relay.members().collect()
+                });
             }
             ChannelCommand::Close => {
                 chan.relay.shutdown(now, &mut sink);

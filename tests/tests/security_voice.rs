@@ -1,0 +1,559 @@
+//! Issue 9, the voice plane, attacked as an attacker would, against the real server on
+//! 127.0.0.1: forged first datagrams from a victim's address (a socket bound to another
+//! 127.0.0.x address that never answers stands in for the victim), re-JOIN plus a forged
+//! datagram, replayed and unsigned system packets into a real `kv` session, puppets that
+//! never bind, and a bind storm next to a channel that must keep relaying on time.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use kv_client::control::ControlClient;
+use kv_proto::packet::{self, encode_regular, Datagram};
+use kv_proto::session::{Bind, Challenge, Cookie, COOKIE_LEN};
+use kv_proto::PACKET_SIZE;
+use kv_proto::{ControlReply as Rep, ControlRequest as Req, ErrorCode, SystemOp, SystemPacket};
+use kv_tests::kv::{KvJoin, Room, JOIN_GRACE};
+use kv_tests::lossy::{Impairment, LossyRelay};
+use kv_tests::spoof::Spoofer;
+use kv_tests::udp::keepalive_packet;
+use kv_tests::{ServerProcess, UdpPeer};
+
+const ADMIT: Duration = Duration::from_secs(10);
+
+/// Joins `uid` to `chid` over TCP; returns the channel's UDP address.
+fn join(s: &ServerProcess, uid: u64, chid: u64) -> SocketAddr {
+    let port = s.ok(&Req::Join {
+        uid,
+        juid: uid,
+        chid,
+    });
+    s.udp_addr(port)
+}
+
+/// A channel with a talker and a listener, both bound.
+fn conversation(s: &ServerProcess) -> (u64, SocketAddr, UdpPeer, UdpPeer) {
+    let key = s.public_key();
+    let owner = s.signup();
+    let ch = s.ok(&Req::Create { uid: owner });
+    let udp = join(s, owner, ch);
+    let talker = UdpPeer::new(udp, owner);
+    talker.bind(&key);
+    let l = s.signup();
+    join(s, l, ch);
+    let listener = UdpPeer::new(udp, l);
+    listener.bind(&key);
+    talker.drain(Duration::from_millis(100));
+    listener.drain(Duration::from_millis(100));
+    (ch, udp, talker, listener)
+}
+
+/// What a victim socket received, by kind.
+#[derive(Debug, Default)]
+struct Received {
+    bytes: usize,
+    challenges: usize,
+    voice: usize,
+    other: usize,
+}
+
+/// Reads everything `victim` receives until `until`.
+fn collect(victim: &UdpSocket, until: Instant, into: &mut Received) {
+    let mut buf = [0u8; 2048];
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        victim.set_read_timeout(Some(left)).unwrap();
+        let Ok(n) = victim.recv(&mut buf) else {
+            return;
+        };
+        into.bytes += n;
+        match packet::parse(&buf[..n]) {
+            Ok(Datagram::Regular { .. }) => into.voice += 1,
+            _ if Challenge::decode(&buf[..n]).is_some() => into.challenges += 1,
+            _ => into.other += 1,
+        }
+    }
+}
+
+/// Issue 9 §2: one user joins K = 50 puppets and sends one forged KEEPALIVE per puppet from
+/// a victim's address (the seed bound them all there: 76.8 kB became 6.3 MB, ×83, with
+/// 9,900 voice packets). Now the victim gets at most a few same-size CHALLENGEs and no
+/// voice, however long the channel talks.
+#[test]
+fn forged_first_datagrams_bring_the_victim_no_more_bytes_than_forged_and_no_voice() {
+    let s = ServerProcess::start();
+    let (ch, udp, talker, listener) = conversation(&s);
+    // One user's 50 puppets (registered, joined, never bound).
+    let puppets: Vec<u64> = (0..50)
+        .map(|_| {
+            let p = s.signup();
+            s.ok(&Req::Join {
+                uid: p,
+                juid: p,
+                chid: ch,
+            });
+            p
+        })
+        .collect();
+    let victim = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let mut forged = 0usize;
+    let mut got = Received::default();
+    std::thread::scope(|scope| {
+        // The channel keeps talking all along: 50 packets/s for 2 s.
+        scope.spawn(|| {
+            for i in 0..100u32 {
+                talker.voice(&i.to_be_bytes());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        // Three rounds of one forged KEEPALIVE per puppet, and a voice packet for good
+        // measure (the seed bound on any first datagram).
+        for round in 0..3u32 {
+            for &p in &puppets {
+                victim
+                    .send_to(&keepalive_packet(p, round + 1), udp)
+                    .unwrap();
+                let mut v = [0u8; PACKET_SIZE];
+                encode_regular(p, b"forged", &mut v);
+                victim.send_to(&v, udp).unwrap();
+                forged += 2 * PACKET_SIZE;
+            }
+            collect(
+                &victim,
+                Instant::now() + Duration::from_millis(300),
+                &mut got,
+            );
+        }
+        collect(
+            &victim,
+            Instant::now() + Duration::from_millis(1500),
+            &mut got,
+        );
+    });
+    eprintln!(
+        "forged {forged} B from the victim's address; victim received {} B ({} CHALLENGEs, \
+         {} voice, {} other): ratio {:.4}",
+        got.bytes,
+        got.challenges,
+        got.voice,
+        got.other,
+        got.bytes as f64 / forged as f64
+    );
+    assert!(got.bytes <= forged, "amplification: {got:?}");
+    assert_eq!(got.voice, 0, "voice reached the victim: {got:?}");
+    assert_eq!(got.other, 0, "{got:?}");
+    // At most one CHALLENGE per forged KEEPALIVE (voice gets none), within the per-IP budget.
+    assert!(got.challenges <= 3 * puppets.len(), "{got:?}");
+    // The real members were not disturbed: the listener heard the talker.
+    let mut heard = 0;
+    while let Some(p) = listener.recv(Duration::from_millis(200)) {
+        if matches!(packet::parse(&p), Ok(Datagram::Regular { uid, .. }) if uid == talker.uid) {
+            heard += 1;
+        }
+    }
+    assert!(heard >= 90, "listener heard {heard} of 100");
+}
+
+/// The same attack with really forged source addresses (raw socket, as root): datagrams
+/// "from" a victim host the attacker never touches, for 20 puppets and 4 victim ports. The
+/// victims' sockets see only same-size CHALLENGEs, never voice, never more than was forged.
+#[test]
+fn spoofed_sources_through_a_raw_socket_amplify_nothing() {
+    let spoofer = Spoofer::new().expect("raw socket (these tests run as root, as make test does)");
+    let s = ServerProcess::start();
+    let (ch, udp, talker, _listener) = conversation(&s);
+    let puppets: Vec<u64> = (0..20)
+        .map(|_| {
+            let p = s.signup();
+            join(&s, p, ch);
+            p
+        })
+        .collect();
+    let victims: Vec<UdpSocket> = (0..4)
+        .map(|_| UdpSocket::bind("127.0.0.5:0").unwrap())
+        .collect();
+    let SocketAddr::V4(server) = udp else {
+        panic!("IPv4 server")
+    };
+    let mut forged = 0usize;
+    for (k, v) in victims.iter().enumerate() {
+        let SocketAddr::V4(from) = v.local_addr().unwrap() else {
+            panic!()
+        };
+        for &p in &puppets {
+            spoofer
+                .send(from, server, &keepalive_packet(p, k as u32 + 1))
+                .unwrap();
+            forged += PACKET_SIZE;
+        }
+    }
+    for i in 0..25u32 {
+        talker.voice(&i.to_be_bytes());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut got = Received::default();
+    for v in &victims {
+        collect(v, Instant::now() + Duration::from_millis(300), &mut got);
+    }
+    eprintln!(
+        "spoofed {forged} B; victims received {} B ({} CHALLENGEs, {} voice)",
+        got.bytes, got.challenges, got.voice
+    );
+    assert!(
+        got.challenges > 0,
+        "the spoofed datagrams reached the server: {got:?}"
+    );
+    assert!(got.bytes <= forged, "{got:?}");
+    assert_eq!((got.voice, got.other), (0, 0), "{got:?}");
+}
+
+/// Issue 9 §2: re-JOIN as a member plus one forged datagram from the victim's address
+/// redirected the whole channel's audio. Now the binding stays where it was proven.
+#[test]
+fn rejoin_plus_a_forged_datagram_does_not_redirect_the_channel() {
+    let s = ServerProcess::start();
+    let key = s.public_key();
+    let (ch, udp, talker, listener) = conversation(&s);
+    join(&s, listener.uid, ch);
+    let victim = UdpSocket::bind("127.0.0.3:0").unwrap();
+    victim
+        .send_to(&keepalive_packet(listener.uid, 7), udp)
+        .unwrap();
+    // A BIND with a guessed cookie from the victim's address, too.
+    let mut b = [0u8; PACKET_SIZE];
+    Bind {
+        uid: listener.uid,
+        ackid: 8,
+        chid: ch,
+        cookie: Cookie {
+            slot: 0,
+            mac: [0x55; COOKIE_LEN],
+        },
+        client_kex: [9; 32],
+    }
+    .encode(&mut b);
+    victim.send_to(&b, udp).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    for i in 0..10u32 {
+        let sent = talker.voice(&i.to_be_bytes());
+        assert_eq!(listener.expect_packet(), sent.to_vec(), "packet {i}");
+    }
+    let mut got = Received::default();
+    collect(
+        &victim,
+        Instant::now() + Duration::from_millis(300),
+        &mut got,
+    );
+    assert_eq!((got.voice, got.other), (0, 0), "{got:?}");
+    assert!(
+        got.challenges <= 1 && got.bytes <= 2 * PACKET_SIZE,
+        "{got:?}"
+    );
+
+    // The member itself, restarted on a new socket after its re-JOIN, does move: it proves
+    // the new address.
+    join(&s, listener.uid, ch);
+    let moved = UdpPeer::on(UdpSocket::bind("127.0.0.4:0").unwrap(), udp, listener.uid);
+    moved.bind(&key);
+    moved.drain(Duration::from_millis(100));
+    let sent = talker.voice(b"after the move");
+    assert_eq!(moved.expect_packet(), sent.to_vec());
+    listener.expect_silence(Duration::from_millis(300));
+}
+
+/// Issue 9 §3: a LEAVE(victim) captured in one session and replayed into the victim's next
+/// session kicked it; an unsigned SHUTDOWN from a man in the middle ended it. Now the real
+/// `kv` client ignores (and counts) every one of them, and a SHUTDOWN recorded before a
+/// server restart does not end a session after it.
+#[test]
+fn replayed_and_unsigned_system_packets_do_not_end_a_new_session() {
+    let mut server = ServerProcess::start();
+    let room = Room::new(server.addr, 2);
+    let port = room.port();
+    let relay =
+        LossyRelay::start(server.udp_addr(u64::from(room.port())), Impairment::none()).unwrap();
+    let via = relay.addr().to_string();
+    // Session 1: the listener is kicked (its KICK is recorded on the path).
+    let l1 = room.join(1, &["--duration", "20", "--voice-addr", &via]);
+    l1.wait_for("admitted", ADMIT);
+    let talker = room.join(0, &["--duration", "20"]);
+    talker.wait_for("admitted", ADMIT);
+    l1.wait_for("peer_joined", ADMIT);
+    server.ok(&Req::Leave {
+        uid: server.admin_uid,
+        luid: room.uids[1],
+        chid: room.chid,
+    });
+    let r1 = l1.finish(Duration::from_secs(10));
+    assert_eq!(r1.status.code(), Some(3), "{}", r1.stderr);
+    assert_eq!(r1.count("kicked"), 1, "{:?}", r1.events);
+    let captured = relay.captured_system();
+    let kicks = captured
+        .iter()
+        .filter(|p| matches!(packet::parse(p), Ok(Datagram::System(s)) if s.op == SystemOp::Kick))
+        .count();
+    assert_eq!(kicks, 1, "the KICK of session 1 was recorded");
+
+    // Session 2, same user, same channel, same path: everything recorded is replayed, plus
+    // an unsigned SHUTDOWN and LEAVE(self) and a SHUTDOWN signed the old way with the
+    // server's real key (a downgrade to the earlier format).
+    let l2 = room.join(1, &["--duration", "3", "--voice-addr", &via]);
+    l2.wait_for("admitted", ADMIT);
+    for p in &captured {
+        relay.inject(p);
+    }
+    let mut buf = [0u8; PACKET_SIZE];
+    let sys = |op, uid| SystemPacket { op, uid, ackid: 0 };
+    sys(SystemOp::Shutdown, 0).encode(&mut buf);
+    relay.inject(&buf);
+    sys(SystemOp::Leave, room.uids[1]).encode(&mut buf);
+    relay.inject(&buf);
+    sys(SystemOp::Kick, room.uids[1]).encode(&mut buf);
+    relay.inject(&buf);
+    let seed = std::fs::read(server.data_dir.join("server.key")).expect("server.key");
+    let seed: [u8; 32] = seed
+        .try_into()
+        .expect("server.key is a 32-byte Ed25519 seed");
+    let real = SigningKey::from_bytes(&seed);
+    sys(SystemOp::Shutdown, 0).encode_signed(&real, room.chid, unix_ms(), &mut buf);
+    relay.inject(&buf);
+    let r2 = l2.finish(JOIN_GRACE);
+    r2.assert_ok();
+    assert_eq!(r2.count("kicked"), 0, "{:?}", r2.events);
+    assert_eq!(r2.count("shutdown"), 0, "{:?}", r2.events);
+    let left = r2.left();
+    let rejected = left["forged"].as_u64().unwrap() + left["replayed"].as_u64().unwrap();
+    // Every recorded session packet (not the CHALLENGEs: those carry no authority, and an
+    // admitted client ignores them) and the four forgeries.
+    let sealed = captured
+        .iter()
+        .filter(|p| Challenge::decode(p).is_none())
+        .count() as u64;
+    assert!(rejected >= sealed + 4, "{left} ({sealed} recorded)");
+    talker.terminate();
+    let _ = talker.finish(JOIN_GRACE);
+
+    // A SHUTDOWN recorded before a restart, replayed into a session after it.
+    let l3 = KvJoin::spawn(
+        &server.addr.to_string(),
+        room.uids[1],
+        room.chid,
+        &["--duration", "20", "--voice-addr", &via],
+    );
+    l3.wait_for("admitted", ADMIT);
+    let before = relay.captured_system().len();
+    server.restart();
+    let r3 = l3.finish(Duration::from_secs(10));
+    assert_eq!(r3.count("shutdown"), 1, "{:?}", r3.events);
+    let shutdowns: Vec<Vec<u8>> = relay.captured_system()[before..]
+        .iter()
+        .filter(
+            |p| matches!(packet::parse(p), Ok(Datagram::System(s)) if s.op == SystemOp::Shutdown),
+        )
+        .cloned()
+        .collect();
+    assert_eq!(shutdowns.len(), 1);
+    // The channel is back on its port (the path to it is unchanged).
+    assert_eq!(
+        ControlClient::new(&server.addr.to_string())
+            .unwrap()
+            .get_port(room.chid)
+            .unwrap(),
+        port
+    );
+    let l4 = KvJoin::spawn(
+        &server.addr.to_string(),
+        room.uids[1],
+        room.chid,
+        &["--duration", "3", "--voice-addr", &via],
+    );
+    l4.wait_for("admitted", ADMIT);
+    relay.inject(&shutdowns[0]);
+    let r4 = l4.finish(JOIN_GRACE);
+    r4.assert_ok();
+    assert_eq!(r4.count("shutdown"), 0, "{:?}", r4.events);
+    assert!(r4.left()["forged"].as_u64().unwrap() >= 1, "{}", r4.left());
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Issue 9 §4: 1024 joined-but-never-bound puppets filled a channel and the owner's JOIN
+/// got SERV. Now they do not count toward `--max-members`, and they expire within seconds.
+#[test]
+fn puppets_that_never_bind_expire_and_the_owner_gets_in() {
+    let s = ServerProcess::start_with(&["--max-members", "4"]);
+    let key = s.public_key();
+    let owner = s.signup();
+    let ch = s.ok(&Req::Create { uid: owner });
+    // Three real members, bound.
+    let real: Vec<UdpPeer> = (0..3)
+        .map(|_| {
+            let u = s.signup();
+            let p = UdpPeer::new(join(&s, u, ch), u);
+            p.bind(&key);
+            p
+        })
+        .collect();
+    // Four puppets (the pending cap equals --max-members), on top of the three.
+    let puppets: Vec<u64> = (0..4)
+        .map(|_| {
+            let p = s.signup();
+            join(&s, p, ch);
+            p
+        })
+        .collect();
+    let start = Instant::now();
+    let owner_port = loop {
+        match s.request(&Req::Join {
+            uid: owner,
+            juid: owner,
+            chid: ch,
+        }) {
+            Rep::Value(port) => break port,
+            Rep::Error(ErrorCode::Serv) => {}
+            other => panic!("owner JOIN -> {other:?}"),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "owner still locked out after {:?}",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("owner admitted {:?} after the puppets", start.elapsed());
+    let me = UdpPeer::new(s.udp_addr(owner_port), owner);
+    me.bind(&key);
+    for p in &real {
+        p.expect_op(SystemOp::Join, owner);
+    }
+    // The owner may have taken the first expired puppet's place; the others follow within
+    // the bind window.
+    loop {
+        let uids: Vec<u64> = match s.request(&Req::ChannelInfo { chid: ch }) {
+            Rep::ChannelInfo(i) => i.members.iter().map(|m| m.0).collect(),
+            other => panic!("{other:?}"),
+        };
+        if puppets.iter().all(|p| !uids.contains(p)) {
+            assert_eq!(uids.len(), 4, "{uids:?}");
+            assert!(uids.contains(&owner));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "puppets still members after {:?}: {uids:?}",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("puppets gone {:?} after they joined", start.elapsed());
+}
+
+/// Issue 9 §2/§4: K = 1023 puppets binding at once cost 21.6 s of Ed25519 on a relay worker
+/// and stopped another channel on it. Now binds are paid from a per-channel budget (one
+/// X25519 each, announcements MAC'd): the storm proceeds at a bounded pace and a channel
+/// on the same worker keeps relaying within a few milliseconds.
+#[test]
+fn a_bind_storm_leaves_another_channel_on_time() {
+    const PUPPETS: usize = 1000;
+    let s = ServerProcess::start();
+    let owner = s.signup();
+    // Channels are spread over the workers in turn: with two workers, the first and the
+    // third share one. The storm goes to the first, the measured talk to the third.
+    let storm = s.ok(&Req::Create { uid: owner });
+    let _other = s.ok(&Req::Create { uid: owner });
+    let (_, _, talker, listener) = conversation(&s);
+    let storm_udp = join(&s, owner, storm);
+    let puppets: Vec<(u64, UdpSocket)> = (0..PUPPETS)
+        .map(|_| {
+            let p = s.register_with(0);
+            join(&s, p, storm);
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_nonblocking(true).unwrap();
+            (p, sock)
+        })
+        .collect();
+
+    let storming = AtomicBool::new(true);
+    let mut bound = vec![false; PUPPETS];
+    let delays = std::thread::scope(|scope| {
+        let measure = scope.spawn(|| {
+            let epoch = Instant::now();
+            let mut delays = Vec::new();
+            while storming.load(Ordering::Relaxed) {
+                let sent_us = epoch.elapsed().as_micros() as u64;
+                talker.voice(&sent_us.to_be_bytes());
+                if let Some(p) = listener.recv(Duration::from_millis(500)) {
+                    if let Ok(Datagram::Regular { data, .. }) = packet::parse(&p) {
+                        let t = u64::from_be_bytes(data[..8].try_into().unwrap());
+                        delays.push(epoch.elapsed().as_micros() as u64 - t);
+                    }
+                } else {
+                    delays.push(500_000);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            delays
+        });
+        // The storm: every puppet says hello, answers its CHALLENGE at once, and retries.
+        let until = Instant::now() + Duration::from_secs(4);
+        let mut buf = [0u8; 2048];
+        while Instant::now() < until {
+            for (k, (uid, sock)) in puppets.iter().enumerate() {
+                if !bound[k] {
+                    let _ = sock.send_to(&keepalive_packet(*uid, 1), storm_udp);
+                }
+            }
+            let round = Instant::now() + Duration::from_millis(250);
+            while Instant::now() < round {
+                for (k, (uid, sock)) in puppets.iter().enumerate() {
+                    while let Ok(n) = sock.recv(&mut buf) {
+                        if let Some(c) = Challenge::decode(&buf[..n]) {
+                            let mut b = [0u8; PACKET_SIZE];
+                            Bind {
+                                uid: *uid,
+                                ackid: 2,
+                                chid: c.chid,
+                                cookie: c.cookie,
+                                client_kex: [(k % 200) as u8 + 1; 32],
+                            }
+                            .encode(&mut b);
+                            let _ = sock.send_to(&b, storm_udp);
+                        } else if matches!(packet::parse(&buf[..n]), Ok(Datagram::System(p)) if p.op == SystemOp::Ack)
+                        {
+                            bound[k] = true;
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        storming.store(false, Ordering::Relaxed);
+        measure.join().unwrap()
+    });
+    let binds = bound.iter().filter(|&&b| b).count();
+    let mut sorted = delays.clone();
+    sorted.sort_unstable();
+    let p = |q: f64| sorted[((sorted.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+    eprintln!(
+        "bind storm of {PUPPETS}: {binds} bound in 4 s; other channel: {} packets, delay p50 \
+         {:.2} ms p99 {:.2} ms max {:.2} ms",
+        sorted.len(),
+        p(0.5),
+        p(0.99),
+        p(1.0)
+    );
+    assert!(binds > 0, "the storm's binds proceed");
+    assert!(sorted.len() >= 100, "{} packets measured", sorted.len());
+    // Floors that catch a stall (the seed: seconds) on a noisy shared 2-core machine.
+    assert!(p(0.5) < 5.0, "median {:.2} ms", p(0.5));
+    assert!(p(0.99) < 50.0, "p99 {:.2} ms", p(0.99));
+}
