@@ -155,7 +155,7 @@ impl Fleet {
             }
             self.send_bind_step(i, true, cookies[i].map(|(c, ch, _)| (c, ch)), &mut buf);
             std::thread::sleep(Duration::from_micros(250));
-            if turn % 16 != 0 {
+            if !turn.is_multiple_of(16) {
                 continue;
             }
             pending.retain(|&i| {
