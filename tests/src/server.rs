@@ -46,6 +46,10 @@ pub struct ServerProcess {
     stderr: Arc<Mutex<String>>,
     /// Keeps a temporary data directory alive across restarts.
     _temp: Option<Arc<tempfile::TempDir>>,
+    /// Sign-ups get keys ([`ServerProcess::start_keyed`]); otherwise they are key-less.
+    keyed: bool,
+    /// Keys of the users this harness signed up with one: their requests are signed.
+    keys: Mutex<std::collections::HashMap<u64, SigningKey>>,
 }
 
 /// The server binary under test: `KV_SERVER_BIN`, else this package's `kv-server-e2e`.
@@ -79,6 +83,24 @@ impl ServerProcess {
         Self::start_exactly(data_dir, args)
     }
 
+    /// Starts a server with the default flags (signatures required; no sign-up limit, as
+    /// tests sign up many users) and a fresh temporary data directory, whose
+    /// [`ServerProcess::signup`] and [`ServerProcess::register_with`] make *keyed* users and
+    /// whose [`ServerProcess::request`] signs for them: for tests of what a server that
+    /// does not serve the seed's unsigned commands does.
+    pub fn start_keyed(args: &[&str]) -> Self {
+        let temp = tempfile::tempdir().expect("temporary data dir");
+        let args: Vec<String> = ["--register-rate", "0"]
+            .iter()
+            .chain(args)
+            .map(|s| s.to_string())
+            .collect();
+        let mut s = Self::start_exactly(temp.path(), args);
+        s._temp = Some(Arc::new(temp));
+        s.keyed = true;
+        s
+    }
+
     /// Starts a server on `data_dir` with exactly these flags (no [`HARNESS_FLAGS`]): the
     /// security tests run the defaults.
     pub fn start_exactly(data_dir: &Path, args: Vec<String>) -> Self {
@@ -100,6 +122,8 @@ impl ServerProcess {
             nofile,
             stderr,
             _temp: None,
+            keyed: false,
+            keys: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -159,11 +183,22 @@ impl ServerProcess {
     /// Sends a request and decodes the reply. A request acting as the admin is signed
     /// with the admin's key (the admin always has one); others go as given.
     pub fn request(&self, req: &ControlRequest) -> ControlReply {
-        if req.actor() == Some(self.admin_uid) && !matches!(req, ControlRequest::Signed(_)) {
-            let signed = self.sign(req.clone(), self.admin_uid, &self.admin_key);
-            return control::request(self.addr, &signed);
+        if let (Some(actor), false) = (req.actor(), matches!(req, ControlRequest::Signed(_))) {
+            let key = if actor == self.admin_uid {
+                Some(self.admin_key.clone())
+            } else {
+                self.key_of(actor)
+            };
+            if let Some(key) = key {
+                return control::request(self.addr, &self.sign(req.clone(), actor, &key));
+            }
         }
         control::request(self.addr, req)
+    }
+
+    /// The key of a user this harness signed up keyed.
+    pub fn key_of(&self, uid: u64) -> Option<SigningKey> {
+        self.keys.lock().ok()?.get(&uid).cloned()
     }
 
     /// A control client acting (signing) as the admin.
@@ -213,15 +248,45 @@ impl ServerProcess {
 
     /// Registers a user with the default permissions (plain sign-up).
     pub fn signup(&self) -> u64 {
-        self.ok(&ControlRequest::Register { auid: 0, perm: 0 })
+        if !self.keyed {
+            return self.ok(&ControlRequest::Register { auid: 0, perm: 0 });
+        }
+        let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+        let req = ControlRequest::RegisterKey {
+            auid: 0,
+            perm: 0,
+            public_key: key.verifying_key().to_bytes(),
+        };
+        let uid = match control::request(self.addr, &self.sign(req, 0, &key)) {
+            ControlReply::Value(v) => v,
+            other => panic!("keyed sign-up -> {other:?}"),
+        };
+        self.remember(uid, key);
+        uid
+    }
+
+    fn remember(&self, uid: u64, key: SigningKey) {
+        if let Ok(mut keys) = self.keys.lock() {
+            keys.insert(uid, key);
+        }
     }
 
     /// Registers a user with `perm`, granted by the admin.
     pub fn register_with(&self, perm: u64) -> u64 {
-        self.ok(&ControlRequest::Register {
+        if !self.keyed {
+            return self.ok(&ControlRequest::Register {
+                auid: self.admin_uid,
+                perm,
+            });
+        }
+        let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+        let uid = self.ok(&ControlRequest::RegisterKey {
             auid: self.admin_uid,
             perm,
-        })
+            public_key: key.verifying_key().to_bytes(),
+        });
+        self.remember(uid, key);
+        uid
     }
 
     /// The key that signs system packets, from SERVER_INFO.

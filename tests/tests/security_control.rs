@@ -721,14 +721,25 @@ fn a_full_descriptor_table_still_answers() {
 fn channel_info_flood_does_not_delay_other_requests() {
     let (s, _dir) = server(&["--allow-unsigned", "--register-rate", "0"]);
     let ch = s.ok(&Req::Create { uid: s.admin_uid });
-    for _ in 0..1024 {
-        let u = s.signup();
-        s.ok(&Req::Join {
-            uid: u,
-            juid: u,
-            chid: ch,
-        });
-    }
+    let users: Vec<u64> = (0..1024).map(|_| s.signup()).collect();
+    // JOIN them all at once (8 addresses): members that never bind expire after the 5 s
+    // bind window, and the flood must see all 1024.
+    std::thread::scope(|scope| {
+        for (i, chunk) in users.chunks(128).enumerate() {
+            let addr = s.addr;
+            scope.spawn(move || {
+                let from = Ipv4Addr::new(127, 0, 0, 40 + i as u8);
+                for &u in chunk {
+                    let join = Req::Join {
+                        uid: u,
+                        juid: u,
+                        chid: ch,
+                    };
+                    assert!(matches!(request_from(from, addr, &join), Rep::Value(_)));
+                }
+            });
+        }
+    });
     let probe = |n: usize| {
         let mut lat: Vec<Duration> = (0..n)
             .map(|_| {
@@ -1004,4 +1015,89 @@ fn keyless_uid_on_a_signing_server_gets_a_clear_error() {
     assert!(out.stderr.contains("access denied"), "{}", out.stderr);
     assert!(out.stderr.contains("has no key"), "{}", out.stderr);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
+
+/// The harness's keyed mode (for the voice-plane tests): its sign-ups are keyed users whose
+/// requests it signs; the same requests unsigned are refused.
+#[test]
+fn keyed_harness_signs_for_its_users() {
+    let s = ServerProcess::start_keyed(&[]);
+    let u = s.signup();
+    let v = s.register_with(Perms::ADD_CHANNEL.bits());
+    let ch = s.ok(&Req::Create { uid: u });
+    s.ok(&Req::Create { uid: v });
+    assert_eq!(
+        raw(&s, &Req::Delete { uid: u, chid: ch }),
+        Rep::Error(E::Access)
+    );
+    assert_eq!(s.ok(&Req::Delete { uid: u, chid: ch }), ch);
+}
+
+/// The seed's prototype client keeps working with `--allow-unsigned`: a key-less user
+/// speaks the seed's unsigned commands and binds its voice the seed's way (KEEPALIVEs, no
+/// handshake), and its voice reaches a member who bound with the handshake. Without the
+/// flag the same user's voice is refused.
+#[test]
+fn seed_client_works_only_with_allow_unsigned() {
+    use std::net::UdpSocket;
+    for allow in [true, false] {
+        let flags: &[&str] = if allow { &["--allow-unsigned"] } else { &[] };
+        let (s, _dir) = server(flags);
+        let key = s.public_key();
+        // The seed user: key-less (signed up unsigned, or made by the admin).
+        let seed = if allow {
+            value(raw(&s, &Req::Register { auid: 0, perm: 0 }))
+        } else {
+            s.register_with(Perms::ADD_CHANNEL.bits())
+        };
+        let (b, kb) = keyed_user(&s);
+        let ch = s.ok(&Req::Create { uid: s.admin_uid });
+        let join = |uid| Req::Join {
+            uid,
+            juid: uid,
+            chid: ch,
+        };
+        let port = if allow {
+            value(control::request_padded(s.addr, &join(seed)))
+        } else {
+            assert_eq!(raw(&s, &join(seed)), Rep::Error(E::Access));
+            // The admin may add it; it is still not a legacy member.
+            value(s.request(&Req::Join {
+                uid: s.admin_uid,
+                juid: seed,
+                chid: ch,
+            }))
+        };
+        value(as_user(&s, join(b), b, &kb));
+        let listener = kv_tests::UdpPeer::new(s.udp_addr(port), b);
+        listener.bind(&key);
+        listener.drain(Duration::from_millis(200));
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp = s.udp_addr(port);
+        for ackid in 1..=3 {
+            sock.send_to(&kv_tests::udp::keepalive_packet(seed, ackid), udp)
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut pkt = [0u8; kv_proto::PACKET_SIZE];
+        pkt[..8].copy_from_slice(&seed.to_be_bytes());
+        pkt[8..13].copy_from_slice(b"hello");
+        for _ in 0..5 {
+            sock.send_to(&pkt, udp).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut heard = false;
+        let until = Instant::now() + Duration::from_millis(800);
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            match listener.recv(left) {
+                Some(p) if p[..8] == seed.to_be_bytes() && &p[8..13] == b"hello" => heard = true,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        assert_eq!(
+            heard, allow,
+            "seed client's voice relayed (allow-unsigned: {allow})"
+        );
+    }
 }

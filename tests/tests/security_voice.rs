@@ -85,7 +85,9 @@ fn collect(victim: &UdpSocket, until: Instant, into: &mut Received) {
 /// voice, however long the channel talks.
 #[test]
 fn forged_first_datagrams_bring_the_victim_no_more_bytes_than_forged_and_no_voice() {
-    let s = ServerProcess::start();
+    // Default flags (keyed users): with --allow-unsigned, key-less users are legacy members
+    // bound the seed's way, by design (PROTOCOL.md §2, "Seed clients").
+    let s = ServerProcess::start_keyed(&[]);
     let (ch, udp, talker, listener) = conversation(&s);
     // One user's 50 puppets (registered, joined, never bound).
     let puppets: Vec<u64> = (0..50)
@@ -164,7 +166,7 @@ fn forged_first_datagrams_bring_the_victim_no_more_bytes_than_forged_and_no_voic
 #[test]
 fn spoofed_sources_through_a_raw_socket_amplify_nothing() {
     let spoofer = Spoofer::new().expect("raw socket (these tests run as root, as make test does)");
-    let s = ServerProcess::start();
+    let s = ServerProcess::start_keyed(&[]);
     let (ch, udp, talker, _listener) = conversation(&s);
     let puppets: Vec<u64> = (0..20)
         .map(|_| {
@@ -215,7 +217,7 @@ fn spoofed_sources_through_a_raw_socket_amplify_nothing() {
 /// redirected the whole channel's audio. Now the binding stays where it was proven.
 #[test]
 fn rejoin_plus_a_forged_datagram_does_not_redirect_the_channel() {
-    let s = ServerProcess::start();
+    let s = ServerProcess::start_keyed(&[]);
     let key = s.public_key();
     let (ch, udp, talker, listener) = conversation(&s);
     join(&s, listener.uid, ch);
@@ -390,7 +392,7 @@ fn unix_ms() -> u64 {
 /// got SERV. Now they do not count toward `--max-members`, and they expire within seconds.
 #[test]
 fn puppets_that_never_bind_expire_and_the_owner_gets_in() {
-    let s = ServerProcess::start_with(&["--max-members", "4"]);
+    let s = ServerProcess::start_keyed(&["--max-members", "4"]);
     let key = s.public_key();
     let owner = s.signup();
     let ch = s.ok(&Req::Create { uid: owner });
@@ -464,7 +466,7 @@ fn puppets_that_never_bind_expire_and_the_owner_gets_in() {
 #[test]
 fn a_bind_storm_leaves_another_channel_on_time() {
     const PUPPETS: usize = 1000;
-    let s = ServerProcess::start();
+    let s = ServerProcess::start_keyed(&[]);
     let owner = s.signup();
     // Channels are spread over the workers in turn: with two workers, the first and the
     // third share one. The storm goes to the first, the measured talk to the third.

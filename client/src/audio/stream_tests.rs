@@ -446,7 +446,10 @@ fn the_two_clocks_offset_changes_nothing() {
     let packets = encode(vad(), &input);
     let (base_out, base) = play(&through(&packets, |_, _| Some(1.0)), input.len() + 48_000);
     for offset in [30_000.0, 5_000.0] {
-        let shifted: Vec<_> = packets.iter().map(|(t, d)| (t + offset + 1.0, *d)).collect();
+        let shifted: Vec<_> = packets
+            .iter()
+            .map(|(t, d)| (t + offset + 1.0, *d))
+            .collect();
         let mut out = vec![0.0f32; 0];
         let (o, s) = play(&shifted, input.len() + 48_000 + (offset as usize) * 48);
         out.extend_from_slice(&o[(offset as usize) * 48..]);

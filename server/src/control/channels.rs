@@ -94,15 +94,24 @@ impl<S: Store> Control<S> {
         Ok(ControlReply::Value(chid))
     }
 
-    /// JOIN: oneself, or anyone with perm_add_user. Replies with the channel's port.
+    /// JOIN: oneself, or anyone with perm_add_user. Replies with the channel's port. A
+    /// key-less user on a server with `--allow-unsigned` (the seed's client) is admitted as
+    /// *legacy*, bound the seed's way (PROTOCOL.md §2, "Seed clients"); everyone else binds
+    /// with the cookie handshake.
     pub(super) fn join(&self, uid: u64, juid: u64, chid: u64) -> CmdResult {
         let user = self.existing_user(uid)?;
-        self.existing_user(juid)?;
+        let joiner = self.existing_user(juid)?;
         self.existing_channel(chid)?;
         allow(uid == juid || Perms(user.perms).contains(Perms::ADD_USER))?;
+        let legacy = self.policy.allow_unsigned && joiner.key.is_none();
         let registry = self.registry();
         let port = registry.port(chid).ok_or(ErrorCode::Serv)?;
-        registry.join(chid, juid).map_err(relay_err)?;
+        if legacy {
+            registry.join_legacy(chid, juid)
+        } else {
+            registry.join(chid, juid)
+        }
+        .map_err(relay_err)?;
         Ok(ControlReply::Value(u64::from(port)))
     }
 
