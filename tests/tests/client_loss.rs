@@ -151,9 +151,11 @@ fn redundancy_keeps_lossy_speech_close_to_loss_free() {
                 "{x:?}"
             );
         } else {
-            // Nearly every lost frame comes back exactly from a later packet.
+            // Most lost frames come back exactly from a later packet; frames lost twice
+            // in a row are concealed rather than making everyone wait a second frame
+            // (the playout holds the 98th percentile of what frames required).
             assert!(
-                n(&x.peer, "recovered_redundancy") * 10 >= n(&x.peer, "lost") * 9,
+                n(&x.peer, "recovered_redundancy") * 4 >= n(&x.peer, "lost") * 3,
                 "{x:?}"
             );
         }
@@ -194,5 +196,5 @@ fn reordering_duplicates_and_jitter_are_absorbed() {
     let n = |k: &str| o.peer[k].as_u64().unwrap_or(0);
     assert!(o.lsd_db < 5.0, "LSD {}", o.lsd_db);
     assert!(n("duplicate") > 0, "duplicates are recognised: {o:?}");
-    assert!(n("recovered_redundancy") * 10 >= n("lost") * 9, "{o:?}");
+    assert!(n("recovered_redundancy") * 4 >= n("lost") * 3, "{o:?}");
 }

@@ -15,6 +15,14 @@ use kv_tests::kv::{read_wav, write_wav};
 use kv_tests::playout::{self, committed_samples, conditions, RunResult, Sample};
 use kv_tests::ServerProcess;
 
+/// One measurement at a time: each is a talker, a listener and a proxy in real time, and
+/// two of them side by side on a 2-core machine measure the machine, not the playout.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// One run of the condition `key` on the first committed sample.
 fn measure(server: &ServerProcess, key: &str, seed: u64) -> RunResult {
     let cond = conditions()
@@ -46,6 +54,7 @@ fn measure(server: &ServerProcess, key: &str, seed: u64) -> RunResult {
 
 /// Asserts PESQ-WB ≥ `pesq` and mouth-to-ear ≤ `m2e_ms`.
 fn floor(key: &str, pesq: f64, m2e_ms: f64) {
+    let _turn = take_turn();
     let server = ServerProcess::start();
     let r = measure(&server, key, 1);
     let got = r.score.pesq_wb.unwrap_or_else(|| panic!("{key}: no PESQ"));
@@ -114,6 +123,7 @@ fn white_noise_5_db_with_denoise() {
 
 #[test]
 fn delay_recovers_after_impairment_stops() {
+    let _turn = take_turn();
     // Target: within 5 ms of the clean delay at most 5 s after the impairment stops (the
     // tail is scored from 5 s after the proxy turned clean). Clean and recovery run at the
     // same time, so they see the same machine.
@@ -143,6 +153,7 @@ fn delay_recovers_after_impairment_stops() {
 
 #[test]
 fn no_adjustment_after_the_first_talk_spurt_on_a_clean_minute() {
+    let _turn = take_turn();
     // 60 s of speech with pauses: every committed sample, then the first again.
     let dir = tempfile::tempdir().unwrap();
     let samples = committed_samples();

@@ -467,8 +467,12 @@ impl SenderPlayout {
         // meant to be on time; they say nothing about the network.
         let measured = gap >= 0 || f.origin == FrameOrigin::Primary;
         if let Some(pos) = need_pos.filter(|_| measured) {
+            // A frame stamped as arriving after `now` reached us while the playout was
+            // catching up after a stall of this process: it was there when we looked, and the
+            // stall is no property of the network.
+            let arrival = f.arrival_ms.min(now_ms);
             self.delay
-                .record(now_ms, f.arrival_ms as f64 - pos.min(f.ts) as f64 / 48.0);
+                .record(now_ms, arrival as f64 - pos.min(f.ts) as f64 / 48.0);
         }
         if f.origin == FrameOrigin::Redundant && gap >= 0 {
             self.stats.recovered_redundancy += 1;
