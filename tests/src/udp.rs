@@ -85,15 +85,28 @@ impl UdpPeer {
     pub fn bind(&self, key: &VerifyingKey) {
         let deadline = Instant::now() + RECV_TIMEOUT;
         let ackid = 0x5EED_0001;
+        // Handshake until a BIND went out; after that, a KEEPALIVE asks for the ACK again
+        // (the relay may defer a bind's ACK while a busy channel's announcements are paid
+        // for, and a second handshake would swallow that ACK). A new CHALLENGE means the
+        // BIND did not take: start over.
+        let mut bind_sent = false;
         while Instant::now() < deadline {
-            if self.try_handshake(key, ackid, Duration::from_millis(200)) {
-                let until = Instant::now() + Duration::from_millis(200);
-                while let Some(p) = self.recv_until(until) {
-                    if let Some((sys, _)) = self.open(&p) {
-                        if sys.op == SystemOp::Ack && sys.ackid == ackid {
-                            return;
-                        }
+            if !bind_sent {
+                bind_sent = self.try_handshake(key, ackid, Duration::from_millis(200));
+                if !bind_sent {
+                    continue;
+                }
+            } else {
+                self.keepalive(ackid);
+            }
+            let until = Instant::now() + Duration::from_millis(200);
+            while let Some(p) = self.recv_until(until) {
+                if let Some((sys, _)) = self.open(&p) {
+                    if sys.op == SystemOp::Ack && sys.ackid == ackid {
+                        return;
                     }
+                } else if Challenge::decode(&p).is_some_and(|c| c.uid == self.uid) {
+                    bind_sent = false;
                 }
             }
         }

@@ -49,7 +49,13 @@ fn raw_member(server: &ServerProcess, room: &Room, i: usize) -> UdpPeer {
         .join(uid, uid, room.chid)
         .expect("join");
     let peer = UdpPeer::new(server.udp_addr(u64::from(port)), uid);
-    peer.bind(&server.public_key());
+    // These are key-less users of an --allow-unsigned server, so the seed's legacy members
+    // (PROTOCOL.md §2, "Seed clients"): the first datagram gets a CHALLENGE (which a seed
+    // client cannot answer), the second binds them.
+    peer.keepalive(1);
+    peer.drain(Duration::from_millis(30));
+    peer.keepalive(2);
+    peer.drain(Duration::from_millis(30));
     peer
 }
 
