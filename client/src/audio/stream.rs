@@ -11,18 +11,23 @@
 //! moves after the first spurt.
 //!
 //! What changes `d`, and where:
-//! - *A frame is not there when needed and nothing later is*: it is late. Concealment
-//!   (Opus PLC) is played a block at a time while waiting (the delay grows exactly by the
-//!   wait), and the frame is played when it comes: nothing is lost, the delay has grown to
-//!   what the network needs. If the sender has stopped instead (its end-of-spurt packet was
-//!   lost), the waiting is undone when the stream goes idle.
+//! - *A frame is not there when needed and nothing later is*, while `d` is short of the
+//!   target: it is late. Concealment (Opus PLC) is played a step at a time while waiting
+//!   (the delay grows exactly by the wait), and the frame is played when it comes. At or
+//!   above the target the statistics say it should be here, so it is most likely lost: it
+//!   is concealed in its own slot and `d` does not move (its copy, if it comes late, still
+//!   teaches the statistics). If the sender has stopped (its end-of-spurt packet was lost),
+//!   any waiting is undone when the stream goes idle.
 //! - *A frame is missing and a later one is here*: it is lost (every packet that could have
 //!   repeated it came without it); it is rebuilt with Opus FEC from the next frame, else
 //!   concealed, in its own time slot: `d` does not change.
 //! - *`d` above the target* (after a spike or a calmer network): silence between spurts is
-//!   shortened; quiet audio loses a block; voiced audio loses a pitch period (accelerate).
-//! - *`d` below the target* (loss began and redundancy needs a frame more): quiet audio gains
-//!   a block, voiced audio a pitch period (preemptive expand), before frames are late.
+//!   shortened and quiet audio loses blocks; voiced audio loses a pitch period (accelerate)
+//!   only when the excess is large ([`ACCELERATE_ABOVE_MS`]).
+//! - *`d` below the target* (loss began and redundancy needs a frame more): silence and
+//!   quiet audio are lengthened; voiced audio gains a pitch period (preemptive expand) only
+//!   when far short ([`EXPAND_BELOW_MS`]). Timing moves inside words cost more, to listeners
+//!   and to PESQ, than a pause a few ms longer or shorter.
 //! - Frames that start before `play_pos` (the pre-roll a voice-activated sender puts in the
 //!   first packet of a spurt, see [`super::tx`]) are decoded, which primes the decoder,
 //!   and only the part still ahead of `play_pos` is played: onsets come through without
