@@ -114,6 +114,47 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
+/// What [`read_server_lines`] found wrong.
+#[derive(Debug)]
+pub(crate) enum LinesError {
+    /// The file could not be read.
+    Io(std::io::Error),
+    /// Larger than the limit: not ours.
+    TooLarge,
+    /// This line (1-based) is not `SERVER VALUE`, or its value does not parse.
+    Malformed(usize),
+}
+
+/// Reads a small config file of `SERVER VALUE` lines (blank lines and `#` comments
+/// skipped) into a map, parsing each value with `parse`. A missing file is an empty map.
+/// Shared by the identity store and the pinned server keys.
+pub(crate) fn read_server_lines<T>(
+    path: &Path,
+    max_len: u64,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<BTreeMap<String, T>, LinesError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > max_len => return Err(LinesError::TooLarge),
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(LinesError::Io(e)),
+    }
+    let text = std::fs::read_to_string(path).map_err(LinesError::Io)?;
+    let mut map = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (server, value) = line
+            .split_once(char::is_whitespace)
+            .and_then(|(s, v)| Some((s.to_string(), parse(v.trim())?)))
+            .ok_or(LinesError::Malformed(i + 1))?;
+        map.insert(server, value);
+    }
+    Ok(map)
+}
+
 /// Writes `dir/name` with mode 0600 through a temporary file and a rename (a crash never
 /// leaves a half-written file), creating `dir` 0700.
 pub fn private_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
@@ -181,44 +222,12 @@ impl IdentityStore {
 
     fn load(&self) -> Result<BTreeMap<String, u64>, IdentityError> {
         let path = self.path();
-        let io = |source| IdentityError::Io {
-            path: path.clone(),
-            source,
-        };
-        let meta = match std::fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(BTreeMap::new()),
-            Err(e) => return Err(io(e)),
-        };
-        if meta.len() > MAX_FILE_LEN {
-            return Err(IdentityError::Malformed {
-                path: path.clone(),
-                line: 0,
-            });
-        }
-        let text = std::fs::read_to_string(&path).map_err(io)?;
-        let mut map = BTreeMap::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let parsed = line
-                .split_once(char::is_whitespace)
-                .and_then(|(s, u)| Some((s.to_string(), u.trim().parse::<u64>().ok()?)));
-            match parsed {
-                Some((server, uid)) if kv_proto::is_valid_uid(uid) => {
-                    map.insert(server, uid);
-                }
-                _ => {
-                    return Err(IdentityError::Malformed {
-                        path: path.clone(),
-                        line: i + 1,
-                    })
-                }
-            }
-        }
-        Ok(map)
+        let valid_uid = |u: &str| u.parse::<u64>().ok().filter(|&u| kv_proto::is_valid_uid(u));
+        read_server_lines(&path, MAX_FILE_LEN, valid_uid).map_err(|e| match e {
+            LinesError::Io(source) => IdentityError::Io { path, source },
+            LinesError::TooLarge => IdentityError::Malformed { path, line: 0 },
+            LinesError::Malformed(line) => IdentityError::Malformed { path, line },
+        })
     }
 
     /// The uid stored for `server`, if any.

@@ -194,11 +194,6 @@ impl JitterBuffer {
         }
     }
 
-    /// `ts` unwrapped against the stream's timestamps, without moving the reference.
-    pub fn unwrap_peek(&mut self, ts: u32) -> i64 {
-        self.unwrap_ts(ts, false)
-    }
-
     fn clear(&mut self) {
         for s in &mut self.slots {
             s.full = false;

@@ -42,6 +42,7 @@ use audiopus::{Channels, MutSignals, SampleRate};
 use super::delay::DelayManager;
 use super::jitter::{FrameOrigin, Inserted, JitterBuffer};
 use super::tsm;
+use super::tx::rms_dbfs;
 
 /// Longest Opus frame (120 ms at 48 kHz).
 pub const MAX_FRAME: usize = 5760;
@@ -510,7 +511,7 @@ impl SenderPlayout {
         let excess = d - t;
         let len = self.pcm_len - self.pcm_pos;
         let start = self.pcm_pos;
-        let quiet = tsm::level_dbfs(&self.pcm[start..self.pcm_len]) < tsm::QUIET_DBFS;
+        let quiet = rms_dbfs(&self.pcm[start..self.pcm_len]) < tsm::QUIET_DBFS;
         if excess > SHRINK_ABOVE_MS {
             let removed = if quiet {
                 let k =

@@ -27,15 +27,6 @@ pub struct Period {
     pub correlation: f32,
 }
 
-/// Mean square of `x` in dBFS.
-pub fn level_dbfs(x: &[f32]) -> f32 {
-    if x.is_empty() {
-        return -100.0;
-    }
-    let ms = x.iter().map(|s| s * s).sum::<f32>() / x.len() as f32;
-    (10.0 * ms.max(1e-10).log10()).max(-100.0)
-}
-
 /// The pitch period at the start of `x`: the lag `p` whose segment `x[p..2p]` best matches
 /// `x[..p]` (normalised cross-correlation, on a decimated signal, then refined at full
 /// rate). Needs `x.len() >= 2 * p`; `None` if `x` is too short for the shortest period.

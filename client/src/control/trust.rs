@@ -8,13 +8,12 @@
 //! pretending to be the seed's server.
 
 use std::collections::BTreeMap;
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use kv_proto::keyfile::{hex, unhex32};
 
 use super::error::ControlError;
-use crate::identity::private_file;
+use crate::identity::{private_file, read_server_lines, LinesError};
 
 const FILE_NAME: &str = "known_servers";
 /// A file larger than this is not ours.
@@ -44,31 +43,11 @@ impl KnownServers {
     }
 
     fn load(&self) -> Result<BTreeMap<String, [u8; 32]>, ControlError> {
-        let path = self.path();
-        match std::fs::metadata(&path) {
-            Ok(m) if m.len() > MAX_FILE_LEN => return Err(self.error("file too large")),
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(BTreeMap::new()),
-            Err(e) => return Err(self.error(e)),
-        }
-        let text = std::fs::read_to_string(&path).map_err(|e| self.error(e))?;
-        let mut map = BTreeMap::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let parsed = line
-                .split_once(char::is_whitespace)
-                .and_then(|(s, k)| Some((s.to_string(), unhex32(k.trim())?)));
-            match parsed {
-                Some((server, key)) => {
-                    map.insert(server, key);
-                }
-                None => return Err(self.error(format!("line {} is malformed", i + 1))),
-            }
-        }
-        Ok(map)
+        read_server_lines(&self.path(), MAX_FILE_LEN, unhex32).map_err(|e| match e {
+            LinesError::Io(e) => self.error(e),
+            LinesError::TooLarge => self.error("file too large"),
+            LinesError::Malformed(line) => self.error(format!("line {line} is malformed")),
+        })
     }
 
     /// The key pinned for `server`, if any.
