@@ -375,11 +375,7 @@ impl ChannelRelay {
             .position(|m| now.saturating_duration_since(m.last_seen) >= timeout)
         {
             let cost = self.bound_count().saturating_sub(1) as f64;
-            if !self
-                .announce
-                .take_on_credit(now, cost, ANNOUNCE_RATE, ANNOUNCE_BURST)
-            {
-                self.stats.announce_limited += 1;
+            if !self.pay_announcements(now, cost) {
                 return;
             }
             let uid = self.members[pos].uid;
@@ -588,12 +584,7 @@ impl ChannelRelay {
             return;
         }
         // The X25519 and the announcements are paid before any of it is done.
-        let cost = 2.0 * self.bound_count() as f64 + 1.0;
-        if !self
-            .announce
-            .take_on_credit(now, cost, ANNOUNCE_RATE, ANNOUNCE_BURST)
-        {
-            self.stats.announce_limited += 1;
+        if !self.pay_announcements(now, self.bind_cost()) {
             return;
         }
         let Some(key) = self.keys.kex.session_key(&b.client_kex, b.uid, self.chid) else {
@@ -638,12 +629,7 @@ impl ChannelRelay {
             self.members[i].legacy_probe = Some((src, now));
             return false;
         }
-        let cost = 2.0 * self.bound_count() as f64 + 1.0;
-        if !self
-            .announce
-            .take_on_credit(now, cost, ANNOUNCE_RATE, ANNOUNCE_BURST)
-        {
-            self.stats.announce_limited += 1;
+        if !self.pay_announcements(now, self.bind_cost()) {
             return false;
         }
         self.set_addr(i, src);
@@ -654,6 +640,25 @@ impl ChannelRelay {
         self.stats.binds += 1;
         self.announce_bind(now, i, out);
         true
+    }
+
+    /// What binding one more member costs the announcement budget: a JOIN to each bound
+    /// member, one per bound member to the newcomer, and its ACK.
+    fn bind_cost(&self) -> f64 {
+        2.0 * self.bound_count() as f64 + 1.0
+    }
+
+    /// Takes `cost` announcements from the budget (on credit, see
+    /// [`TokenBucket::take_on_credit`]); false, counted, when it is spent.
+    fn pay_announcements(&mut self, now: Instant, cost: f64) -> bool {
+        if self
+            .announce
+            .take_on_credit(now, cost, ANNOUNCE_RATE, ANNOUNCE_BURST)
+        {
+            return true;
+        }
+        self.stats.announce_limited += 1;
+        false
     }
 
     /// Member `i` is now at `addr` (updates the address index and the bound count).
