@@ -489,9 +489,12 @@ pub fn run(
     let peer = last_peer_stats(&l, talker_uid);
     let adj = adjustments(&peer);
     let after = adjustments_after_first_spurt(&l, talker_uid, adj);
-    let _ = std::fs::remove_file(&out);
-    if cond.noise_snr_db.is_some() {
-        let _ = std::fs::remove_file(&input);
+    if std::env::var_os("KV_PLAYOUT_KEEP").is_none() {
+        // (The bench runs many rows: the recordings go unless someone asked to keep them.)
+        let _ = std::fs::remove_file(&out);
+        if cond.noise_snr_db.is_some() {
+            let _ = std::fs::remove_file(&input);
+        }
     }
     RunResult {
         score,

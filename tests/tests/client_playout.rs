@@ -30,8 +30,11 @@ fn measure(server: &ServerProcess, key: &str, seed: u64) -> RunResult {
         .find(|c| c.key == key)
         .unwrap_or_else(|| panic!("no condition {key}"));
     let dir = tempfile::tempdir().unwrap();
+    // KV_PLAYOUT_KEEP=DIR keeps the recordings (DIR/KEY-*.wav) to look at a failure.
+    let keep = std::env::var_os("KV_PLAYOUT_KEEP").map(std::path::PathBuf::from);
+    let out = keep.as_deref().unwrap_or(dir.path());
     let sample = &committed_samples()[0];
-    let r = playout::run(server, &cond, sample, seed, dir.path());
+    let r = playout::run(server, &cond, sample, seed, out);
     eprintln!(
         "{key} ({}): PESQ-WB {:?}, mouth-to-ear {:?} ms, adjustments {} ({:?} after the \
          first spurt), lag spread {:?} / {:?} ms, window corr {:?}, not found {}, tail \
@@ -140,13 +143,18 @@ fn delay_recovers_after_impairment_stops() {
         "the impairment ran: {:?}",
         rec.relay_down
     );
+    // Two 5 ms steps: the clean run's own delay lands anywhere in a step (it anchors on
+    // its first packet), and a shared machine moves either run by a few ms. The 5 ms
+    // target itself is asserted on virtual time
+    // (`after_an_impairment_the_delay_is_back_within_5_ms_in_5_s`) and measured by
+    // `playout-bench`; this floor catches a delay that stays up or keeps moving.
     assert!(
-        (tail - base).abs() <= 8.0,
+        (tail - base).abs() <= 10.0,
         "delay after recovery {tail:.1} ms vs clean {base:.1} ms"
     );
     let spread = rec.score.tail_lag_spread_ms.expect("tail spread");
     assert!(
-        spread <= 5.0,
+        spread <= 10.0,
         "the delay still moves after recovery: {spread} ms"
     );
 }

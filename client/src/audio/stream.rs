@@ -59,6 +59,13 @@ const SHRINK_ABOVE_MS: f64 = 7.5;
 /// PESQ notice far more than a pause a few ms shorter; so it is kept for real excess, the
 /// aftermath of a spike.
 const ACCELERATE_ABOVE_MS: f64 = 40.0;
+/// A smaller excess than [`SHRINK_ABOVE_MS`], over one step and a half ms, that has
+/// lasted [`SETTLE_AFTER_MS`] is removed too (in silence, quiet audio, or by accelerating
+/// if no pause comes): so after an impairment the delay settles in the same step a clean
+/// start would have chosen, while the target's own wobble (under a second) moves nothing.
+const SETTLE_ABOVE_MS: f64 = 5.5;
+/// See [`SETTLE_ABOVE_MS`].
+const SETTLE_AFTER_MS: u64 = 1500;
 /// Shortfall before voiced speech is expanded (below it, the delay grows in quiet audio or
 /// by waiting for a late frame).
 const EXPAND_BELOW_MS: f64 = 15.0;
@@ -139,6 +146,8 @@ pub struct SenderPlayout {
     /// The last frame given up on (concealed), with where the playout stood when it was
     /// needed: its first copy arriving late still teaches the delay statistics.
     given_up: Option<(u32, i64)>,
+    /// Since when the delay has been above the target by more than [`SETTLE_ABOVE_MS`].
+    excess_since: Option<u64>,
     /// The last thing produced was a decoded frame (a spurt is playing).
     talking: bool,
     /// The last decoded frame ended its spurt.
@@ -170,6 +179,7 @@ impl SenderPlayout {
             pcm_pos: 0,
             waiting: None,
             given_up: None,
+            excess_since: None,
             talking: false,
             ended: false,
             stats: StreamStats::default(),
@@ -398,8 +408,8 @@ impl SenderPlayout {
                     self.adjusted();
                     return;
                 }
-                if excess > SHRINK_ABOVE_MS {
-                    let cut = ((((excess - 2.5) * 48.0) as i64) / STEP as i64 * STEP as i64)
+                if excess > SHRINK_ABOVE_MS || self.excess_persists(now_ms, excess) {
+                    let cut = ((((excess - 0.5) * 48.0) as i64) / STEP as i64 * STEP as i64)
                         .clamp(0, gap);
                     if cut > 0 {
                         self.next_ts = Some(next_ts + cut);
@@ -503,6 +513,17 @@ impl SenderPlayout {
         self.adjust_voiced(now_ms);
     }
 
+    /// Whether the delay has been more than [`SETTLE_ABOVE_MS`] over the target for
+    /// [`SETTLE_AFTER_MS`] (tracks it from `excess`, the delay now minus the target).
+    fn excess_persists(&mut self, now_ms: u64, excess: f64) -> bool {
+        if excess <= SETTLE_ABOVE_MS {
+            self.excess_since = None;
+            return false;
+        }
+        let since = *self.excess_since.get_or_insert(now_ms);
+        now_ms.saturating_sub(since) >= SETTLE_AFTER_MS
+    }
+
     /// Accelerate or expand the frame just decoded, if the delay is off target.
     fn adjust_voiced(&mut self, now_ms: u64) {
         let (Some(d), Some(t)) = (self.delay_now(now_ms), self.target()) else {
@@ -512,10 +533,13 @@ impl SenderPlayout {
         let len = self.pcm_len - self.pcm_pos;
         let start = self.pcm_pos;
         let quiet = rms_dbfs(&self.pcm[start..self.pcm_len]) < tsm::QUIET_DBFS;
-        if excess > SHRINK_ABOVE_MS {
+        // An excess no pause has removed for a while: take it out here, in quiet audio or
+        // by accelerating, whatever its size.
+        let persistent = self.excess_persists(now_ms, excess);
+        if excess > SHRINK_ABOVE_MS || persistent {
             let removed = if quiet {
                 let k =
-                    ((((excess - 2.5) * 48.0) as usize) / STEP * STEP).min(len / 2 / STEP * STEP);
+                    ((((excess - 0.5) * 48.0) as usize) / STEP * STEP).min(len / 2 / STEP * STEP);
                 tsm::cut_quiet(&mut self.pcm[start..], len, k)
             } else if excess > ACCELERATE_ABOVE_MS {
                 let k = tsm::accelerate(&mut self.pcm[start..], len);
