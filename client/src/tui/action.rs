@@ -1,11 +1,11 @@
 //! The vocabulary of the terminal client: what can happen ([`Action`]) and what the event loop
 //! must then do in the outside world ([`Command`]).
 //!
-//! Key presses and background results both become actions; [`crate::tui::app::App::update`]
+//! Key presses and background results both become actions; [`crate::tui::model::App::update`]
 //! turns them into state changes plus commands, so every decision is testable without a
 //! terminal, a server or a sound card.
 
-use crate::tui::app::{AudioState, ChannelRow, DeviceKind, LinkStats, TransmitMode};
+use crate::tui::model::{AudioState, ChannelRow, DeviceKind, LinkStats, TransmitMode};
 
 /// Something that happened: a user intent (from the keymap) or a result from background work.
 #[derive(Debug, Clone, PartialEq)]

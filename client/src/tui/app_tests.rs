@@ -1,7 +1,7 @@
 //! Unit tests of [`App::update`]: state and commands, no terminal, no server.
 
 use crate::tui::action::{Action, Command, VoiceControl};
-use crate::tui::app::*;
+use crate::tui::model::*;
 use kv_proto::Perms;
 
 fn row(id: u64, name: &str, members: usize, owner: u64) -> ChannelRow {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::tui::app::{App, TransmitMode};
+use crate::tui::model::{App, TransmitMode};
 
 /// File name of the TUI's settings inside the config dir.
 pub const FILE_NAME: &str = "kv-tui.toml";

@@ -10,7 +10,7 @@ use std::fmt;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::tui::action::Action;
-use crate::tui::app::{Overlay, PttStyle};
+use crate::tui::model::{Overlay, PttStyle};
 
 /// A key with modifiers, as written in the config file (`"m"`, `"space"`, `"ctrl-c"`, `"f1"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -422,7 +422,7 @@ mod tests {
     fn prompt_takes_every_character() {
         let km = KeyMap::default();
         let prompt = Overlay::Prompt {
-            kind: crate::tui::app::PromptKind::NewChannel,
+            kind: crate::tui::model::PromptKind::NewChannel,
             input: String::new(),
         };
         let t = |e| km.translate(&e, &prompt, PttStyle::Hold);

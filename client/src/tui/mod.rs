@@ -17,6 +17,7 @@ pub mod config;
 pub mod demo;
 pub mod inbox;
 pub mod keys;
+pub mod model;
 pub mod runner;
 pub mod session_voice;
 pub mod ui;

@@ -22,10 +22,10 @@ use ratatui::Terminal;
 
 use crate::control::ControlClient;
 use crate::tui::action::{Action, Command};
-use crate::tui::app::{App, DeviceKind, PttStyle};
 use crate::tui::config::{ConfigError, Settings};
 use crate::tui::inbox::{inbox, ActionSink, Inbox};
 use crate::tui::keys::{KeyError, KeyMap};
+use crate::tui::model::{App, DeviceKind, PttStyle};
 use crate::tui::ui;
 use crate::tui::voice::{Devices, VoiceBackend};
 use crate::tui::worker::{Identity, Worker};

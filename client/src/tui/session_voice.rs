@@ -15,8 +15,8 @@ use crate::session::{
     InputSource, OutputSink, SessionConfig, SessionError, SessionEvent, VoiceSession,
 };
 use crate::tui::action::{Action, VoiceControl};
-use crate::tui::app::{AudioState, LinkStats, TransmitMode};
 use crate::tui::inbox::ActionSink;
+use crate::tui::model::{AudioState, LinkStats, TransmitMode};
 use crate::tui::runner::CONTROL_TIMEOUT;
 use crate::tui::voice::{Devices, StartError, VoiceBackend, VoiceHandle};
 

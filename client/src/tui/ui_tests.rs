@@ -4,8 +4,8 @@ use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
 use crate::tui::action::Action;
-use crate::tui::app::*;
 use crate::tui::keys::KeyMap;
+use crate::tui::model::*;
 use crate::tui::ui::draw;
 
 fn render(app: &App, w: u16, h: u16) -> String {

@@ -6,8 +6,8 @@
 
 use crate::control::ControlClient;
 use crate::tui::action::{Action, VoiceControl};
-use crate::tui::app::AudioState;
 pub use crate::tui::inbox::ActionSink;
+use crate::tui::model::AudioState;
 
 /// Chosen devices (None: the system default).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use kv_proto::ErrorCode;
 use crate::control::{ControlClient, ControlError};
 use crate::identity::{server_signs, Acting, IdentityStore};
 use crate::tui::action::{Action, Command};
-use crate::tui::app::{ChannelRow, DeviceKind};
+use crate::tui::model::{ChannelRow, DeviceKind};
 use crate::tui::voice::{ActionSink, Devices, VoiceBackend, VoiceHandle};
 
 /// How often channels and members are reloaded.
