@@ -23,8 +23,7 @@ use thiserror::Error;
 
 use crate::control::{ControlClient, ControlError};
 
-/// Environment variable that overrides the config directory.
-pub const CONFIG_DIR_ENV: &str = "KV_CONFIG_DIR";
+pub use crate::config_dir::CONFIG_DIR_ENV;
 const FILE_NAME: &str = "identities";
 /// Directory of the key files, inside the config directory.
 const KEYS_DIR: &str = "keys";
@@ -200,12 +199,9 @@ pub struct IdentityStore {
 impl IdentityStore {
     /// The store in `$KV_CONFIG_DIR`, else in the platform's config dir for "kv".
     pub fn open_default() -> Result<Self, IdentityError> {
-        if let Some(dir) = std::env::var_os(CONFIG_DIR_ENV).filter(|d| !d.is_empty()) {
-            return Ok(Self::at(dir));
-        }
-        let dirs =
-            directories::ProjectDirs::from("", "", "kv").ok_or(IdentityError::NoConfigDir)?;
-        Ok(Self::at(dirs.config_dir()))
+        crate::config_dir::config_dir()
+            .map(Self::at)
+            .ok_or(IdentityError::NoConfigDir)
     }
 
     /// A store in `dir`.

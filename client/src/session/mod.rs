@@ -21,7 +21,7 @@ mod shared;
 mod voice;
 
 pub use error::SessionError;
-pub use events::{SessionEvent, SessionStats};
+pub use events::{pump, Flow, SessionEvent, SessionStats};
 pub use media::{InputSource, OutputSink};
 pub use playout::BLOCK as OUTPUT_BLOCK;
 pub use shared::EndReason;

@@ -6,10 +6,10 @@
 
 use kv_proto::Perms;
 
-use crate::tui::action::{Action, Command, VoiceControl};
+use crate::tui::action::{Action, Command, Event, Intent, VoiceControl};
 use crate::tui::model::{
     channel_label, App, AudioState, Connection, DeviceKind, DevicePicker, Focus, Member, Overlay,
-    PromptKind, PttStyle, TransmitMode,
+    PromptKind, PttStyle, TransmitMode, VoiceSetup,
 };
 
 /// Longest text a prompt accepts, in bytes (the wire's limit on names).
@@ -23,31 +23,41 @@ const VAD_STEP: f32 = 0.05;
 
 impl App {
     /// Applies one action; returns the effects to carry out, in order.
-    pub fn update(&mut self, action: Action) -> Vec<Command> {
-        if !matches!(self.overlay, Overlay::None) && is_key_intent(&action) {
-            return self.update_overlay(action);
+    pub fn update(&mut self, action: impl Into<Action>) -> Vec<Command> {
+        match action.into() {
+            Action::Key(i) => self.on_intent(i),
+            Action::Event(e) => self.on_event(e),
         }
-        match action {
-            Action::Quit => {
+    }
+
+    fn on_intent(&mut self, intent: Intent) -> Vec<Command> {
+        // An open overlay takes every key but push-to-talk (talking while the help is open
+        // is fine).
+        let ptt = matches!(intent, Intent::PttPress | Intent::PttRelease);
+        if !matches!(self.overlay, Overlay::None) && !ptt {
+            return self.update_overlay(intent);
+        }
+        match intent {
+            Intent::Quit => {
                 self.should_quit = true;
                 vec![Command::Quit]
             }
-            Action::Up => {
+            Intent::Up => {
                 self.move_selection(-1);
                 vec![]
             }
-            Action::Down => {
+            Intent::Down => {
                 self.move_selection(1);
                 vec![]
             }
-            Action::FocusNext => {
+            Intent::FocusNext => {
                 self.focus = match self.focus {
                     Focus::Channels if !self.members.is_empty() => Focus::Members,
                     _ => Focus::Channels,
                 };
                 vec![]
             }
-            Action::JoinSelected => {
+            Intent::JoinSelected => {
                 let Some(c) = self.selected_channel().cloned() else {
                     return vec![];
                 };
@@ -57,9 +67,9 @@ impl App {
                 }
                 self.joining = Some(id);
                 self.notice = Some(format!("joining {}…", channel_label(&c)));
-                vec![Command::Join(id)]
+                vec![self.join(id)]
             }
-            Action::Leave => {
+            Intent::Leave => {
                 if self.joined.is_none() && self.joining.is_none() {
                     return vec![];
                 }
@@ -67,7 +77,7 @@ impl App {
                 self.rejoin = None;
                 vec![Command::Leave]
             }
-            Action::CreateChannel => {
+            Intent::CreateChannel => {
                 if !self.perms.contains(Perms::ADD_CHANNEL) {
                     self.notice = Some("you may not create channels on this server".into());
                     return vec![];
@@ -75,7 +85,7 @@ impl App {
                 self.open_prompt(PromptKind::NewChannel, String::new());
                 vec![]
             }
-            Action::RenameChannel => {
+            Intent::RenameChannel => {
                 let Some(c) = self.selected_channel().cloned() else {
                     return vec![];
                 };
@@ -86,7 +96,7 @@ impl App {
                 self.open_prompt(PromptKind::RenameChannel(c.id), c.name);
                 vec![]
             }
-            Action::DeleteChannel => {
+            Intent::DeleteChannel => {
                 let Some(c) = self.selected_channel().cloned() else {
                     return vec![];
                 };
@@ -97,12 +107,12 @@ impl App {
                 self.overlay = Overlay::ConfirmDelete(c.id);
                 vec![]
             }
-            Action::SetName => {
+            Intent::SetName => {
                 let name = self.display_name.clone();
                 self.open_prompt(PromptKind::DisplayName, name);
                 vec![]
             }
-            Action::ToggleMute => {
+            Intent::ToggleMute => {
                 self.muted = !self.muted;
                 // Unmuting while deafened undeafens too, as in Mumble: you cannot talk unheard.
                 let mut cmds = vec![];
@@ -113,11 +123,11 @@ impl App {
                 cmds.push(Command::Voice(VoiceControl::Mute(self.muted)));
                 cmds
             }
-            Action::ToggleDeafen => {
+            Intent::ToggleDeafen => {
                 self.deafened = !self.deafened;
                 vec![Command::Voice(VoiceControl::Deafen(self.deafened))]
             }
-            Action::CycleMode => {
+            Intent::CycleMode => {
                 self.mode = self.mode.next();
                 self.ptt_active = false;
                 vec![
@@ -125,14 +135,14 @@ impl App {
                     Command::SaveSettings,
                 ]
             }
-            Action::ToggleDenoise => {
+            Intent::ToggleDenoise => {
                 self.denoise = !self.denoise;
                 vec![
                     Command::Voice(VoiceControl::Denoise(self.denoise)),
                     Command::SaveSettings,
                 ]
             }
-            Action::PttPress => {
+            Intent::PttPress => {
                 if self.mode != TransmitMode::PushToTalk {
                     return vec![];
                 }
@@ -142,14 +152,14 @@ impl App {
                 };
                 self.set_ptt(on)
             }
-            Action::PttRelease => {
+            Intent::PttRelease => {
                 if self.mode != TransmitMode::PushToTalk || self.ptt_style != PttStyle::Hold {
                     return vec![];
                 }
                 self.set_ptt(false)
             }
-            Action::VolumeUp | Action::VolumeDown => {
-                let up = action == Action::VolumeUp;
+            Intent::VolumeUp | Intent::VolumeDown => {
+                let up = intent == Intent::VolumeUp;
                 let Some(m) = self.members.get_mut(self.member_sel) else {
                     return vec![];
                 };
@@ -168,8 +178,8 @@ impl App {
                     Command::SaveSettings,
                 ]
             }
-            Action::VadUp | Action::VadDown => {
-                let step = if action == Action::VadUp {
+            Intent::VadUp | Intent::VadDown => {
+                let step = if intent == Intent::VadUp {
                     VAD_STEP
                 } else {
                     -VAD_STEP
@@ -186,20 +196,17 @@ impl App {
                 } else {
                     format!("voice threshold {:.2}", self.vad_threshold)
                 });
-                vec![
-                    Command::Voice(VoiceControl::VadThreshold(self.vad_threshold)),
-                    Command::SaveSettings,
-                ]
+                vec![Command::SaveSettings]
             }
-            Action::ToggleHelp => {
+            Intent::ToggleHelp => {
                 self.overlay = Overlay::Help;
                 vec![]
             }
-            Action::ToggleQuality => {
+            Intent::ToggleQuality => {
                 self.show_quality = !self.show_quality;
                 vec![]
             }
-            Action::OpenDevices => {
+            Intent::OpenDevices => {
                 self.overlay = Overlay::Devices(DevicePicker {
                     inputs: vec!["default".into()],
                     outputs: vec!["default".into()],
@@ -209,13 +216,17 @@ impl App {
                 vec![Command::ListDevices]
             }
             // Editing keys with no overlay open mean nothing.
-            Action::Input(_)
-            | Action::Backspace
-            | Action::Submit
-            | Action::Cancel
-            | Action::PickerSwitch => vec![],
+            Intent::Input(_)
+            | Intent::Backspace
+            | Intent::Submit
+            | Intent::Cancel
+            | Intent::PickerSwitch => vec![],
+        }
+    }
 
-            Action::Connected { uid, name, perms } => {
+    fn on_event(&mut self, event: Event) -> Vec<Command> {
+        match event {
+            Event::Connected { uid, name, perms } => {
                 self.uid = uid;
                 self.perms = Perms(perms);
                 // The server's name wins; a remembered one is sent to a server that has none.
@@ -232,14 +243,14 @@ impl App {
                 }
                 if let Some(chid) = self.rejoin.take() {
                     self.joining = Some(chid);
-                    cmds.push(Command::Join(chid));
+                    cmds.push(self.join(chid));
                 }
                 if self.display_name.is_empty() && matches!(self.overlay, Overlay::None) {
                     self.open_prompt(PromptKind::DisplayName, String::new());
                 }
                 cmds
             }
-            Action::Reconnecting {
+            Event::Reconnecting {
                 attempt,
                 delay_ms,
                 reason,
@@ -260,7 +271,7 @@ impl App {
                 self.connection = Connection::Reconnecting { attempt, reason };
                 vec![]
             }
-            Action::ChannelsLoaded(mut rows) => {
+            Event::ChannelsLoaded(mut rows) => {
                 rows.sort_by_key(|c| c.id);
                 let keep = self.selected_channel().map(|c| c.id);
                 self.channels = rows;
@@ -275,7 +286,7 @@ impl App {
                             self.channel_sel = i;
                             let id = self.channels[i].id;
                             self.joining = Some(id);
-                            return vec![Command::Join(id)];
+                            return vec![self.join(id)];
                         }
                         Some(_) => {}
                         None => self.notice = Some(format!("no channel named {name:?}")),
@@ -286,7 +297,7 @@ impl App {
                     if let Some(chid) = self.rejoin.take() {
                         if self.channels.iter().any(|c| c.id == chid) {
                             self.joining = Some(chid);
-                            return vec![Command::Join(chid)];
+                            return vec![self.join(chid)];
                         }
                     }
                 }
@@ -300,7 +311,7 @@ impl App {
                 }
                 vec![]
             }
-            Action::MembersLoaded { chid, members } => {
+            Event::MembersLoaded { chid, members } => {
                 if self.joined != Some(chid) {
                     return vec![];
                 }
@@ -324,7 +335,7 @@ impl App {
                 self.member_sel = self.member_sel.min(self.members.len().saturating_sub(1));
                 vec![]
             }
-            Action::Joined { chid } => {
+            Event::Joined { chid } => {
                 self.joined = Some(chid);
                 self.joining = None;
                 self.rejoin = None;
@@ -337,24 +348,11 @@ impl App {
                     .map(channel_label)
                     .unwrap_or_else(|| format!("#{chid}"));
                 self.notice = Some(format!("joined {label}"));
-                // Re-apply our controls: the new session starts from its defaults.
-                let mut cmds = vec![
-                    Command::Voice(VoiceControl::Mode(self.mode)),
-                    Command::Voice(VoiceControl::Mute(self.muted)),
-                    Command::Voice(VoiceControl::Deafen(self.deafened)),
-                    Command::Voice(VoiceControl::Denoise(self.denoise)),
-                    Command::Voice(VoiceControl::VadThreshold(self.vad_threshold)),
-                ];
-                for (&uid, &v) in &self.volumes {
-                    cmds.push(Command::Voice(VoiceControl::PeerGain {
-                        uid,
-                        gain: f32::from(v) / 100.0,
-                    }));
-                }
-                cmds.push(Command::Refresh);
-                cmds
+                // The session started with our controls (the join carried them); the
+                // channel list refreshes for the member counts.
+                vec![Command::Refresh]
             }
-            Action::Left { reason, rejoin } => {
+            Event::Left { reason, rejoin } => {
                 if rejoin {
                     self.rejoin = self.joined.or(self.joining);
                 }
@@ -371,25 +369,57 @@ impl App {
                 self.notice = Some(reason);
                 vec![Command::Refresh]
             }
-            Action::Talking { uid, talking } => {
+            Event::Talking { uid, talking } => {
                 if let Some(m) = self.members.iter_mut().find(|m| m.uid == uid) {
                     m.talking = talking;
                 }
                 vec![]
             }
-            Action::PeerJoined(_) | Action::PeerLeft(_) => vec![Command::Refresh],
-            Action::PeerStats { uid, stats } => {
+            Event::PeerJoined { uid, name } => {
+                if self.joined.is_none() {
+                    return vec![];
+                }
+                match self.members.iter_mut().find(|m| m.uid == uid) {
+                    // Already listed (by the join's CHANNEL_INFO): a name may have come since.
+                    Some(m) => {
+                        if !name.is_empty() {
+                            m.name = name;
+                        }
+                    }
+                    None => self.members.push(Member {
+                        uid,
+                        name,
+                        talking: false,
+                        volume: self.volumes.get(&uid).copied().unwrap_or(100),
+                        stats: None,
+                    }),
+                }
+                self.count_members();
+                vec![]
+            }
+            Event::PeerLeft(uid) => {
+                self.members.retain(|m| m.uid != uid);
+                self.member_sel = self.member_sel.min(self.members.len().saturating_sub(1));
+                if self.members.is_empty() {
+                    self.focus = Focus::Channels;
+                }
+                self.count_members();
+                vec![]
+            }
+            Event::PeerStats { uid, stats } => {
                 if let Some(m) = self.members.iter_mut().find(|m| m.uid == uid) {
                     m.stats = Some(stats);
                 }
                 vec![]
             }
-            Action::Link { rtt_ms, loss_pct } => {
+            // Telemetry of a session that has ended (taken after its Left) is stale.
+            Event::Link { .. } | Event::MicLevel { .. } if self.joined.is_none() => vec![],
+            Event::Link { rtt_ms, loss_pct } => {
                 self.rtt_ms = rtt_ms;
                 self.loss_pct = loss_pct;
                 vec![]
             }
-            Action::MicLevel { dbfs, vad, sending } => {
+            Event::MicLevel { dbfs, vad, sending } => {
                 self.mic_dbfs = if dbfs.is_finite() { dbfs } else { -100.0 };
                 self.mic_vad = if vad.is_finite() {
                     vad.clamp(0.0, 1.0)
@@ -399,14 +429,14 @@ impl App {
                 self.sending = sending;
                 vec![]
             }
-            Action::Audio(state) => {
+            Event::Audio(state) => {
                 if let AudioState::NoDevice(why) = &state {
                     self.notice = Some(format!("no audio device ({why}): channels still work"));
                 }
                 self.audio = state;
                 vec![]
             }
-            Action::DevicesListed { inputs, outputs } => {
+            Event::DevicesListed { inputs, outputs } => {
                 if let Overlay::Devices(p) = &mut self.overlay {
                     p.inputs = with_default(inputs);
                     p.outputs = with_default(outputs);
@@ -414,17 +444,54 @@ impl App {
                 }
                 vec![]
             }
-            Action::Error(e) => {
+            Event::Error(e) => {
                 if let Some(chid) = self.joining.take() {
                     tracing::debug!(chid, "join failed");
                 }
                 self.notice = Some(format!("error: {e}"));
                 vec![]
             }
-            Action::Info(s) => {
+            Event::Info(s) => {
                 self.notice = Some(s);
                 vec![]
             }
+        }
+    }
+
+    /// The command that joins `chid` with our devices and controls.
+    fn join(&self, chid: u64) -> Command {
+        Command::Join {
+            chid,
+            setup: self.voice_setup(),
+        }
+    }
+
+    /// What a new voice session starts with: all of it from here.
+    pub fn voice_setup(&self) -> VoiceSetup {
+        VoiceSetup {
+            input: self.input_device.clone(),
+            output: self.output_device.clone(),
+            mode: self.mode,
+            vad_threshold: self.vad_threshold,
+            denoise: self.denoise,
+            muted: self.muted,
+            deafened: self.deafened,
+            gains: self
+                .volumes
+                .iter()
+                .map(|(&uid, &v)| (uid, f32::from(v) / 100.0))
+                .collect(),
+        }
+    }
+
+    /// The joined channel's member count follows the member list.
+    fn count_members(&mut self) {
+        let n = self.members.len();
+        if let Some(c) = self
+            .joined
+            .and_then(|id| self.channels.iter_mut().find(|c| c.id == id))
+        {
+            c.members = n;
         }
     }
 
@@ -453,35 +520,35 @@ impl App {
     }
 
     /// Keys while an overlay is open: the overlay takes them all.
-    fn update_overlay(&mut self, action: Action) -> Vec<Command> {
+    fn update_overlay(&mut self, intent: Intent) -> Vec<Command> {
         let overlay = std::mem::replace(&mut self.overlay, Overlay::None);
         match overlay {
             Overlay::None => vec![],
-            Overlay::Help => match action {
+            Overlay::Help => match intent {
                 // Quit still quits; every other key just closes the help.
-                Action::Quit => self.update(Action::Quit),
+                Intent::Quit => self.on_intent(Intent::Quit),
                 _ => vec![],
             },
-            Overlay::ConfirmDelete(chid) => match action {
-                Action::Input('y') | Action::Input('Y') | Action::Submit => {
+            Overlay::ConfirmDelete(chid) => match intent {
+                Intent::Input('y') | Intent::Input('Y') | Intent::Submit => {
                     vec![Command::Delete(chid)]
                 }
                 _ => vec![],
             },
-            Overlay::Prompt { kind, mut input } => match action {
-                Action::Input(c) => {
+            Overlay::Prompt { kind, mut input } => match intent {
+                Intent::Input(c) => {
                     if input.len() + c.len_utf8() <= MAX_INPUT && !c.is_control() {
                         input.push(c);
                     }
                     self.overlay = Overlay::Prompt { kind, input };
                     vec![]
                 }
-                Action::Backspace => {
+                Intent::Backspace => {
                     input.pop();
                     self.overlay = Overlay::Prompt { kind, input };
                     vec![]
                 }
-                Action::Submit => {
+                Intent::Submit => {
                     let name = input.trim().to_string();
                     match kind {
                         PromptKind::DisplayName if name.is_empty() => {
@@ -496,7 +563,7 @@ impl App {
                         PromptKind::RenameChannel(chid) => vec![Command::Rename { chid, name }],
                     }
                 }
-                Action::Cancel => vec![],
+                Intent::Cancel => vec![],
                 _ => {
                     self.overlay = Overlay::Prompt { kind, input };
                     vec![]
@@ -507,17 +574,17 @@ impl App {
                     DeviceKind::Input => p.inputs.len(),
                     DeviceKind::Output => p.outputs.len(),
                 };
-                match action {
-                    Action::Up => p.selected = p.selected.saturating_sub(1),
-                    Action::Down => p.selected = (p.selected + 1).min(len.saturating_sub(1)),
-                    Action::PickerSwitch | Action::FocusNext => {
+                match intent {
+                    Intent::Up => p.selected = p.selected.saturating_sub(1),
+                    Intent::Down => p.selected = (p.selected + 1).min(len.saturating_sub(1)),
+                    Intent::PickerSwitch | Intent::FocusNext => {
                         p.kind = match p.kind {
                             DeviceKind::Input => DeviceKind::Output,
                             DeviceKind::Output => DeviceKind::Input,
                         };
                         p.selected = 0;
                     }
-                    Action::Submit | Action::JoinSelected => {
+                    Intent::Submit | Intent::JoinSelected => {
                         let pick = |list: &[String]| {
                             list.get(p.selected)
                                 .filter(|n| n.as_str() != "default")
@@ -527,14 +594,22 @@ impl App {
                             DeviceKind::Input => &p.inputs,
                             DeviceKind::Output => &p.outputs,
                         };
-                        let cmd = Command::UseDevice {
-                            kind: p.kind,
-                            name: pick(list),
-                        };
-                        return vec![cmd, Command::SaveSettings];
+                        let name = pick(list);
+                        match p.kind {
+                            DeviceKind::Input => self.input_device = name,
+                            DeviceKind::Output => self.output_device = name,
+                        }
+                        // A running session restarts on the new device.
+                        let mut cmds = Vec::new();
+                        if let Some(chid) = self.joined {
+                            self.joining = Some(chid);
+                            cmds.push(self.join(chid));
+                        }
+                        cmds.push(Command::SaveSettings);
+                        return cmds;
                     }
-                    Action::Cancel | Action::OpenDevices => return vec![],
-                    Action::Quit => return self.update(Action::Quit),
+                    Intent::Cancel | Intent::OpenDevices => return vec![],
+                    Intent::Quit => return self.on_intent(Intent::Quit),
                     _ => {}
                 }
                 self.overlay = Overlay::Devices(p);
@@ -542,30 +617,6 @@ impl App {
             }
         }
     }
-}
-
-/// True for actions that come from keys (which an open overlay captures), false for
-/// results of background work (which always apply).
-fn is_key_intent(a: &Action) -> bool {
-    !matches!(
-        a,
-        Action::Connected { .. }
-            | Action::Reconnecting { .. }
-            | Action::ChannelsLoaded(_)
-            | Action::MembersLoaded { .. }
-            | Action::Joined { .. }
-            | Action::Left { .. }
-            | Action::Talking { .. }
-            | Action::PeerJoined(_)
-            | Action::PeerLeft(_)
-            | Action::PeerStats { .. }
-            | Action::Link { .. }
-            | Action::MicLevel { .. }
-            | Action::Audio(_)
-            | Action::DevicesListed { .. }
-            | Action::Error(_)
-            | Action::Info(_)
-    ) && !matches!(a, Action::PttPress | Action::PttRelease)
 }
 
 fn with_default(mut list: Vec<String>) -> Vec<String> {

@@ -6,40 +6,29 @@
 
 use std::collections::BTreeMap;
 
+pub use crate::audio::TransmitMode;
 use kv_proto::Perms;
-use serde::{Deserialize, Serialize};
 
-/// How our voice is triggered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TransmitMode {
-    /// Send while the voice-activity detector hears speech.
-    #[default]
-    VoiceActivated,
-    /// Send while the push-to-talk key is held (or toggled on).
-    PushToTalk,
-    /// Always send.
-    Continuous,
-}
-
-impl TransmitMode {
-    /// The next mode in the cycle the mode key walks through.
-    pub fn next(self) -> Self {
-        match self {
-            TransmitMode::VoiceActivated => TransmitMode::PushToTalk,
-            TransmitMode::PushToTalk => TransmitMode::Continuous,
-            TransmitMode::Continuous => TransmitMode::VoiceActivated,
-        }
-    }
-
-    /// Short label for the status line.
-    pub fn label(self) -> &'static str {
-        match self {
-            TransmitMode::VoiceActivated => "voice-activated",
-            TransmitMode::PushToTalk => "push-to-talk",
-            TransmitMode::Continuous => "continuous",
-        }
-    }
+/// What a new voice session starts with, taken from [`App`] (their one owner) into
+/// the join command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VoiceSetup {
+    /// Input device (None: the system default).
+    pub input: Option<String>,
+    /// Output device (None: the system default).
+    pub output: Option<String>,
+    /// Transmit mode.
+    pub mode: TransmitMode,
+    /// Voice-activation threshold (the capture pipeline takes it at start).
+    pub vad_threshold: f32,
+    /// Noise suppression on.
+    pub denoise: bool,
+    /// Start muted.
+    pub muted: bool,
+    /// Start deafened.
+    pub deafened: bool,
+    /// Playback gain per peer (1.0 = unchanged).
+    pub gains: Vec<(u64, f32)>,
 }
 
 /// How the push-to-talk key behaves; depends on whether the terminal reports key releases.
@@ -64,9 +53,11 @@ pub struct ChannelRow {
     pub owner: u64,
 }
 
-/// Receive-side quality of one peer's audio, as the voice session measures it.
+/// Receive-side quality of one peer's audio, as the quality panel shows it: a digest of
+/// [`crate::audio::PeerStats`] (the link itself, keepalives and RTT, is
+/// [`crate::session::link::LinkStats`]).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct LinkStats {
+pub struct ReceiveQuality {
     /// Packets received.
     pub received: u64,
     /// Frames lost for good (concealed).
@@ -93,7 +84,7 @@ pub struct Member {
     /// Our playback gain for them, percent (100 = unchanged).
     pub volume: u16,
     /// Their link quality, once the session has measured it.
-    pub stats: Option<LinkStats>,
+    pub stats: Option<ReceiveQuality>,
 }
 
 /// Our connection to the server.
@@ -247,6 +238,10 @@ pub struct App {
     pub loss_pct: Option<f32>,
     /// Sound device state.
     pub audio: AudioState,
+    /// Chosen input device (None: the system default).
+    pub input_device: Option<String>,
+    /// Chosen output device (None: the system default).
+    pub output_device: Option<String>,
     /// Per-user volume remembered across sessions (uid → percent).
     pub volumes: BTreeMap<u64, u16>,
     /// Show the link-quality panel.
@@ -292,6 +287,8 @@ impl App {
             rtt_ms: None,
             loss_pct: None,
             audio: AudioState::Idle,
+            input_device: None,
+            output_device: None,
             volumes: BTreeMap::new(),
             show_quality: false,
             overlay: Overlay::None,
