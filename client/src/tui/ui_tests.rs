@@ -173,14 +173,16 @@ fn a_kick_reaches_the_screen_with_the_inbox_saturated_by_telemetry() {
     let (sink, rx) = inbox();
     let me = app.uid;
     let producer = std::thread::spawn(move || {
-        let mut stats = SessionStats::default();
-        stats.peers = (2..=3)
-            .map(|uid| PeerStats {
-                uid,
-                received: 100,
-                ..PeerStats::default()
-            })
-            .collect();
+        let stats = SessionStats {
+            peers: (2..=3)
+                .map(|uid| PeerStats {
+                    uid,
+                    received: 100,
+                    ..PeerStats::default()
+                })
+                .collect(),
+            ..SessionStats::default()
+        };
         // Far more telemetry than the inbox holds, and none of it is waited for.
         for i in 0..(INBOX_CAPACITY * 20) {
             let burst = [
