@@ -205,6 +205,8 @@ pub struct Backend {
     uid: Option<u64>,
     session: Option<Running>,
     schedule: Schedule,
+    /// Open the sound devices (false: silence in, nothing out, for tests).
+    devices: bool,
 }
 
 impl std::fmt::Debug for Backend {
@@ -221,13 +223,20 @@ impl Backend {
     /// A backend for `control`'s server; events go to `out`.
     pub fn new(control: ControlClient, identity: Identity, out: EventSink) -> Self {
         Backend {
-            control: control.with_timeout(CONTROL_TIMEOUT),
+            control,
             identity,
             out,
             uid: None,
             session: None,
             schedule: Schedule::new(Instant::now()),
+            devices: true,
         }
+    }
+
+    /// Sessions without sound devices: silence in, nothing out (tests, headless use).
+    pub fn without_devices(mut self) -> Self {
+        self.devices = false;
+        self
     }
 
     /// Starts the backend thread: it runs until [`Command::Quit`] or until `commands`'
@@ -468,10 +477,13 @@ impl Backend {
         cfg.tx.mode = setup.mode;
         cfg.tx.vad_threshold = setup.vad_threshold;
         cfg.tx.denoise = setup.denoise;
-        cfg.input = InputSource::Device(input.clone());
-        cfg.output = OutputSink::Device(output.clone());
+        if self.devices {
+            cfg.input = InputSource::Device(input.clone());
+            cfg.output = OutputSink::Device(output.clone());
+        }
         let (session, events, audio) = match VoiceSession::start(cfg.clone()) {
-            Ok((s, ev)) => (s, ev, AudioState::Ready { input, output }),
+            Ok((s, ev)) if self.devices => (s, ev, AudioState::Ready { input, output }),
+            Ok((s, ev)) => (s, ev, AudioState::NoDevice("sound devices not used".into())),
             Err(SessionError::Audio(why)) => {
                 // No sound card (or the chosen device is gone): join anyway, so the
                 // channel and its members still work, and say why there is no sound.

@@ -22,7 +22,7 @@ use ratatui::Terminal;
 
 use crate::control::ControlClient;
 use crate::tui::action::{Action, Command, Event};
-use crate::tui::backend::{Backend, Identity};
+use crate::tui::backend::{Backend, Identity, CONTROL_TIMEOUT};
 use crate::tui::config::{ConfigError, Settings};
 use crate::tui::inbox::{inbox, EventSink, InboxReceiver, Message};
 use crate::tui::keys::{KeyError, KeyMap};
@@ -90,7 +90,7 @@ pub struct Options {
 pub fn run(opts: Options) -> Result<(), RunError> {
     let mut settings = Settings::load(&opts.config_dir)?;
     let keymap = KeyMap::with_overrides(&settings.keys)?;
-    let mut control = ControlClient::new(&opts.server)?;
+    let mut control = ControlClient::new(&opts.server)?.with_timeout(CONTROL_TIMEOUT);
     if let Some(trust) = opts.trust.clone() {
         control = control.with_trust(trust);
     }
