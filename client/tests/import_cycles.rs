@@ -4,7 +4,8 @@
 //! every file's imports and fails naming the files of each cycle.
 //!
 //! An edge `a.rs → b.rs` is any path `crate::…`, `super::…` or `self::…` in `a.rs`'s code
-//! (`use` trees included, comments excluded) that names an item of `b.rs`. `mod x;` lines
+//! (`use` trees included, comments excluded) that names an item of `b.rs`, and any
+//! `use child::…` (a path relative to the module it is written in). `mod x;` lines
 //! are not edges: declaring a child is not using it. A parent's re-export
 //! (`pub use child::Item` in `mod.rs`) is an edge from the parent to the child, so a child
 //! that imports through its parent (`crate::session::SessionEvent`) while the parent
@@ -99,6 +100,19 @@ fn paths(code: &str) -> Vec<(Vec<String>, Vec<String>)> {
         if starts {
             let mut found = Vec::new();
             i = tree(&toks, i, Vec::new(), &mut found);
+            let at: Vec<String> = inline.iter().map(|(n, _)| n.clone()).collect();
+            out.extend(found.into_iter().map(|p| (at.clone(), p)));
+            continue;
+        }
+        // `use child::Item;` (2018 paths): relative to the module it is written in. A
+        // crate name (`use std::…`) resolves to the file itself, which is no edge.
+        let relative_use = t == "use"
+            && toks
+                .get(i + 1)
+                .is_some_and(|n| is_ident(n) && !matches!(n.as_str(), "crate" | "super" | "self"));
+        if relative_use {
+            let mut found = Vec::new();
+            i = tree(&toks, i + 1, vec!["self".to_string()], &mut found);
             let at: Vec<String> = inline.iter().map(|(n, _)| n.clone()).collect();
             out.extend(found.into_iter().map(|p| (at.clone(), p)));
             continue;
@@ -338,42 +352,73 @@ fn no_import_cycle_between_files_of_client_src() {
         "found only {} files under {src:?}",
         mods.len()
     );
-    let mut graph: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
+    // Every absolute path each file names.
+    let mut refs: BTreeMap<Vec<String>, Vec<Vec<String>>> = BTreeMap::new();
     for (m, file) in &mods {
         let text = std::fs::read_to_string(file).expect("read source");
         let code = code_only(&text);
-        let edges = graph.entry(m.clone()).or_default();
+        let mine = refs.entry(m.clone()).or_default();
         // A module brought in by name (`use crate::tui::widgets;`) and then used through it
-        // (`widgets::help::render`): those later paths are edges too.
+        // (`widgets::help::render`): those later paths count too.
         let mut aliases: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (inline, p) in paths(&code) {
-            if let Some(to) = resolve(m, &inline, &p, &mods) {
-                if mods
+            let abs = absolute(m, &inline, &p);
+            if mods.contains_key(&abs)
+                && mods
                     .keys()
-                    .any(|k| k.len() > to.len() && k.starts_with(&to))
-                    && absolute(m, &inline, &p) == to
-                {
-                    if let Some(leaf) = p.last() {
-                        aliases.insert(leaf.clone(), to.clone());
-                    }
-                }
-                if &to != m {
-                    edges.insert(to);
+                    .any(|k| k.len() > abs.len() && k.starts_with(&abs))
+            {
+                if let Some(leaf) = p.last() {
+                    aliases.insert(leaf.clone(), abs.clone());
                 }
             }
+            mine.push(abs);
         }
         for (alias, base) in &aliases {
             for rest in alias_paths(&code, alias) {
                 let mut abs = base.clone();
                 abs.extend(rest);
-                if let Some(to) = (0..=abs.len())
-                    .rev()
-                    .map(|n| abs[..n].to_vec())
-                    .find(|k| mods.contains_key(k))
-                {
-                    if &to != m {
-                        edges.insert(to);
-                    }
+                mine.push(abs);
+            }
+        }
+    }
+    // What a parent module re-exports (`pub use child::Item;`): item name → its path, so a
+    // path through the parent leads to the file that defines the item, not to the parent.
+    let reexports: BTreeMap<Vec<String>, BTreeMap<String, Vec<String>>> = refs
+        .iter()
+        .map(|(m, paths)| {
+            let items = paths
+                .iter()
+                .filter(|p| p.len() == m.len() + 2 && p.starts_with(m))
+                .map(|p| (p[p.len() - 1].clone(), p.clone()))
+                .collect();
+            (m.clone(), items)
+        })
+        .collect();
+    let target = |mut abs: Vec<String>| -> Option<Vec<String>> {
+        for _ in 0..8 {
+            let to = (0..=abs.len())
+                .rev()
+                .map(|n| abs[..n].to_vec())
+                .find(|k| mods.contains_key(k))?;
+            match abs.get(to.len()).and_then(|item| reexports[&to].get(item)) {
+                Some(real) if *real != abs => {
+                    let mut next = real.clone();
+                    next.extend(abs[to.len() + 1..].iter().cloned());
+                    abs = next;
+                }
+                _ => return Some(to),
+            }
+        }
+        None
+    };
+    let mut graph: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
+    for (m, paths) in &refs {
+        let edges = graph.entry(m.clone()).or_default();
+        for abs in paths {
+            if let Some(to) = target(abs.clone()) {
+                if &to != m {
+                    edges.insert(to);
                 }
             }
         }
@@ -400,7 +445,7 @@ fn the_checker_sees_use_trees_and_relative_paths() {
     let code = code_only(
         "use crate::tui::{app::App, model::{Member, Overlay}};\n// use crate::nope;\n\
          fn f() { super::events::emit(); let s = \"crate::str\"; }\n\
-         mod tests { use super::*; }",
+         mod tests { use super::*; }\n pub use events::{pump, Flow};",
     );
     let p: Vec<Vec<String>> = paths(&code).into_iter().map(|(_, p)| p).collect();
     let want: Vec<Vec<String>> = [
@@ -409,6 +454,8 @@ fn the_checker_sees_use_trees_and_relative_paths() {
         &["crate", "tui", "model", "Overlay"],
         &["super", "events", "emit"],
         &["super"],
+        &["self", "events", "pump"],
+        &["self", "events", "Flow"],
     ]
     .iter()
     .map(|v| v.iter().map(|s| s.to_string()).collect())
