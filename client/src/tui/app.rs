@@ -279,6 +279,11 @@ impl App {
                     .and_then(|id| self.channels.iter().position(|c| c.id == id))
                     .unwrap_or(self.channel_sel)
                     .min(self.channels.len().saturating_sub(1));
+                // Our own channel's count follows its (pushed) member list, which is newer
+                // than any refresh.
+                if !self.members.is_empty() {
+                    self.count_members();
+                }
                 // A channel asked for by name on the command line.
                 if let Some(name) = self.join_name.take() {
                     match self.channels.iter().position(|c| c.name == name) {

@@ -9,7 +9,8 @@
 //!   pumps its events ([`crate::session::pump`]) into the app, samples the microphone level
 //!   for the meter, and looks up the names of members who join.
 //! - Membership is pushed: CHANNEL_INFO is asked when we join and after a gap (the voice link
-//!   came back after being lost); joins and leaves in between come from the session.
+//!   came back after being lost); joins and leaves in between come from the session. The
+//!   channel list refreshes every 2 s at a bounded cost ([`ChannelList`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +27,7 @@ use crate::session::{
     pump, Flow, InputSource, OutputSink, SessionConfig, SessionError, SessionEvent, VoiceSession,
 };
 use crate::tui::action::{Command, Event, VoiceControl};
+use crate::tui::channel_list::ChannelList;
 use crate::tui::inbox::EventSink;
 use crate::tui::model::{AudioState, ChannelRow, VoiceSetup};
 use crate::tui::session_events::events_for;
@@ -38,8 +40,6 @@ const REFRESH_EVERY: Duration = Duration::from_secs(2);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest wait between reconnect attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
-/// Most channels whose details are fetched per refresh, bounding the refresh's cost.
-const MAX_DETAILED_CHANNELS: usize = 256;
 /// How often the microphone meter is sampled.
 const METER_EVERY: Duration = Duration::from_millis(50);
 /// Member names remembered per session (bounded like every map).
@@ -205,6 +205,8 @@ pub struct Backend {
     uid: Option<u64>,
     session: Option<Running>,
     schedule: Schedule,
+    /// The channel list between refreshes.
+    channels: ChannelList,
     /// Open the sound devices (false: silence in, nothing out, for tests).
     devices: bool,
 }
@@ -229,6 +231,7 @@ impl Backend {
             uid: None,
             session: None,
             schedule: Schedule::new(Instant::now()),
+            channels: ChannelList::default(),
             devices: true,
         }
     }
@@ -371,11 +374,19 @@ impl Backend {
         };
         let result: Result<bool, ControlError> = match cmd {
             Command::Join { chid, setup } => {
+                // Member counts change in the channel we leave and the one we join.
+                if let Some(old) = &self.session {
+                    self.channels.forget(old.chid);
+                }
+                self.channels.forget(chid);
                 self.stop_session();
                 self.join(uid, chid, &setup);
                 Ok(true)
             }
             Command::Leave => {
+                if let Some(old) = &self.session {
+                    self.channels.forget(old.chid);
+                }
                 let was_in = self.session.is_some();
                 self.stop_session();
                 if was_in {
@@ -398,10 +409,12 @@ impl Backend {
                 self.out.send(Event::Info(format!("created {label}")));
                 Ok(true)
             }),
-            Command::Rename { chid, name } => self
-                .control
-                .set_channel_name(uid, chid, &name)
-                .map(|()| true),
+            Command::Rename { chid, name } => {
+                self.channels.forget(chid);
+                self.control
+                    .set_channel_name(uid, chid, &name)
+                    .map(|()| true)
+            }
             Command::Delete(chid) => self.control.delete(uid, chid).map(|()| {
                 if self.session.as_ref().is_some_and(|s| s.chid == chid) {
                     self.stop_session();
@@ -532,32 +545,31 @@ impl Backend {
         })
     }
 
-    /// Reloads the channel list (names, owners, member counts).
+    /// Reloads the channel list: GET_CHANNELS, and CHANNEL_INFO for the few channels
+    /// [`ChannelList::plan`] picks (a bounded cost however many channels there are).
     fn refresh(&mut self) -> Result<(), ControlError> {
         let ids = self.control.channels()?;
-        let mut rows = Vec::with_capacity(ids.len());
-        for (i, &id) in ids.iter().enumerate() {
+        for id in self.channels.plan(&ids) {
             let mut row = ChannelRow {
                 id,
                 name: String::new(),
                 members: 0,
                 owner: 0,
             };
-            if i < MAX_DETAILED_CHANNELS {
-                match self.control.channel_info(id) {
-                    Ok(info) => {
-                        row.name = info.name;
-                        row.owner = info.owner;
-                        row.members = info.members.len();
-                    }
-                    // Deleted between the two requests, or a seed server: show the id.
-                    Err(e) if e.code().is_some() => {}
-                    Err(e) => return Err(e),
+            match self.control.channel_info(id) {
+                Ok(info) => {
+                    row.name = info.name;
+                    row.owner = info.owner;
+                    row.members = info.members.len();
                 }
+                // Deleted between the two requests, or a seed server: show the id.
+                Err(e) if e.code().is_some() => {}
+                Err(e) => return Err(e),
             }
-            rows.push(row);
+            self.channels.update(row);
         }
-        self.out.send(Event::ChannelsLoaded(rows));
+        self.out
+            .send(Event::ChannelsLoaded(self.channels.rows(&ids)));
         Ok(())
     }
 }

@@ -8,7 +8,8 @@
 //! - [`keys`]: keymap (defaults, config overrides, push-to-talk hold/toggle).
 //! - [`ui`] and [`widgets`]: `draw(&App, &mut Frame)`, side-effect free.
 //! - [`backend`]: the one adapter to the outside (control client, voice session,
-//!   reconnects); [`session_events`] maps what a session reports to app events.
+//!   reconnects); [`session_events`] maps what a session reports to app events;
+//!   [`channel_list`] bounds what a refresh of the channel list costs.
 //! - [`inbox`]: the event loop's inbox (lossless lifecycle, newest-wins telemetry).
 //! - [`runner`]: terminal setup and the event loop; [`config`]: the settings file.
 //! - [`cli`]: the `kv-tui` command line; [`demo`]: `--demo`'s embedded server and bot.
@@ -19,6 +20,7 @@
 pub mod action;
 pub mod app;
 pub mod backend;
+pub mod channel_list;
 pub mod cli;
 pub mod config;
 #[cfg(feature = "embedded-server")]
