@@ -6,7 +6,8 @@
 //!   `kv-capture` (input → TxPipeline → socket), `kv-net` (socket → link → [`handoff`] ring)
 //!   and `kv-playout` (owns the RxPipeline: ring → RxPipeline → sink, talking and stats
 //!   events).
-//! - [`events`]: what the session reports, through a bounded channel.
+//! - [`events`]: what the session reports, through a bounded channel (telemetry may drop,
+//!   lifecycle events wait for room), and [`pump`], the one loop every owner drains it with.
 
 mod capture;
 pub mod clock;
