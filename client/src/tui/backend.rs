@@ -753,4 +753,91 @@ mod tests {
         let (attempt, delay) = s.connect_failed(now);
         assert_eq!((attempt, delay), (1, FIRST_BACKOFF));
     }
+
+    /// The backend's reconnect decisions and the app's rejoin, together on virtual time:
+    /// the server is down from 10 s to 13.1 s; the app was in channel 10.
+    #[test]
+    fn a_server_restart_ends_in_one_rejoin_soon_after_it_is_back() {
+        use crate::tui::action::Intent;
+        use crate::tui::model::{App, Connection};
+
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let up = |t: Instant| t < at(10_000) || t >= at(13_100);
+        let mut app = App::new("x");
+        let mut s = Schedule::new(t0);
+        let mut joins = Vec::new();
+        fn apply(app: &mut App, joins: &mut Vec<(u64, Instant)>, e: Event, now: Instant) {
+            for c in app.update(e) {
+                if let Command::Join { chid, .. } = c {
+                    joins.push((chid, now));
+                }
+            }
+        }
+        // Connected and in channel 10.
+        s.connected_at(t0);
+        let connected = Event::Connected {
+            uid: 1,
+            name: "ann".into(),
+            perms: 0,
+        };
+        apply(&mut app, &mut joins, connected.clone(), t0);
+        apply(
+            &mut app,
+            &mut joins,
+            Event::ChannelsLoaded(vec![ChannelRow {
+                id: 10,
+                name: "room".into(),
+                members: 0,
+                owner: 1,
+            }]),
+            t0,
+        );
+        app.update(Intent::JoinSelected);
+        apply(&mut app, &mut joins, Event::Joined { chid: 10 }, t0);
+        joins.clear();
+        // Virtual time in 10 ms steps, doing what `Backend::run` does when something is due.
+        let mut now = t0;
+        while now < at(20_000) {
+            match s.due(now) {
+                Due::Connect if up(now) => {
+                    s.connected_at(now);
+                    apply(&mut app, &mut joins, connected.clone(), now);
+                }
+                Due::Connect => {
+                    let (attempt, delay) = s.connect_failed(now);
+                    apply(
+                        &mut app,
+                        &mut joins,
+                        Event::Reconnecting {
+                            attempt,
+                            delay_ms: delay.as_millis() as u64,
+                            reason: "down".into(),
+                        },
+                        now,
+                    );
+                }
+                Due::Refresh if !up(now) => s.lost(now),
+                Due::Refresh => s.refreshed(now),
+                Due::Wait(_) => {}
+            }
+            if now == at(12_000) {
+                assert!(
+                    matches!(app.connection, Connection::Reconnecting { .. }),
+                    "the loss is noticed within a refresh period"
+                );
+                assert_eq!(app.rejoin, Some(10), "and the channel remembered");
+            }
+            now += Duration::from_millis(10);
+        }
+        assert_eq!(app.connection, Connection::Connected);
+        assert_eq!(joins.len(), 1, "one rejoin: {joins:?}");
+        let (chid, when) = joins[0];
+        assert_eq!(chid, 10, "back in the channel it was in");
+        // Back at 13.1 s; attempts at 12 s + 2 s… or sooner: within one backoff step.
+        assert!(
+            when >= at(13_100) && when <= at(13_100) + MAX_BACKOFF,
+            "{when:?}"
+        );
+    }
 }
