@@ -1,8 +1,17 @@
-//! KV client library (in progress).
+//! KV client library: the control client ([`control`]), the voice session ([`session`])
+//! over the audio engine ([`audio`]), and the two programs, `kv` ([`cli`]) and `kv-tui`
+//! ([`tui`]). ARCHITECTURE.md (at the repository root) maps the threads and the state.
+//!
+//! Cargo feature `embedded-server` (default): an in-process `kv-server` for
+//! `kv-tui --demo` and `kv bench`. Without it (`--no-default-features`) the library does
+//! not depend on `kv-server` or SQLite.
 
 pub mod audio;
 pub mod cli;
+pub mod config_dir;
 pub mod control;
+#[cfg(feature = "embedded-server")]
+pub mod embedded_server;
 pub mod identity;
 pub mod latency;
 pub mod session;

@@ -5,7 +5,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kv_client::control::ControlClient;
@@ -112,8 +113,11 @@ impl Room {
 #[derive(Debug)]
 pub struct KvJoin {
     child: Child,
-    events: Arc<Mutex<Vec<Value>>>,
+    /// Events so far, and a wake-up for [`KvJoin::wait_for`] when one arrives.
+    events: Arc<(Mutex<Vec<Value>>, Condvar)>,
     stderr: Arc<Mutex<String>>,
+    /// The stdout and stderr readers; they end when the process closes its pipes.
+    readers: Vec<JoinHandle<()>>,
     /// Its own config dir (pinned server keys), so tests never touch the real one.
     _config: tempfile::TempDir,
 }
@@ -147,30 +151,33 @@ impl KvJoin {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn kv join");
-        let events = Arc::new(Mutex::new(Vec::new()));
+        let events = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
         if let Some(out) = child.stdout.take() {
             let ev = events.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
                     let v: Value = serde_json::from_str(&line)
                         .unwrap_or_else(|e| panic!("kv printed non-JSON line {line:?}: {e}"));
-                    ev.lock().unwrap_or_else(|p| p.into_inner()).push(v);
+                    ev.0.lock().unwrap_or_else(|p| p.into_inner()).push(v);
+                    ev.1.notify_all();
                 }
-            });
+            }));
         }
         if let Some(mut err) = child.stderr.take() {
             let se = stderr.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 let mut s = String::new();
                 let _ = err.read_to_string(&mut s);
                 se.lock().unwrap_or_else(|p| p.into_inner()).push_str(&s);
-            });
+            }));
         }
         Self {
             child,
             events,
             stderr,
+            readers,
             _config: config,
         }
     }
@@ -178,6 +185,7 @@ impl KvJoin {
     /// Events so far.
     pub fn events(&self) -> Vec<Value> {
         self.events
+            .0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -194,17 +202,26 @@ impl KvJoin {
     /// Waits until an event named `name` has been printed and returns it.
     pub fn wait_for(&self, name: &str, timeout: Duration) -> Value {
         let end = Instant::now() + timeout;
+        let (lock, arrived) = &*self.events;
+        let mut events = lock.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if let Some(v) = self.events().into_iter().find(|e| e["event"] == name) {
-                return v;
+            if let Some(v) = events.iter().find(|e| e["event"] == name) {
+                return v.clone();
             }
-            assert!(
-                Instant::now() < end,
-                "no {name:?} event within {timeout:?}; events: {:?}; stderr: {}",
-                self.events(),
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(10));
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let seen = events.clone();
+                drop(events);
+                panic!(
+                    "no {name:?} event within {timeout:?}; events: {seen:?}; stderr: {}",
+                    self.stderr()
+                );
+            }
+            // Woken by each new event (or the deadline).
+            events = arrived
+                .wait_timeout(events, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
@@ -231,8 +248,13 @@ impl KvJoin {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        // Let the reader threads drain the pipes.
-        std::thread::sleep(Duration::from_millis(100));
+        // The process is gone, so its pipes close: the readers end once they have read
+        // everything (a reader's panic, such as a non-JSON line, fails the test here).
+        for r in std::mem::take(&mut self.readers) {
+            if let Err(panic) = r.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
         Joined {
             status,
             events: self.events(),

@@ -7,7 +7,7 @@
 //! speaker is sink `spk_b`, whose monitor `parec` records. The recording must be the speech,
 //! measured with the log-spectral distance of `kv_client::audio::quality` after alignment.
 //!
-//! Skips with a printed reason only when PulseAudio's tools are missing (`make deps`
+//! Ignored (with the reason) when PulseAudio's tools were missing at build time (`make deps`
 //! installs them: pulseaudio, pulseaudio-utils, libasound2-plugins).
 
 use std::io::{BufRead, BufReader};
@@ -121,16 +121,14 @@ enum Listen {
 
 /// A talks from its microphone device; B listens as `listen` says. Returns the recording
 /// of what B played, scored against the speech sample, with both signals.
-fn talk_through_devices(listen: Listen) -> Option<(quality::QualityReport, Vec<f32>, Vec<f32>)> {
+fn talk_through_devices(listen: Listen) -> (quality::QualityReport, Vec<f32>, Vec<f32>) {
     let missing = missing_tools();
-    if !missing.is_empty() {
-        println!(
-            "SKIPPED: {} not installed (`make deps` installs pulseaudio, pulseaudio-utils, \
-             libasound2-plugins)",
-            missing.join(", ")
-        );
-        return None;
-    }
+    assert!(
+        missing.is_empty(),
+        "{} not installed (`make deps` installs pulseaudio, pulseaudio-utils, \
+         libasound2-plugins)",
+        missing.join(", ")
+    );
     let pulse = Pulse::start();
     pulse.null_sink("mic_a");
     pulse.null_sink("spk_b");
@@ -254,16 +252,18 @@ fn talk_through_devices(listen: Listen) -> Option<(quality::QualityReport, Vec<f
         report.active_frames
     );
     assert!(report.active_frames > 100, "{report:?}");
-    Some((report, reference, heard))
+    (report, reference, heard)
 }
 
 /// Microphone device → Opus → server → B's file: the capture side of cpal for real.
 #[test]
+#[cfg_attr(
+    kv_no_pulse,
+    ignore = "PulseAudio is not installed (`make deps` installs it)"
+)]
 fn speech_from_a_real_capture_device_arrives_clean() {
     let _turn = take_turn();
-    let Some((report, _, _)) = talk_through_devices(Listen::File) else {
-        return;
-    };
+    let (report, _, _) = talk_through_devices(Listen::File);
     // Measured 3.2 dB here (same scale as the loss-free WAV-to-WAV path).
     assert!(report.lsd_db < 5.0, "speech arrives clean: {report:?}");
 }
@@ -271,11 +271,13 @@ fn speech_from_a_real_capture_device_arrives_clean() {
 /// Microphone device → server → B's speaker device, recorded from the sink's monitor: the
 /// whole device path, both cpal directions.
 #[test]
+#[cfg_attr(
+    kv_no_pulse,
+    ignore = "PulseAudio is not installed (`make deps` installs it)"
+)]
 fn speech_crosses_real_capture_and_playback_devices() {
     let _turn = take_turn();
-    let Some((report, reference, heard)) = talk_through_devices(Listen::Device) else {
-        return;
-    };
+    let (report, reference, heard) = talk_through_devices(Listen::Device);
     // The speech's sound arrives through both devices: as much active (speech-loud) audio
     // as was spoken, at a similar loudness.
     let (ref_active, ref_peak) = activity(&reference);
@@ -329,21 +331,24 @@ fn activity(x: &[f32]) -> (usize, f32) {
 /// the devices (no "no audio device"), its meter and talking marker follow speech played
 /// into its microphone, and a headless listener hears that speech.
 #[test]
+#[cfg_attr(
+    kv_no_pulse,
+    ignore = "PulseAudio is not installed (`make deps` installs it)"
+)]
+#[cfg_attr(kv_no_tmux, ignore = "tmux is not installed (`make deps` installs it)")]
 fn kv_tui_talks_through_real_devices() {
     let _turn = take_turn();
     let missing = missing_tools();
-    if !missing.is_empty() || !Tmux::available() {
-        println!(
-            "SKIPPED: {} not installed (`make deps` installs tmux, pulseaudio, \
-             pulseaudio-utils, libasound2-plugins)",
-            if Tmux::available() {
-                missing.join(", ")
-            } else {
-                "tmux".into()
-            }
-        );
-        return;
-    }
+    assert!(
+        missing.is_empty() && Tmux::available(),
+        "{} not installed (`make deps` installs tmux, pulseaudio, pulseaudio-utils, \
+         libasound2-plugins)",
+        if Tmux::available() {
+            missing.join(", ")
+        } else {
+            "tmux".into()
+        }
+    );
     let pulse = Pulse::start();
     pulse.null_sink("mic_t");
     pulse.null_sink("spk_t");

@@ -1,41 +1,37 @@
-//! `kv-tui` survives a server restart: the real app state and network worker (the parts
+//! `kv-tui` survives a server restart: the real app state and backend (the parts
 //! of `kv-tui` below the terminal) against an in-process `kv-server` that is stopped and
 //! started again on the same port and data. The client must notice, back off, reconnect
 //! and rejoin its channel on its own.
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::SyncSender;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kv_client::control::ControlClient;
-use kv_client::tui::action::Command;
-use kv_client::tui::app::{App, Connection};
-use kv_client::tui::demo::EmbeddedServer;
-use kv_client::tui::inbox::{inbox, Inbox};
-use kv_client::tui::voice::{ControlOnlyVoice, Devices};
-use kv_client::tui::worker::{Identity, Worker};
+use kv_client::embedded_server::EmbeddedServer;
+use kv_client::tui::action::{Command, Intent};
+use kv_client::tui::backend::{Backend, Identity};
+use kv_client::tui::inbox::{inbox, InboxReceiver, Message};
+use kv_client::tui::model::{App, Connection};
 
-/// The event loop minus the terminal: actions in, `update`, commands out to the worker.
+/// The event loop minus the terminal: events in, `update`, commands out to the backend.
 struct Headless {
     app: App,
-    inbox: Receiver<Inbox>,
+    inbox: InboxReceiver,
     commands: SyncSender<Command>,
 }
 
 impl Headless {
-    /// Starts the network worker (control only, no audio) for an app on `server`.
+    /// Starts the backend (voice sessions without sound devices) for an app on `server`.
     fn start(server: String, control: ControlClient, identity: Identity) -> (Self, JoinHandle<()>) {
         let (sink, inbox_rx) = inbox();
         let (cmd_tx, cmd_rx) = std::sync::mpsc::sync_channel(64);
-        let worker = Worker::new(
-            control,
-            identity,
-            Box::new(ControlOnlyVoice),
-            Devices::default(),
-            sink,
-        );
-        let worker = std::thread::spawn(move || worker.run(cmd_rx));
+        let (done_tx, _done_rx) = std::sync::mpsc::sync_channel(1);
+        let worker = Backend::new(control, identity, sink)
+            .without_devices()
+            .spawn(cmd_rx, done_tx)
+            .expect("backend thread");
         let h = Headless {
             app: App::new(server),
             inbox: inbox_rx,
@@ -56,18 +52,21 @@ impl Headless {
             let left = deadline
                 .checked_duration_since(Instant::now())
                 .unwrap_or_else(|| panic!("timed out waiting for {what}: {:#?}", self.app));
-            let Ok(Inbox::Action(a)) = self.inbox.recv_timeout(left) else {
-                continue;
+            let Some(batch) = self.inbox.batch(left) else {
+                panic!("the backend stopped while waiting for {what}");
             };
-            for cmd in self.app.update(a) {
-                if !matches!(cmd, Command::SaveSettings | Command::Quit) {
-                    self.commands.send(cmd).expect("worker alive");
+            for msg in batch {
+                let Message::Event(e) = msg else { continue };
+                for cmd in self.app.update(e) {
+                    if !matches!(cmd, Command::SaveSettings | Command::Quit) {
+                        self.commands.send(cmd).expect("worker alive");
+                    }
                 }
             }
         }
     }
 
-    fn send(&mut self, a: kv_client::tui::action::Action) {
+    fn send(&mut self, a: Intent) {
         for cmd in self.app.update(a) {
             self.commands.send(cmd).expect("worker alive");
         }
@@ -118,7 +117,7 @@ fn reconnects_and_rejoins_after_a_server_restart() {
         a.connection == Connection::Connected && !a.channels.is_empty()
     });
     assert_eq!(h.app.display_name, "dora");
-    h.send(kv_client::tui::action::Action::JoinSelected);
+    h.send(Intent::JoinSelected);
     h.pump_until("joined", Duration::from_secs(10), |a| {
         a.joined == Some(chid) && !a.members.is_empty()
     });

@@ -16,6 +16,7 @@ pub mod bench;
 pub mod delay;
 pub mod device;
 pub mod error;
+pub mod format;
 pub mod jitter;
 pub mod mixer;
 pub mod quality;
@@ -28,14 +29,11 @@ pub mod vad;
 pub mod wav;
 
 pub use error::AudioError;
+pub use format::SAMPLE_RATE;
 pub use rx::{PeerStats, RxConfig, RxPipeline};
 pub use tx::{InputLevel, TxConfig, TxPipeline};
 pub use vad::TransmitMode;
 pub use wav::{read_wav_mono_48k, WavFormat, WavSink};
-
-/// The one sample rate inside KV: Opus' and nnnoiseless' native rate, so nothing resamples
-/// except at the edges (devices and WAV files at other rates).
-pub const SAMPLE_RATE: u32 = 48_000;
 
 #[cfg(test)]
 mod chain_tests;

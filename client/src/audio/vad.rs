@@ -1,8 +1,21 @@
 //! The transmit gate: decides per frame whether to send, from the transmit mode, the
 //! push-to-talk key and the voice-activity probability, with hangover.
 
-/// How the capture path decides when to transmit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How the capture path decides when to transmit: the one mode type of the client (the
+/// TUI's settings file spells it in kebab-case, `kv join --mode` as `continuous`, `vad`,
+/// `ptt`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum TransmitMode {
     /// Always send (open mic). Costs a packet per frame even in silence.
     Continuous,
@@ -10,9 +23,31 @@ pub enum TransmitMode {
     /// hangover after it falls, so word ends and short pauses are not clipped. The default:
     /// hands-free like a phone call, and silent rooms cost no bandwidth.
     #[default]
+    #[value(name = "vad")]
     VoiceActivated,
     /// Send only while the caller holds the key ([`super::TxPipeline::set_push_to_talk`]).
+    #[value(name = "ptt")]
     PushToTalk,
+}
+
+impl TransmitMode {
+    /// The next mode in the cycle the TUI's mode key walks through.
+    pub fn next(self) -> Self {
+        match self {
+            TransmitMode::VoiceActivated => TransmitMode::PushToTalk,
+            TransmitMode::PushToTalk => TransmitMode::Continuous,
+            TransmitMode::Continuous => TransmitMode::VoiceActivated,
+        }
+    }
+
+    /// Short label for a status line.
+    pub fn label(self) -> &'static str {
+        match self {
+            TransmitMode::VoiceActivated => "voice-activated",
+            TransmitMode::PushToTalk => "push-to-talk",
+            TransmitMode::Continuous => "continuous",
+        }
+    }
 }
 
 /// How long a level onset alone keeps the voice-activated gate open.

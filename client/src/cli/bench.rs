@@ -23,8 +23,8 @@ use clap::Args;
 
 use crate::audio::{self, quality, TxConfig, WavFormat};
 use crate::control::ControlClient;
+use crate::embedded_server::EmbeddedServer;
 use crate::session::{InputSource, OutputSink, SessionConfig, SessionEvent, VoiceSession};
-use crate::tui::demo::EmbeddedServer;
 
 /// Arguments of `kv bench`.
 #[derive(Debug, Args)]

@@ -5,32 +5,23 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use crate::audio::{self, TransmitMode, TxConfig, WavFormat};
 use crate::session::{
-    EndReason, InputSource, OutputSink, SessionConfig, SessionEvent, VoiceSession,
+    pump, EndReason, Flow, InputSource, OutputSink, SessionConfig, SessionEvent, VoiceSession,
 };
 
 use super::{json, Target};
 
+/// How often the event pump checks the deadline and the signal flag.
+const PUMP_TICK: Duration = Duration::from_millis(20);
 /// Exit status when the server ended the session (kicked, channel closed).
 const EXIT_ENDED_BY_SERVER: u8 = 3;
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Mode {
-    /// Always transmit.
-    Continuous,
-    /// Transmit while voice is detected (default).
-    Vad,
-    /// Transmit while the key is held (headless: never, useful to listen only).
-    Ptt,
-}
 
 /// Arguments of `kv join`.
 #[derive(Debug, Args)]
@@ -60,7 +51,7 @@ pub(super) struct JoinArgs {
     json: bool,
     /// Transmit mode.
     #[arg(long, value_enum, default_value = "vad")]
-    mode: Mode,
+    mode: TransmitMode,
     /// Frame duration in ms: 20 (default) or 10 (low latency).
     #[arg(long, default_value_t = 20, value_name = "MS")]
     frame_ms: u32,
@@ -90,11 +81,7 @@ impl JoinArgs {
         };
         tx.denoise = !self.no_denoise;
         tx.redundancy = !self.no_redundancy;
-        tx.mode = match self.mode {
-            Mode::Continuous => TransmitMode::Continuous,
-            Mode::Vad => TransmitMode::VoiceActivated,
-            Mode::Ptt => TransmitMode::PushToTalk,
-        };
+        tx.mode = self.mode;
         if let Some(b) = self.bitrate {
             tx.bitrate = b;
         }
@@ -184,23 +171,26 @@ pub(super) fn run(target: &Target, server: &str, args: JoinArgs) -> Result<ExitC
             println!("{line}");
         }
     };
-    loop {
-        if interrupted.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
-            break;
-        }
-        match events.recv_timeout(Duration::from_millis(20)) {
-            Ok(ev) => print(&ev),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        if session.is_stopped() {
-            // Print what is still queued (the reason, above all), then stop.
-            while let Ok(ev) = events.try_recv() {
-                print(&ev);
+    // Until the deadline, a signal, or the session ending on its own; what is queued by then
+    // (the reason, above all) is still printed.
+    pump(
+        &events,
+        PUMP_TICK,
+        || {
+            let done = interrupted.load(Ordering::Relaxed)
+                || deadline.is_some_and(|d| Instant::now() >= d)
+                || session.is_stopped();
+            if done {
+                Flow::Stop
+            } else {
+                Flow::Continue
             }
-            break;
-        }
-    }
+        },
+        |ev| {
+            print(&ev);
+            Flow::Continue
+        },
+    );
     let reason = session.end_reason();
     let stats = session.stop()?;
     while let Ok(ev) = events.try_recv() {

@@ -6,6 +6,7 @@
 //! `kv: <message>`, with exit status 1 (2 for bad usage, from clap). `join --json` prints
 //! one JSON object per line on stdout (see [`json`]).
 
+#[cfg(feature = "embedded-server")]
 mod bench;
 mod join;
 mod json;
@@ -60,6 +61,7 @@ enum Command {
     /// Join a channel: stream the input, record what is heard.
     Join(join::JoinArgs),
     /// Measure CPU per frame and mouth-to-ear latency through an in-process server.
+    #[cfg(feature = "embedded-server")]
     Bench(bench::BenchArgs),
 }
 
@@ -158,10 +160,11 @@ impl Target {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let ctx = match cli.command {
-        Command::Bench(args) => return bench::run(&args),
-        _ => Target::new(&cli.server, cli.uid, cli.identity.clone())?,
-    };
+    #[cfg(feature = "embedded-server")]
+    if let Command::Bench(args) = &cli.command {
+        return bench::run(args);
+    }
+    let ctx = Target::new(&cli.server, cli.uid, cli.identity.clone())?;
     match cli.command {
         Command::Register => {
             // Always a plain sign-up: the server gives self-registered users its default
@@ -203,6 +206,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             me.client(&ctx.control).delete(me.uid, chid)?;
         }
         Command::Join(args) => return join::run(&ctx, &cli.server, args),
+        #[cfg(feature = "embedded-server")]
         Command::Bench(_) => {}
     }
     Ok(ExitCode::SUCCESS)

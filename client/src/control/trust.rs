@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use kv_proto::keyfile::{hex, unhex32};
 
 use super::error::ControlError;
-use crate::identity::{private_file, read_server_lines, LinesError};
+use crate::config_dir::{private_file, read_server_lines, LinesError};
 
 const FILE_NAME: &str = "known_servers";
 /// A file larger than this is not ours.

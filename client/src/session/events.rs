@@ -1,17 +1,27 @@
-//! What a session tells its owner: a bounded channel of [`SessionEvent`]s.
+//! What a session tells its owner: a bounded channel of [`SessionEvent`]s, and [`pump`],
+//! the one loop that drains it (for `kv join`, `kv-tui` and the demo bot).
 //!
-//! Events are dropped (and counted) when the owner falls behind, so a stalled UI can never
-//! block the audio threads.
+//! Telemetry ([`SessionEvent::is_telemetry`]: stats, talking) is dropped (and counted) when
+//! the owner falls behind, so a stalled UI never blocks the audio threads for it. Lifecycle
+//! events (joined, peers, link lost/restored, kicked, shutdown, failure) are never dropped
+//! for a slow owner: their sender waits for room. Only an owner that stops draining
+//! altogether for [`LIFECYCLE_WAIT`] loses one (counted, and logged), so a dead owner cannot
+//! wedge a session thread forever.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
 
 use crate::audio::PeerStats;
 
 use super::link::LinkStats;
 
-/// Events queued before new ones are dropped.
+/// Events queued before telemetry is dropped and lifecycle events wait.
 pub const EVENT_CAPACITY: usize = 1024;
+/// Longest wait for room for a lifecycle event: far beyond any live owner's pause.
+pub const LIFECYCLE_WAIT: Duration = Duration::from_secs(5);
+/// How often a waiting lifecycle sender retries.
+const RETRY: Duration = Duration::from_millis(1);
 
 /// Something the UI or the `kv --json` printer should know.
 #[derive(Debug, Clone)]
@@ -83,6 +93,18 @@ pub enum SessionEvent {
     },
 }
 
+impl SessionEvent {
+    /// High-rate and replaceable: dropped, not waited for, when the owner is behind.
+    pub fn is_telemetry(&self) -> bool {
+        matches!(
+            self,
+            SessionEvent::Stats(_)
+                | SessionEvent::TalkingStarted { .. }
+                | SessionEvent::TalkingStopped { .. }
+        )
+    }
+}
+
 /// A snapshot of the whole session.
 #[derive(Debug, Clone, Default)]
 pub struct SessionStats {
@@ -128,18 +150,128 @@ impl EventSink {
         )
     }
 
-    /// Queues an event, dropping it when the owner is behind or gone.
+    /// Queues an event. Telemetry is dropped when the owner is behind; a lifecycle event
+    /// waits for room (up to [`LIFECYCLE_WAIT`]). Nothing waits once the owner is gone.
     pub(crate) fn emit(&self, ev: SessionEvent) {
-        match self.tx.try_send(ev) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+        let lifecycle = !ev.is_telemetry();
+        let mut ev = ev;
+        let mut deadline = None;
+        loop {
+            match self.tx.try_send(ev) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => return,
+                Err(TrySendError::Full(back)) => {
+                    let until = *deadline.get_or_insert_with(|| Instant::now() + LIFECYCLE_WAIT);
+                    if !lifecycle || Instant::now() >= until {
+                        if lifecycle {
+                            tracing::warn!(event = ?back, "session owner stopped draining events");
+                        }
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    ev = back;
+                    std::thread::sleep(RETRY);
+                }
             }
-            Err(TrySendError::Disconnected(_)) => {}
         }
     }
 
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// What a [`pump`] callback wants next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep going.
+    Continue,
+    /// Deliver what is already queued, then return.
+    Stop,
+}
+
+/// The one event loop over a session's events: hands each to `on_event` in order and calls
+/// `on_tick` after every event and at least every `tick` (for deadlines, stop flags, level
+/// meters). Returns once either callback says [`Flow::Stop`] (after `on_event` has seen
+/// what was already queued, so a final Kicked or stats line is never lost) or once the
+/// session's threads are gone and the queue is empty.
+pub fn pump(
+    events: &Receiver<SessionEvent>,
+    tick: Duration,
+    mut on_tick: impl FnMut() -> Flow,
+    mut on_event: impl FnMut(SessionEvent) -> Flow,
+) {
+    loop {
+        if on_tick() == Flow::Stop {
+            break;
+        }
+        match events.recv_timeout(tick) {
+            Ok(ev) => {
+                if on_event(ev) == Flow::Stop {
+                    return;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+    while let Ok(ev) = events.try_recv() {
+        if on_event(ev) == Flow::Stop {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn telemetry_drops_when_full_but_a_kick_waits_for_room() {
+        let (sink, rx) = EventSink::new();
+        for _ in 0..EVENT_CAPACITY {
+            sink.emit(SessionEvent::Stats(Box::default()));
+        }
+        sink.emit(SessionEvent::TalkingStarted { uid: 2 });
+        assert_eq!(sink.dropped(), 1, "telemetry is dropped when full");
+        let sink = std::sync::Arc::new(sink);
+        let s = sink.clone();
+        let kicker = std::thread::spawn(move || s.emit(SessionEvent::Kicked));
+        std::thread::sleep(Duration::from_millis(20));
+        let mut last = None;
+        pump(
+            &rx,
+            Duration::from_millis(5),
+            || Flow::Continue,
+            |ev| {
+                let kicked = matches!(ev, SessionEvent::Kicked);
+                last = Some(ev);
+                if kicked {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            },
+        );
+        kicker.join().unwrap();
+        assert!(matches!(last, Some(SessionEvent::Kicked)));
+        assert_eq!(sink.dropped(), 1, "the kick was not dropped");
+    }
+
+    #[test]
+    fn pump_delivers_what_is_queued_after_a_stop() {
+        let (sink, rx) = EventSink::new();
+        sink.emit(SessionEvent::InputEnded);
+        sink.emit(SessionEvent::Shutdown);
+        let mut seen = Vec::new();
+        pump(
+            &rx,
+            Duration::from_millis(5),
+            || Flow::Stop,
+            |ev| {
+                seen.push(format!("{ev:?}"));
+                Flow::Continue
+            },
+        );
+        assert_eq!(seen, ["InputEnded", "Shutdown"]);
     }
 }

@@ -6,7 +6,8 @@
 //!   `kv-capture` (input → TxPipeline → socket), `kv-net` (socket → link → [`handoff`] ring)
 //!   and `kv-playout` (owns the RxPipeline: ring → RxPipeline → sink, talking and stats
 //!   events).
-//! - [`events`]: what the session reports, through a bounded channel.
+//! - [`events`]: what the session reports, through a bounded channel (telemetry may drop,
+//!   lifecycle events wait for room), and [`pump`], the one loop every owner drains it with.
 
 mod capture;
 pub mod clock;
@@ -21,7 +22,7 @@ mod shared;
 mod voice;
 
 pub use error::SessionError;
-pub use events::{SessionEvent, SessionStats};
+pub use events::{pump, Flow, SessionEvent, SessionStats};
 pub use media::{InputSource, OutputSink};
 pub use playout::BLOCK as OUTPUT_BLOCK;
 pub use shared::EndReason;

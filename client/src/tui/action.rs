@@ -1,16 +1,39 @@
 //! The vocabulary of the terminal client: what can happen ([`Action`]) and what the event loop
 //! must then do in the outside world ([`Command`]).
 //!
-//! Key presses and background results both become actions; [`crate::tui::app::App::update`]
-//! turns them into state changes plus commands, so every decision is testable without a
-//! terminal, a server or a sound card.
+//! An action is either an [`Intent`] (from the keymap) or an [`Event`] (from background work),
+//! so the compiler, not a list someone must keep up to date, decides what an open overlay
+//! captures: intents only. [`crate::tui::model::App::update`] turns actions into state
+//! changes plus commands, so every decision is testable without a terminal, a server or a
+//! sound card.
 
-use crate::tui::app::{AudioState, ChannelRow, DeviceKind, LinkStats, TransmitMode};
+use crate::tui::model::{AudioState, ChannelRow, ReceiveQuality, TransmitMode, VoiceSetup};
 
-/// Something that happened: a user intent (from the keymap) or a result from background work.
+/// Something that happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    // ---- user intents (bindable keys) ----
+    /// The user pressed a key that means this.
+    Key(Intent),
+    /// Background work (network worker, voice session) reports this.
+    Event(Event),
+}
+
+impl From<Intent> for Action {
+    fn from(i: Intent) -> Self {
+        Action::Key(i)
+    }
+}
+
+impl From<Event> for Action {
+    fn from(e: Event) -> Self {
+        Action::Event(e)
+    }
+}
+
+/// What a key press means. An open overlay takes these (push-to-talk excepted).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Intent {
+    // ---- bindable keys ----
     /// Leave the program (leaves the channel first).
     Quit,
     /// Move the selection up in the focused list.
@@ -69,8 +92,11 @@ pub enum Action {
     Cancel,
     /// Switch the device picker between input and output.
     PickerSwitch,
+}
 
-    // ---- results of background work ----
+/// A result of background work; always applies, whatever overlay is open.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
     /// The control connection works; our identity on this server.
     Connected {
         /// Our user id.
@@ -91,7 +117,8 @@ pub enum Action {
     },
     /// Fresh channel list with names and member counts.
     ChannelsLoaded(Vec<ChannelRow>),
-    /// Fresh member list of a channel (uid, display name).
+    /// The whole member list of a channel (uid, display name): on join, and after a gap
+    /// (the voice link was lost and came back) in which joins and leaves may have been missed.
     MembersLoaded {
         /// Channel the list belongs to.
         chid: u64,
@@ -117,16 +144,21 @@ pub enum Action {
         /// Whether they are talking now.
         talking: bool,
     },
-    /// The server told us a peer joined our channel.
-    PeerJoined(u64),
-    /// The server told us a peer left our channel.
+    /// A peer joined our channel (pushed by the voice session, not polled).
+    PeerJoined {
+        /// Who.
+        uid: u64,
+        /// Their display name ("" when unknown or never set).
+        name: String,
+    },
+    /// A peer left our channel (pushed by the voice session).
     PeerLeft(u64),
     /// Per-peer receive statistics.
     PeerStats {
         /// The peer.
         uid: u64,
         /// Their link as we receive it.
-        stats: LinkStats,
+        stats: ReceiveQuality,
     },
     /// Our own link to the server.
     Link {
@@ -159,11 +191,17 @@ pub enum Action {
     Info(String),
 }
 
-/// An effect the event loop carries out. Results come back as [`Action`]s.
+/// An effect the event loop carries out. Results come back as [`Event`]s. Every command
+/// carries the values it needs: the app is their one owner.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Leave any current channel, then join `chid` and start voice.
-    Join(u64),
+    /// Leave any current channel, then join `chid` and start voice with `setup`.
+    Join {
+        /// Channel to join.
+        chid: u64,
+        /// Devices and controls the new session starts with.
+        setup: VoiceSetup,
+    },
     /// Leave the current channel and stop voice.
     Leave,
     /// Create a channel and name it (empty: no name).
@@ -182,26 +220,19 @@ pub enum Command {
     Delete(u64),
     /// Set our display name on the server.
     SetDisplayName(String),
-    /// Reload channels and members now.
+    /// Reload the channel list now.
     Refresh,
-    /// Voice controls, forwarded to the voice session.
+    /// A control of the running voice session.
     Voice(VoiceControl),
     /// Enumerate audio devices for the picker.
     ListDevices,
-    /// Reopen audio with this device (None: the system default).
-    UseDevice {
-        /// Input or output.
-        kind: DeviceKind,
-        /// Device name.
-        name: Option<String>,
-    },
     /// Write settings (devices, mode, thresholds, volumes, name) to the config file.
     SaveSettings,
     /// Leave and stop the program.
     Quit,
 }
 
-/// A change to the running voice session; mirrors the session's own controls.
+/// A change to the running voice session; mirrors the session's own setters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum VoiceControl {
     /// Stop or resume sending.
@@ -214,8 +245,6 @@ pub enum VoiceControl {
     PushToTalk(bool),
     /// Noise suppression on/off.
     Denoise(bool),
-    /// Voice-activation threshold (0..1).
-    VadThreshold(f32),
     /// Playback gain of one peer (1.0 = unchanged).
     PeerGain {
         /// The peer.

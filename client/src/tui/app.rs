@@ -1,195 +1,16 @@
-//! The terminal client's whole state and its one transition function, [`App::update`].
+//! The terminal client's one transition function, [`App::update`] (the state itself is
+//! [`crate::tui::model::App`]).
 //!
 //! `update` does no I/O: it changes fields and returns the [`Command`]s the event loop must
-//! carry out. Drawing reads this state and nothing else.
-
-use std::collections::BTreeMap;
+//! carry out.
 
 use kv_proto::Perms;
-use serde::{Deserialize, Serialize};
 
-use crate::tui::action::{Action, Command, VoiceControl};
-
-/// How our voice is triggered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TransmitMode {
-    /// Send while the voice-activity detector hears speech.
-    #[default]
-    VoiceActivated,
-    /// Send while the push-to-talk key is held (or toggled on).
-    PushToTalk,
-    /// Always send.
-    Continuous,
-}
-
-impl TransmitMode {
-    /// The next mode in the cycle the mode key walks through.
-    pub fn next(self) -> Self {
-        match self {
-            TransmitMode::VoiceActivated => TransmitMode::PushToTalk,
-            TransmitMode::PushToTalk => TransmitMode::Continuous,
-            TransmitMode::Continuous => TransmitMode::VoiceActivated,
-        }
-    }
-
-    /// Short label for the status line.
-    pub fn label(self) -> &'static str {
-        match self {
-            TransmitMode::VoiceActivated => "voice-activated",
-            TransmitMode::PushToTalk => "push-to-talk",
-            TransmitMode::Continuous => "continuous",
-        }
-    }
-}
-
-/// How the push-to-talk key behaves; depends on whether the terminal reports key releases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PttStyle {
-    /// Talk while held (terminal reports releases: kitty keyboard protocol).
-    Hold,
-    /// Press once to talk, again to stop (terminal cannot report releases).
-    Toggle,
-}
-
-/// One channel in the list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelRow {
-    /// Channel id.
-    pub id: u64,
-    /// Name ("" when never named).
-    pub name: String,
-    /// Joined member count.
-    pub members: usize,
-    /// Creator, to know whether we may rename or delete it.
-    pub owner: u64,
-}
-
-/// Receive-side quality of one peer's audio, as the voice session measures it.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct LinkStats {
-    /// Packets received.
-    pub received: u64,
-    /// Frames lost for good (concealed).
-    pub lost: u64,
-    /// Frames recovered from redundancy or FEC.
-    pub recovered: u64,
-    /// Loss before recovery, percent.
-    pub loss_pct: f32,
-    /// Interarrival jitter, milliseconds.
-    pub jitter_ms: f32,
-    /// Jitter buffer depth, milliseconds.
-    pub buffer_ms: f32,
-}
-
-/// A member of the joined channel.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Member {
-    /// User id.
-    pub uid: u64,
-    /// Display name ("" when never set).
-    pub name: String,
-    /// Audio is arriving from them right now.
-    pub talking: bool,
-    /// Our playback gain for them, percent (100 = unchanged).
-    pub volume: u16,
-    /// Their link quality, once the session has measured it.
-    pub stats: Option<LinkStats>,
-}
-
-/// Our connection to the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Connection {
-    /// First attempt in progress.
-    Connecting,
-    /// Control commands work.
-    Connected,
-    /// Lost; trying again.
-    Reconnecting {
-        /// Attempt number.
-        attempt: u32,
-        /// Why the link was lost.
-        reason: String,
-    },
-}
-
-/// Whether sound devices are open.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AudioState {
-    /// Not tried yet (not in a channel).
-    Idle,
-    /// Devices are open.
-    Ready {
-        /// Input device name.
-        input: String,
-        /// Output device name.
-        output: String,
-    },
-    /// No usable device: voice still connects, but nothing is captured or played.
-    NoDevice(String),
-}
-
-/// Which list arrow keys move in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Focus {
-    /// The channel list.
-    Channels,
-    /// The member list.
-    Members,
-}
-
-/// What a text prompt is asking for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PromptKind {
-    /// Our display name (also asked on first run).
-    DisplayName,
-    /// Name of a channel to create.
-    NewChannel,
-    /// New name of an existing channel.
-    RenameChannel(u64),
-}
-
-/// Which device list the picker shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceKind {
-    /// Microphones.
-    Input,
-    /// Speakers and headphones.
-    Output,
-}
-
-/// The device picker's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DevicePicker {
-    /// Input devices ("default" first).
-    pub inputs: Vec<String>,
-    /// Output devices ("default" first).
-    pub outputs: Vec<String>,
-    /// Which list is shown.
-    pub kind: DeviceKind,
-    /// Selected row of the shown list.
-    pub selected: usize,
-}
-
-/// A window drawn over the main screen; it takes the keys while open.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Overlay {
-    /// Nothing: keys go to the keymap.
-    None,
-    /// Key help.
-    Help,
-    /// Text input.
-    Prompt {
-        /// What is asked.
-        kind: PromptKind,
-        /// Typed so far.
-        input: String,
-    },
-    /// "Delete channel X? y/n".
-    ConfirmDelete(u64),
-    /// Input/output device choice.
-    Devices(DevicePicker),
-}
+use crate::tui::action::{Action, Command, Event, Intent, VoiceControl};
+use crate::tui::model::{
+    channel_label, App, AudioState, Connection, DeviceKind, DevicePicker, Focus, Member, Overlay,
+    PromptKind, PttStyle, TransmitMode, VoiceSetup,
+};
 
 /// Longest text a prompt accepts, in bytes (the wire's limit on names).
 const MAX_INPUT: usize = kv_proto::MAX_NAME_LEN;
@@ -200,170 +21,43 @@ const MAX_VOLUME: u16 = 300;
 /// VAD threshold step.
 const VAD_STEP: f32 = 0.05;
 
-/// Everything the terminal client shows and remembers.
-#[derive(Debug, Clone)]
-pub struct App {
-    /// Server address as typed, for the status line.
-    pub server: String,
-    /// Our uid (0 until connected).
-    pub uid: u64,
-    /// Our display name.
-    pub display_name: String,
-    /// Our permission bits, to hide actions that would be refused.
-    pub perms: Perms,
-    /// Link to the server.
-    pub connection: Connection,
-    /// Channels, sorted by id.
-    pub channels: Vec<ChannelRow>,
-    /// Selected channel row.
-    pub channel_sel: usize,
-    /// Channel whose voice session runs.
-    pub joined: Option<u64>,
-    /// A join in flight, so a second Enter does not queue another.
-    pub joining: Option<u64>,
-    /// Channel to rejoin after a reconnect (the one we were in).
-    pub rejoin: Option<u64>,
-    /// Channel name to join once it is listed (from a `kv://host/name` URL).
-    pub join_name: Option<String>,
-    /// Members of the joined channel.
-    pub members: Vec<Member>,
-    /// Selected member row.
-    pub member_sel: usize,
-    /// Where arrow keys go.
-    pub focus: Focus,
-    /// Our mic level, dB full scale (-100 when silent or unknown).
-    pub mic_dbfs: f32,
-    /// Voice-activity probability of our mic, 0..1.
-    pub mic_vad: f32,
-    /// Whether we are sending right now.
-    pub sending: bool,
-    /// Voice-activation threshold: the voice probability above which we send.
-    pub vad_threshold: f32,
-    /// Transmit mode.
-    pub mode: TransmitMode,
-    /// Hold or toggle push-to-talk.
-    pub ptt_style: PttStyle,
-    /// Push-to-talk currently on.
-    pub ptt_active: bool,
-    /// Muted (not sending).
-    pub muted: bool,
-    /// Deafened (not hearing, not sending).
-    pub deafened: bool,
-    /// Noise suppression on.
-    pub denoise: bool,
-    /// Our keepalive round trip.
-    pub rtt_ms: Option<u32>,
-    /// Average receive loss.
-    pub loss_pct: Option<f32>,
-    /// Sound device state.
-    pub audio: AudioState,
-    /// Per-user volume remembered across sessions (uid → percent).
-    pub volumes: BTreeMap<u64, u16>,
-    /// Show the link-quality panel.
-    pub show_quality: bool,
-    /// Open overlay.
-    pub overlay: Overlay,
-    /// Last error or notice, for the status line.
-    pub notice: Option<String>,
-    /// Key help rows (key, what it does), from the keymap in force.
-    pub help: Vec<(String, &'static str)>,
-    /// Set by Quit; the event loop stops.
-    pub should_quit: bool,
-}
-
 impl App {
-    /// A fresh state for `server`; nothing is known until background work reports.
-    pub fn new(server: impl Into<String>) -> Self {
-        App {
-            server: server.into(),
-            uid: 0,
-            display_name: String::new(),
-            perms: Perms::NONE,
-            connection: Connection::Connecting,
-            channels: Vec::new(),
-            channel_sel: 0,
-            joined: None,
-            joining: None,
-            rejoin: None,
-            join_name: None,
-            members: Vec::new(),
-            member_sel: 0,
-            focus: Focus::Channels,
-            mic_dbfs: -100.0,
-            mic_vad: 0.0,
-            sending: false,
-            vad_threshold: 0.5,
-            mode: TransmitMode::VoiceActivated,
-            ptt_style: PttStyle::Toggle,
-            ptt_active: false,
-            muted: false,
-            deafened: false,
-            denoise: true,
-            rtt_ms: None,
-            loss_pct: None,
-            audio: AudioState::Idle,
-            volumes: BTreeMap::new(),
-            show_quality: false,
-            overlay: Overlay::None,
-            notice: None,
-            help: Vec::new(),
-            should_quit: false,
-        }
-    }
-
-    /// The channel under the cursor.
-    pub fn selected_channel(&self) -> Option<&ChannelRow> {
-        self.channels.get(self.channel_sel)
-    }
-
-    /// The member under the cursor.
-    pub fn selected_member(&self) -> Option<&Member> {
-        self.members.get(self.member_sel)
-    }
-
-    /// The joined channel's row.
-    pub fn joined_channel(&self) -> Option<&ChannelRow> {
-        let id = self.joined?;
-        self.channels.iter().find(|c| c.id == id)
-    }
-
-    /// Whether we may rename or delete `c` (owner or perm_rm_channel), so the UI can refuse
-    /// before the server does.
-    pub fn may_manage(&self, c: &ChannelRow) -> bool {
-        c.owner == self.uid || self.perms.contains(Perms::RM_CHANNEL)
-    }
-
-    /// Whether our microphone can reach the channel right now, as the session decides it.
-    pub fn transmit_allowed(&self) -> bool {
-        !self.muted && !self.deafened && (self.mode != TransmitMode::PushToTalk || self.ptt_active)
-    }
-
     /// Applies one action; returns the effects to carry out, in order.
-    pub fn update(&mut self, action: Action) -> Vec<Command> {
-        if !matches!(self.overlay, Overlay::None) && is_key_intent(&action) {
-            return self.update_overlay(action);
+    pub fn update(&mut self, action: impl Into<Action>) -> Vec<Command> {
+        match action.into() {
+            Action::Key(i) => self.on_intent(i),
+            Action::Event(e) => self.on_event(e),
         }
-        match action {
-            Action::Quit => {
+    }
+
+    fn on_intent(&mut self, intent: Intent) -> Vec<Command> {
+        // An open overlay takes every key but push-to-talk (talking while the help is open
+        // is fine).
+        let ptt = matches!(intent, Intent::PttPress | Intent::PttRelease);
+        if !matches!(self.overlay, Overlay::None) && !ptt {
+            return self.update_overlay(intent);
+        }
+        match intent {
+            Intent::Quit => {
                 self.should_quit = true;
                 vec![Command::Quit]
             }
-            Action::Up => {
+            Intent::Up => {
                 self.move_selection(-1);
                 vec![]
             }
-            Action::Down => {
+            Intent::Down => {
                 self.move_selection(1);
                 vec![]
             }
-            Action::FocusNext => {
+            Intent::FocusNext => {
                 self.focus = match self.focus {
                     Focus::Channels if !self.members.is_empty() => Focus::Members,
                     _ => Focus::Channels,
                 };
                 vec![]
             }
-            Action::JoinSelected => {
+            Intent::JoinSelected => {
                 let Some(c) = self.selected_channel().cloned() else {
                     return vec![];
                 };
@@ -373,9 +67,9 @@ impl App {
                 }
                 self.joining = Some(id);
                 self.notice = Some(format!("joining {}…", channel_label(&c)));
-                vec![Command::Join(id)]
+                vec![self.join(id)]
             }
-            Action::Leave => {
+            Intent::Leave => {
                 if self.joined.is_none() && self.joining.is_none() {
                     return vec![];
                 }
@@ -383,7 +77,7 @@ impl App {
                 self.rejoin = None;
                 vec![Command::Leave]
             }
-            Action::CreateChannel => {
+            Intent::CreateChannel => {
                 if !self.perms.contains(Perms::ADD_CHANNEL) {
                     self.notice = Some("you may not create channels on this server".into());
                     return vec![];
@@ -391,7 +85,7 @@ impl App {
                 self.open_prompt(PromptKind::NewChannel, String::new());
                 vec![]
             }
-            Action::RenameChannel => {
+            Intent::RenameChannel => {
                 let Some(c) = self.selected_channel().cloned() else {
                     return vec![];
                 };
@@ -402,7 +96,7 @@ impl App {
                 self.open_prompt(PromptKind::RenameChannel(c.id), c.name);
                 vec![]
             }
-            Action::DeleteChannel => {
+            Intent::DeleteChannel => {
                 let Some(c) = self.selected_channel().cloned() else {
                     return vec![];
                 };
@@ -413,12 +107,12 @@ impl App {
                 self.overlay = Overlay::ConfirmDelete(c.id);
                 vec![]
             }
-            Action::SetName => {
+            Intent::SetName => {
                 let name = self.display_name.clone();
                 self.open_prompt(PromptKind::DisplayName, name);
                 vec![]
             }
-            Action::ToggleMute => {
+            Intent::ToggleMute => {
                 self.muted = !self.muted;
                 // Unmuting while deafened undeafens too, as in Mumble: you cannot talk unheard.
                 let mut cmds = vec![];
@@ -429,11 +123,11 @@ impl App {
                 cmds.push(Command::Voice(VoiceControl::Mute(self.muted)));
                 cmds
             }
-            Action::ToggleDeafen => {
+            Intent::ToggleDeafen => {
                 self.deafened = !self.deafened;
                 vec![Command::Voice(VoiceControl::Deafen(self.deafened))]
             }
-            Action::CycleMode => {
+            Intent::CycleMode => {
                 self.mode = self.mode.next();
                 self.ptt_active = false;
                 vec![
@@ -441,14 +135,14 @@ impl App {
                     Command::SaveSettings,
                 ]
             }
-            Action::ToggleDenoise => {
+            Intent::ToggleDenoise => {
                 self.denoise = !self.denoise;
                 vec![
                     Command::Voice(VoiceControl::Denoise(self.denoise)),
                     Command::SaveSettings,
                 ]
             }
-            Action::PttPress => {
+            Intent::PttPress => {
                 if self.mode != TransmitMode::PushToTalk {
                     return vec![];
                 }
@@ -458,14 +152,14 @@ impl App {
                 };
                 self.set_ptt(on)
             }
-            Action::PttRelease => {
+            Intent::PttRelease => {
                 if self.mode != TransmitMode::PushToTalk || self.ptt_style != PttStyle::Hold {
                     return vec![];
                 }
                 self.set_ptt(false)
             }
-            Action::VolumeUp | Action::VolumeDown => {
-                let up = action == Action::VolumeUp;
+            Intent::VolumeUp | Intent::VolumeDown => {
+                let up = intent == Intent::VolumeUp;
                 let Some(m) = self.members.get_mut(self.member_sel) else {
                     return vec![];
                 };
@@ -484,8 +178,8 @@ impl App {
                     Command::SaveSettings,
                 ]
             }
-            Action::VadUp | Action::VadDown => {
-                let step = if action == Action::VadUp {
+            Intent::VadUp | Intent::VadDown => {
+                let step = if intent == Intent::VadUp {
                     VAD_STEP
                 } else {
                     -VAD_STEP
@@ -502,20 +196,17 @@ impl App {
                 } else {
                     format!("voice threshold {:.2}", self.vad_threshold)
                 });
-                vec![
-                    Command::Voice(VoiceControl::VadThreshold(self.vad_threshold)),
-                    Command::SaveSettings,
-                ]
+                vec![Command::SaveSettings]
             }
-            Action::ToggleHelp => {
+            Intent::ToggleHelp => {
                 self.overlay = Overlay::Help;
                 vec![]
             }
-            Action::ToggleQuality => {
+            Intent::ToggleQuality => {
                 self.show_quality = !self.show_quality;
                 vec![]
             }
-            Action::OpenDevices => {
+            Intent::OpenDevices => {
                 self.overlay = Overlay::Devices(DevicePicker {
                     inputs: vec!["default".into()],
                     outputs: vec!["default".into()],
@@ -525,13 +216,17 @@ impl App {
                 vec![Command::ListDevices]
             }
             // Editing keys with no overlay open mean nothing.
-            Action::Input(_)
-            | Action::Backspace
-            | Action::Submit
-            | Action::Cancel
-            | Action::PickerSwitch => vec![],
+            Intent::Input(_)
+            | Intent::Backspace
+            | Intent::Submit
+            | Intent::Cancel
+            | Intent::PickerSwitch => vec![],
+        }
+    }
 
-            Action::Connected { uid, name, perms } => {
+    fn on_event(&mut self, event: Event) -> Vec<Command> {
+        match event {
+            Event::Connected { uid, name, perms } => {
                 self.uid = uid;
                 self.perms = Perms(perms);
                 // The server's name wins; a remembered one is sent to a server that has none.
@@ -548,14 +243,14 @@ impl App {
                 }
                 if let Some(chid) = self.rejoin.take() {
                     self.joining = Some(chid);
-                    cmds.push(Command::Join(chid));
+                    cmds.push(self.join(chid));
                 }
                 if self.display_name.is_empty() && matches!(self.overlay, Overlay::None) {
                     self.open_prompt(PromptKind::DisplayName, String::new());
                 }
                 cmds
             }
-            Action::Reconnecting {
+            Event::Reconnecting {
                 attempt,
                 delay_ms,
                 reason,
@@ -576,7 +271,7 @@ impl App {
                 self.connection = Connection::Reconnecting { attempt, reason };
                 vec![]
             }
-            Action::ChannelsLoaded(mut rows) => {
+            Event::ChannelsLoaded(mut rows) => {
                 rows.sort_by_key(|c| c.id);
                 let keep = self.selected_channel().map(|c| c.id);
                 self.channels = rows;
@@ -584,6 +279,11 @@ impl App {
                     .and_then(|id| self.channels.iter().position(|c| c.id == id))
                     .unwrap_or(self.channel_sel)
                     .min(self.channels.len().saturating_sub(1));
+                // Our own channel's count follows its (pushed) member list, which is newer
+                // than any refresh.
+                if !self.members.is_empty() {
+                    self.count_members();
+                }
                 // A channel asked for by name on the command line.
                 if let Some(name) = self.join_name.take() {
                     match self.channels.iter().position(|c| c.name == name) {
@@ -591,7 +291,7 @@ impl App {
                             self.channel_sel = i;
                             let id = self.channels[i].id;
                             self.joining = Some(id);
-                            return vec![Command::Join(id)];
+                            return vec![self.join(id)];
                         }
                         Some(_) => {}
                         None => self.notice = Some(format!("no channel named {name:?}")),
@@ -602,7 +302,7 @@ impl App {
                     if let Some(chid) = self.rejoin.take() {
                         if self.channels.iter().any(|c| c.id == chid) {
                             self.joining = Some(chid);
-                            return vec![Command::Join(chid)];
+                            return vec![self.join(chid)];
                         }
                     }
                 }
@@ -616,7 +316,7 @@ impl App {
                 }
                 vec![]
             }
-            Action::MembersLoaded { chid, members } => {
+            Event::MembersLoaded { chid, members } => {
                 if self.joined != Some(chid) {
                     return vec![];
                 }
@@ -640,7 +340,7 @@ impl App {
                 self.member_sel = self.member_sel.min(self.members.len().saturating_sub(1));
                 vec![]
             }
-            Action::Joined { chid } => {
+            Event::Joined { chid } => {
                 self.joined = Some(chid);
                 self.joining = None;
                 self.rejoin = None;
@@ -653,24 +353,11 @@ impl App {
                     .map(channel_label)
                     .unwrap_or_else(|| format!("#{chid}"));
                 self.notice = Some(format!("joined {label}"));
-                // Re-apply our controls: the new session starts from its defaults.
-                let mut cmds = vec![
-                    Command::Voice(VoiceControl::Mode(self.mode)),
-                    Command::Voice(VoiceControl::Mute(self.muted)),
-                    Command::Voice(VoiceControl::Deafen(self.deafened)),
-                    Command::Voice(VoiceControl::Denoise(self.denoise)),
-                    Command::Voice(VoiceControl::VadThreshold(self.vad_threshold)),
-                ];
-                for (&uid, &v) in &self.volumes {
-                    cmds.push(Command::Voice(VoiceControl::PeerGain {
-                        uid,
-                        gain: f32::from(v) / 100.0,
-                    }));
-                }
-                cmds.push(Command::Refresh);
-                cmds
+                // The session started with our controls (the join carried them); the
+                // channel list refreshes for the member counts.
+                vec![Command::Refresh]
             }
-            Action::Left { reason, rejoin } => {
+            Event::Left { reason, rejoin } => {
                 if rejoin {
                     self.rejoin = self.joined.or(self.joining);
                 }
@@ -687,25 +374,57 @@ impl App {
                 self.notice = Some(reason);
                 vec![Command::Refresh]
             }
-            Action::Talking { uid, talking } => {
+            Event::Talking { uid, talking } => {
                 if let Some(m) = self.members.iter_mut().find(|m| m.uid == uid) {
                     m.talking = talking;
                 }
                 vec![]
             }
-            Action::PeerJoined(_) | Action::PeerLeft(_) => vec![Command::Refresh],
-            Action::PeerStats { uid, stats } => {
+            Event::PeerJoined { uid, name } => {
+                if self.joined.is_none() {
+                    return vec![];
+                }
+                match self.members.iter_mut().find(|m| m.uid == uid) {
+                    // Already listed (by the join's CHANNEL_INFO): a name may have come since.
+                    Some(m) => {
+                        if !name.is_empty() {
+                            m.name = name;
+                        }
+                    }
+                    None => self.members.push(Member {
+                        uid,
+                        name,
+                        talking: false,
+                        volume: self.volumes.get(&uid).copied().unwrap_or(100),
+                        stats: None,
+                    }),
+                }
+                self.count_members();
+                vec![]
+            }
+            Event::PeerLeft(uid) => {
+                self.members.retain(|m| m.uid != uid);
+                self.member_sel = self.member_sel.min(self.members.len().saturating_sub(1));
+                if self.members.is_empty() {
+                    self.focus = Focus::Channels;
+                }
+                self.count_members();
+                vec![]
+            }
+            Event::PeerStats { uid, stats } => {
                 if let Some(m) = self.members.iter_mut().find(|m| m.uid == uid) {
                     m.stats = Some(stats);
                 }
                 vec![]
             }
-            Action::Link { rtt_ms, loss_pct } => {
+            // Telemetry of a session that has ended (taken after its Left) is stale.
+            Event::Link { .. } | Event::MicLevel { .. } if self.joined.is_none() => vec![],
+            Event::Link { rtt_ms, loss_pct } => {
                 self.rtt_ms = rtt_ms;
                 self.loss_pct = loss_pct;
                 vec![]
             }
-            Action::MicLevel { dbfs, vad, sending } => {
+            Event::MicLevel { dbfs, vad, sending } => {
                 self.mic_dbfs = if dbfs.is_finite() { dbfs } else { -100.0 };
                 self.mic_vad = if vad.is_finite() {
                     vad.clamp(0.0, 1.0)
@@ -715,14 +434,14 @@ impl App {
                 self.sending = sending;
                 vec![]
             }
-            Action::Audio(state) => {
+            Event::Audio(state) => {
                 if let AudioState::NoDevice(why) = &state {
                     self.notice = Some(format!("no audio device ({why}): channels still work"));
                 }
                 self.audio = state;
                 vec![]
             }
-            Action::DevicesListed { inputs, outputs } => {
+            Event::DevicesListed { inputs, outputs } => {
                 if let Overlay::Devices(p) = &mut self.overlay {
                     p.inputs = with_default(inputs);
                     p.outputs = with_default(outputs);
@@ -730,17 +449,54 @@ impl App {
                 }
                 vec![]
             }
-            Action::Error(e) => {
+            Event::Error(e) => {
                 if let Some(chid) = self.joining.take() {
                     tracing::debug!(chid, "join failed");
                 }
                 self.notice = Some(format!("error: {e}"));
                 vec![]
             }
-            Action::Info(s) => {
+            Event::Info(s) => {
                 self.notice = Some(s);
                 vec![]
             }
+        }
+    }
+
+    /// The command that joins `chid` with our devices and controls.
+    fn join(&self, chid: u64) -> Command {
+        Command::Join {
+            chid,
+            setup: self.voice_setup(),
+        }
+    }
+
+    /// What a new voice session starts with: all of it from here.
+    pub fn voice_setup(&self) -> VoiceSetup {
+        VoiceSetup {
+            input: self.input_device.clone(),
+            output: self.output_device.clone(),
+            mode: self.mode,
+            vad_threshold: self.vad_threshold,
+            denoise: self.denoise,
+            muted: self.muted,
+            deafened: self.deafened,
+            gains: self
+                .volumes
+                .iter()
+                .map(|(&uid, &v)| (uid, f32::from(v) / 100.0))
+                .collect(),
+        }
+    }
+
+    /// The joined channel's member count follows the member list.
+    fn count_members(&mut self) {
+        let n = self.members.len();
+        if let Some(c) = self
+            .joined
+            .and_then(|id| self.channels.iter_mut().find(|c| c.id == id))
+        {
+            c.members = n;
         }
     }
 
@@ -769,35 +525,35 @@ impl App {
     }
 
     /// Keys while an overlay is open: the overlay takes them all.
-    fn update_overlay(&mut self, action: Action) -> Vec<Command> {
+    fn update_overlay(&mut self, intent: Intent) -> Vec<Command> {
         let overlay = std::mem::replace(&mut self.overlay, Overlay::None);
         match overlay {
             Overlay::None => vec![],
-            Overlay::Help => match action {
+            Overlay::Help => match intent {
                 // Quit still quits; every other key just closes the help.
-                Action::Quit => self.update(Action::Quit),
+                Intent::Quit => self.on_intent(Intent::Quit),
                 _ => vec![],
             },
-            Overlay::ConfirmDelete(chid) => match action {
-                Action::Input('y') | Action::Input('Y') | Action::Submit => {
+            Overlay::ConfirmDelete(chid) => match intent {
+                Intent::Input('y') | Intent::Input('Y') | Intent::Submit => {
                     vec![Command::Delete(chid)]
                 }
                 _ => vec![],
             },
-            Overlay::Prompt { kind, mut input } => match action {
-                Action::Input(c) => {
+            Overlay::Prompt { kind, mut input } => match intent {
+                Intent::Input(c) => {
                     if input.len() + c.len_utf8() <= MAX_INPUT && !c.is_control() {
                         input.push(c);
                     }
                     self.overlay = Overlay::Prompt { kind, input };
                     vec![]
                 }
-                Action::Backspace => {
+                Intent::Backspace => {
                     input.pop();
                     self.overlay = Overlay::Prompt { kind, input };
                     vec![]
                 }
-                Action::Submit => {
+                Intent::Submit => {
                     let name = input.trim().to_string();
                     match kind {
                         PromptKind::DisplayName if name.is_empty() => {
@@ -812,7 +568,7 @@ impl App {
                         PromptKind::RenameChannel(chid) => vec![Command::Rename { chid, name }],
                     }
                 }
-                Action::Cancel => vec![],
+                Intent::Cancel => vec![],
                 _ => {
                     self.overlay = Overlay::Prompt { kind, input };
                     vec![]
@@ -823,17 +579,17 @@ impl App {
                     DeviceKind::Input => p.inputs.len(),
                     DeviceKind::Output => p.outputs.len(),
                 };
-                match action {
-                    Action::Up => p.selected = p.selected.saturating_sub(1),
-                    Action::Down => p.selected = (p.selected + 1).min(len.saturating_sub(1)),
-                    Action::PickerSwitch | Action::FocusNext => {
+                match intent {
+                    Intent::Up => p.selected = p.selected.saturating_sub(1),
+                    Intent::Down => p.selected = (p.selected + 1).min(len.saturating_sub(1)),
+                    Intent::PickerSwitch | Intent::FocusNext => {
                         p.kind = match p.kind {
                             DeviceKind::Input => DeviceKind::Output,
                             DeviceKind::Output => DeviceKind::Input,
                         };
                         p.selected = 0;
                     }
-                    Action::Submit | Action::JoinSelected => {
+                    Intent::Submit | Intent::JoinSelected => {
                         let pick = |list: &[String]| {
                             list.get(p.selected)
                                 .filter(|n| n.as_str() != "default")
@@ -843,14 +599,22 @@ impl App {
                             DeviceKind::Input => &p.inputs,
                             DeviceKind::Output => &p.outputs,
                         };
-                        let cmd = Command::UseDevice {
-                            kind: p.kind,
-                            name: pick(list),
-                        };
-                        return vec![cmd, Command::SaveSettings];
+                        let name = pick(list);
+                        match p.kind {
+                            DeviceKind::Input => self.input_device = name,
+                            DeviceKind::Output => self.output_device = name,
+                        }
+                        // A running session restarts on the new device.
+                        let mut cmds = Vec::new();
+                        if let Some(chid) = self.joined {
+                            self.joining = Some(chid);
+                            cmds.push(self.join(chid));
+                        }
+                        cmds.push(Command::SaveSettings);
+                        return cmds;
                     }
-                    Action::Cancel | Action::OpenDevices => return vec![],
-                    Action::Quit => return self.update(Action::Quit),
+                    Intent::Cancel | Intent::OpenDevices => return vec![],
+                    Intent::Quit => return self.on_intent(Intent::Quit),
                     _ => {}
                 }
                 self.overlay = Overlay::Devices(p);
@@ -860,75 +624,8 @@ impl App {
     }
 }
 
-/// True for actions that come from keys (which an open overlay captures), false for
-/// results of background work (which always apply).
-fn is_key_intent(a: &Action) -> bool {
-    !matches!(
-        a,
-        Action::Connected { .. }
-            | Action::Reconnecting { .. }
-            | Action::ChannelsLoaded(_)
-            | Action::MembersLoaded { .. }
-            | Action::Joined { .. }
-            | Action::Left { .. }
-            | Action::Talking { .. }
-            | Action::PeerJoined(_)
-            | Action::PeerLeft(_)
-            | Action::PeerStats { .. }
-            | Action::Link { .. }
-            | Action::MicLevel { .. }
-            | Action::Audio(_)
-            | Action::DevicesListed { .. }
-            | Action::Error(_)
-            | Action::Info(_)
-    ) && !matches!(a, Action::PttPress | Action::PttRelease)
-}
-
 fn with_default(mut list: Vec<String>) -> Vec<String> {
     list.retain(|n| n != "default");
     list.insert(0, "default".into());
     list
-}
-
-/// How a channel is named on screen: its name, or `#id` when unnamed.
-pub fn channel_label(c: &ChannelRow) -> String {
-    if c.name.is_empty() {
-        format!("#{}", c.id)
-    } else {
-        c.name.clone()
-    }
-}
-
-/// How a member is named on screen: display name, or `user <uid>` when unnamed.
-pub fn member_label(m: &Member) -> String {
-    if m.name.is_empty() {
-        format!("user {}", m.uid)
-    } else {
-        m.name.clone()
-    }
-}
-
-/// Labels for a channel's members, in order: [`member_label`], except that a name that
-/// looks like another member's (same [`kv_proto::names::skeleton`]: `Ann` and `Аnn` with
-/// a Cyrillic А, `bob` and `B0B`, or simply the same name twice) gets the last four digits
-/// of its uid, `Ann#0042`, so nobody can pass for someone else in the list.
-pub fn member_labels(members: &[Member]) -> Vec<String> {
-    let skeletons: Vec<Option<String>> = members
-        .iter()
-        .map(|m| (!m.name.is_empty()).then(|| kv_proto::names::skeleton(&m.name)))
-        .collect();
-    let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for s in skeletons.iter().flatten() {
-        *counts.entry(s.as_str()).or_default() += 1;
-    }
-    members
-        .iter()
-        .zip(&skeletons)
-        .map(|(m, s)| match s {
-            Some(s) if counts.get(s.as_str()).copied().unwrap_or(0) > 1 => {
-                format!("{}#{:04}", m.name, m.uid % 10_000)
-            }
-            _ => member_label(m),
-        })
-        .collect()
 }

@@ -1,8 +1,16 @@
 //! Unit tests of [`App::update`]: state and commands, no terminal, no server.
 
-use crate::tui::action::{Action, Command, VoiceControl};
-use crate::tui::app::*;
+use crate::tui::action::{Command, Event, Intent, VoiceControl};
+use crate::tui::model::*;
 use kv_proto::Perms;
+
+/// The join command `app` gives for `chid` (with its current setup).
+fn join(app: &App, chid: u64) -> Command {
+    Command::Join {
+        chid,
+        setup: app.voice_setup(),
+    }
+}
 
 fn row(id: u64, name: &str, members: usize, owner: u64) -> ChannelRow {
     ChannelRow {
@@ -16,12 +24,12 @@ fn row(id: u64, name: &str, members: usize, owner: u64) -> ChannelRow {
 /// A connected app (uid 7, may create channels) with two channels.
 fn connected() -> App {
     let mut app = App::new("127.0.0.1:8085");
-    app.update(Action::Connected {
+    app.update(Event::Connected {
         uid: 7,
         name: "me".into(),
         perms: Perms::ADD_CHANNEL.bits(),
     });
-    app.update(Action::ChannelsLoaded(vec![
+    app.update(Event::ChannelsLoaded(vec![
         row(20, "music", 0, 9),
         row(10, "lobby", 2, 7),
     ]));
@@ -32,77 +40,78 @@ fn connected() -> App {
 fn channels_are_sorted_and_selection_follows_the_channel() {
     let mut app = connected();
     assert_eq!(app.channels[0].name, "lobby");
-    app.update(Action::Down);
+    app.update(Intent::Down);
     assert_eq!(app.selected_channel().unwrap().id, 20);
     // A new channel sorting before the selection keeps the cursor on "music".
-    app.update(Action::ChannelsLoaded(vec![
+    app.update(Event::ChannelsLoaded(vec![
         row(20, "music", 0, 9),
         row(10, "lobby", 2, 7),
         row(5, "new", 0, 7),
     ]));
     assert_eq!(app.selected_channel().unwrap().id, 20);
-    app.update(Action::Down);
+    app.update(Intent::Down);
     assert_eq!(app.channel_sel, 2, "cursor stops at the end");
 }
 
 #[test]
 fn join_then_leave_emits_commands_and_tracks_state() {
     let mut app = connected();
-    assert_eq!(app.update(Action::JoinSelected), vec![Command::Join(10)]);
+    assert_eq!(app.update(Intent::JoinSelected), vec![join(&app, 10)]);
     assert_eq!(app.joining, Some(10));
     assert_eq!(
-        app.update(Action::JoinSelected),
+        app.update(Intent::JoinSelected),
         vec![],
         "no second join in flight"
     );
-    let cmds = app.update(Action::Joined { chid: 10 });
-    assert!(cmds.contains(&Command::Voice(VoiceControl::Mode(
-        TransmitMode::VoiceActivated
-    ))));
-    assert!(cmds.contains(&Command::Refresh));
+    let cmds = app.update(Event::Joined { chid: 10 });
+    assert_eq!(
+        cmds,
+        vec![Command::Refresh],
+        "the join carried the controls"
+    );
     assert_eq!(app.joined, Some(10));
-    app.update(Action::MembersLoaded {
+    app.update(Event::MembersLoaded {
         chid: 10,
         members: vec![(7, "me".into()), (8, "bob".into())],
     });
     assert_eq!(app.members.len(), 2);
     assert_eq!(app.channels[0].members, 2);
     // Members of another channel are ignored.
-    app.update(Action::MembersLoaded {
+    app.update(Event::MembersLoaded {
         chid: 20,
         members: vec![(9, "x".into())],
     });
     assert_eq!(app.members.len(), 2);
-    assert_eq!(app.update(Action::Leave), vec![Command::Leave]);
-    app.update(Action::Left {
+    assert_eq!(app.update(Intent::Leave), vec![Command::Leave]);
+    app.update(Event::Left {
         reason: "left".into(),
         rejoin: false,
     });
     assert_eq!(app.joined, None);
     assert!(app.members.is_empty());
-    assert_eq!(app.update(Action::Leave), vec![], "nothing to leave");
+    assert_eq!(app.update(Intent::Leave), vec![], "nothing to leave");
 }
 
 #[test]
 fn talking_and_stats_land_on_the_right_member() {
     let mut app = connected();
-    app.update(Action::JoinSelected);
-    app.update(Action::Joined { chid: 10 });
-    app.update(Action::MembersLoaded {
+    app.update(Intent::JoinSelected);
+    app.update(Event::Joined { chid: 10 });
+    app.update(Event::MembersLoaded {
         chid: 10,
         members: vec![(7, "me".into()), (8, "bob".into())],
     });
-    app.update(Action::Talking {
+    app.update(Event::Talking {
         uid: 8,
         talking: true,
     });
-    let stats = LinkStats {
+    let stats = ReceiveQuality {
         loss_pct: 3.0,
-        ..LinkStats::default()
+        ..ReceiveQuality::default()
     };
-    app.update(Action::PeerStats { uid: 8, stats });
+    app.update(Event::PeerStats { uid: 8, stats });
     // A member refresh keeps talking flags and stats.
-    app.update(Action::MembersLoaded {
+    app.update(Event::MembersLoaded {
         chid: 10,
         members: vec![(7, "me".into()), (8, "bob".into()), (11, String::new())],
     });
@@ -149,14 +158,14 @@ fn confusable_member_names_get_a_disambiguator() {
 fn mute_deafen_and_modes() {
     let mut app = connected();
     assert_eq!(
-        app.update(Action::ToggleMute),
+        app.update(Intent::ToggleMute),
         vec![Command::Voice(VoiceControl::Mute(true))]
     );
     assert!(app.muted && !app.transmit_allowed());
-    app.update(Action::ToggleDeafen);
+    app.update(Intent::ToggleDeafen);
     assert!(app.deafened);
     // Unmuting while deaf undeafens: talking while unable to hear is a trap.
-    let cmds = app.update(Action::ToggleMute);
+    let cmds = app.update(Intent::ToggleMute);
     assert_eq!(
         cmds,
         vec![
@@ -165,14 +174,14 @@ fn mute_deafen_and_modes() {
         ]
     );
     assert!(!app.muted && !app.deafened);
-    let cmds = app.update(Action::CycleMode);
+    let cmds = app.update(Intent::CycleMode);
     assert_eq!(app.mode, TransmitMode::PushToTalk);
     assert!(cmds.contains(&Command::SaveSettings));
-    app.update(Action::CycleMode);
-    app.update(Action::CycleMode);
+    app.update(Intent::CycleMode);
+    app.update(Intent::CycleMode);
     assert_eq!(app.mode, TransmitMode::VoiceActivated);
     assert_eq!(
-        app.update(Action::ToggleDenoise)[0],
+        app.update(Intent::ToggleDenoise)[0],
         Command::Voice(VoiceControl::Denoise(false))
     );
 }
@@ -181,94 +190,90 @@ fn mute_deafen_and_modes() {
 fn push_to_talk_hold_and_toggle() {
     let mut app = connected();
     assert_eq!(
-        app.update(Action::PttPress),
+        app.update(Intent::PttPress),
         vec![],
         "ignored outside ptt mode"
     );
     app.mode = TransmitMode::PushToTalk;
     app.ptt_style = PttStyle::Hold;
     assert_eq!(
-        app.update(Action::PttPress),
+        app.update(Intent::PttPress),
         vec![Command::Voice(VoiceControl::PushToTalk(true))]
     );
     assert!(app.transmit_allowed());
-    assert_eq!(app.update(Action::PttPress), vec![], "held: no change");
+    assert_eq!(app.update(Intent::PttPress), vec![], "held: no change");
     assert_eq!(
-        app.update(Action::PttRelease),
+        app.update(Intent::PttRelease),
         vec![Command::Voice(VoiceControl::PushToTalk(false))]
     );
     app.ptt_style = PttStyle::Toggle;
-    app.update(Action::PttPress);
+    app.update(Intent::PttPress);
     assert!(app.ptt_active);
     assert_eq!(
-        app.update(Action::PttRelease),
+        app.update(Intent::PttRelease),
         vec![],
         "toggle ignores releases"
     );
-    app.update(Action::PttPress);
+    app.update(Intent::PttPress);
     assert!(!app.ptt_active);
 }
 
 #[test]
 fn volume_is_per_member_bounded_and_remembered() {
     let mut app = connected();
-    app.update(Action::JoinSelected);
-    app.update(Action::Joined { chid: 10 });
-    app.update(Action::MembersLoaded {
+    app.update(Intent::JoinSelected);
+    app.update(Event::Joined { chid: 10 });
+    app.update(Event::MembersLoaded {
         chid: 10,
         members: vec![(8, "bob".into())],
     });
-    app.update(Action::FocusNext);
+    app.update(Intent::FocusNext);
     assert_eq!(app.focus, Focus::Members);
-    let cmds = app.update(Action::VolumeUp);
+    let cmds = app.update(Intent::VolumeUp);
     assert_eq!(
         cmds[0],
         Command::Voice(VoiceControl::PeerGain { uid: 8, gain: 1.1 })
     );
     for _ in 0..50 {
-        app.update(Action::VolumeUp);
+        app.update(Intent::VolumeUp);
     }
     assert_eq!(app.members[0].volume, 300);
     for _ in 0..50 {
-        app.update(Action::VolumeDown);
+        app.update(Intent::VolumeDown);
     }
     assert_eq!(app.members[0].volume, 0);
     assert_eq!(app.volumes.get(&8), Some(&0));
-    // A later session applies the remembered gain.
-    let cmds = app.update(Action::Joined { chid: 10 });
-    assert!(cmds.contains(&Command::Voice(VoiceControl::PeerGain {
-        uid: 8,
-        gain: 0.0
-    })));
+    // A later session starts with the remembered gain.
+    assert!(app.voice_setup().gains.contains(&(8, 0.0)));
 }
 
 #[test]
 fn vad_threshold_steps_and_clamps() {
     let mut app = connected();
     for _ in 0..30 {
-        app.update(Action::VadUp);
+        app.update(Intent::VadUp);
     }
     assert_eq!(app.vad_threshold, 1.0);
-    app.update(Action::VadDown);
+    app.update(Intent::VadDown);
     assert!((app.vad_threshold - 0.95).abs() < 1e-6);
 }
 
 #[test]
 fn create_rename_delete_go_through_prompts_and_permissions() {
     let mut app = connected();
-    app.update(Action::CreateChannel);
+    app.update(Intent::CreateChannel);
     for c in "chat".chars() {
-        app.update(Action::Input(c));
+        app.update(Intent::Input(c));
     }
-    app.update(Action::Backspace);
+    app.update(Intent::Backspace);
     assert_eq!(
-        app.update(Action::Submit),
+        app.update(Intent::Submit),
         vec![Command::Create { name: "cha".into() }]
     );
     assert_eq!(app.overlay, Overlay::None);
 
     // lobby (id 10) is ours: rename prefilled with its name.
-    app.update(Action::RenameChannel);
+    app.update(Intent::RenameChannel);
     assert_eq!(
         app.overlay,
         Overlay::Prompt {
@@ -276,51 +281,51 @@ fn create_rename_delete_go_through_prompts_and_permissions() {
             input: "lobby".into()
         }
     );
-    app.update(Action::Input('2'));
+    app.update(Intent::Input('2'));
     assert_eq!(
-        app.update(Action::Submit),
+        app.update(Intent::Submit),
         vec![Command::Rename {
             chid: 10,
             name: "lobby2".into()
         }]
     );
-    app.update(Action::DeleteChannel);
+    app.update(Intent::DeleteChannel);
     assert_eq!(app.overlay, Overlay::ConfirmDelete(10));
-    assert_eq!(app.update(Action::Input('n')), vec![]);
-    app.update(Action::DeleteChannel);
-    assert_eq!(app.update(Action::Input('y')), vec![Command::Delete(10)]);
+    assert_eq!(app.update(Intent::Input('n')), vec![]);
+    app.update(Intent::DeleteChannel);
+    assert_eq!(app.update(Intent::Input('y')), vec![Command::Delete(10)]);
 
     // music (id 20) belongs to uid 9: refused locally with a reason.
-    app.update(Action::Down);
-    assert_eq!(app.update(Action::DeleteChannel), vec![]);
+    app.update(Intent::Down);
+    assert_eq!(app.update(Intent::DeleteChannel), vec![]);
     assert!(app.notice.as_deref().unwrap().contains("owner"));
     app.perms = Perms::NONE;
-    assert_eq!(app.update(Action::CreateChannel), vec![]);
+    assert_eq!(app.update(Intent::CreateChannel), vec![]);
     assert_eq!(app.overlay, Overlay::None);
 }
 
 #[test]
 fn prompt_swallows_keys_and_bounds_input() {
     let mut app = connected();
-    app.update(Action::CreateChannel);
+    app.update(Intent::CreateChannel);
     // Keys that mean something elsewhere do nothing while the prompt is open.
-    assert_eq!(app.update(Action::ToggleMute), vec![]);
+    assert_eq!(app.update(Intent::ToggleMute), vec![]);
     assert!(!app.muted);
     for _ in 0..100 {
-        app.update(Action::Input('é'));
+        app.update(Intent::Input('é'));
     }
     let Overlay::Prompt { input, .. } = &app.overlay else {
         panic!("prompt closed")
     };
     assert!(input.len() <= kv_proto::MAX_NAME_LEN);
-    assert_eq!(app.update(Action::Cancel), vec![]);
+    assert_eq!(app.update(Intent::Cancel), vec![]);
     assert_eq!(app.overlay, Overlay::None);
 }
 
 #[test]
 fn first_run_asks_for_a_name_and_remembered_name_is_sent() {
     let mut app = App::new("s");
-    app.update(Action::Connected {
+    app.update(Event::Connected {
         uid: 3,
         name: String::new(),
         perms: 0,
@@ -333,19 +338,19 @@ fn first_run_asks_for_a_name_and_remembered_name_is_sent() {
         }
     ));
     assert_eq!(
-        app.update(Action::Submit),
+        app.update(Intent::Submit),
         vec![],
         "empty name is not accepted"
     );
-    app.update(Action::Input('z'));
+    app.update(Intent::Input('z'));
     assert_eq!(
-        app.update(Action::Submit),
+        app.update(Intent::Submit),
         vec![Command::SetDisplayName("z".into()), Command::SaveSettings]
     );
 
     let mut app = App::new("s");
     app.display_name = "zed".into();
-    let cmds = app.update(Action::Connected {
+    let cmds = app.update(Event::Connected {
         uid: 3,
         name: String::new(),
         perms: 0,
@@ -357,9 +362,9 @@ fn first_run_asks_for_a_name_and_remembered_name_is_sent() {
 #[test]
 fn reconnect_rejoins_the_channel() {
     let mut app = connected();
-    app.update(Action::JoinSelected);
-    app.update(Action::Joined { chid: 10 });
-    app.update(Action::Reconnecting {
+    app.update(Intent::JoinSelected);
+    app.update(Event::Joined { chid: 10 });
+    app.update(Event::Reconnecting {
         attempt: 1,
         delay_ms: 500,
         reason: "refused".into(),
@@ -367,12 +372,12 @@ fn reconnect_rejoins_the_channel() {
     assert_eq!(app.joined, None);
     assert_eq!(app.rejoin, Some(10));
     assert!(matches!(app.connection, Connection::Reconnecting { .. }));
-    let cmds = app.update(Action::Connected {
+    let cmds = app.update(Event::Connected {
         uid: 7,
         name: "me".into(),
         perms: 0,
     });
-    assert!(cmds.contains(&Command::Join(10)));
+    assert!(cmds.contains(&join(&app, 10)));
     assert_eq!(app.joining, Some(10));
     assert_eq!(app.notice.as_deref(), Some("reconnected"));
 }
@@ -380,9 +385,9 @@ fn reconnect_rejoins_the_channel() {
 #[test]
 fn deleted_joined_channel_leaves() {
     let mut app = connected();
-    app.update(Action::JoinSelected);
-    app.update(Action::Joined { chid: 10 });
-    let cmds = app.update(Action::ChannelsLoaded(vec![row(20, "music", 0, 9)]));
+    app.update(Intent::JoinSelected);
+    app.update(Event::Joined { chid: 10 });
+    let cmds = app.update(Event::ChannelsLoaded(vec![row(20, "music", 0, 9)]));
     assert_eq!(cmds, vec![Command::Leave]);
     assert_eq!(app.joined, None);
 }
@@ -390,21 +395,21 @@ fn deleted_joined_channel_leaves() {
 #[test]
 fn help_overlay_opens_and_any_key_closes_but_quit_quits() {
     let mut app = connected();
-    app.update(Action::ToggleHelp);
+    app.update(Intent::ToggleHelp);
     assert_eq!(app.overlay, Overlay::Help);
-    app.update(Action::ToggleMute);
+    app.update(Intent::ToggleMute);
     assert_eq!(app.overlay, Overlay::None);
     assert!(!app.muted, "the closing key does not act");
-    app.update(Action::ToggleHelp);
-    assert_eq!(app.update(Action::Quit), vec![Command::Quit]);
+    app.update(Intent::ToggleHelp);
+    assert_eq!(app.update(Intent::Quit), vec![Command::Quit]);
     assert!(app.should_quit);
 }
 
 #[test]
 fn device_picker_lists_and_picks() {
     let mut app = connected();
-    assert_eq!(app.update(Action::OpenDevices), vec![Command::ListDevices]);
-    app.update(Action::DevicesListed {
+    assert_eq!(app.update(Intent::OpenDevices), vec![Command::ListDevices]);
+    app.update(Event::DevicesListed {
         inputs: vec!["mic A".into(), "default".into()],
         outputs: vec!["spk".into()],
     });
@@ -412,24 +417,91 @@ fn device_picker_lists_and_picks() {
         panic!("picker closed")
     };
     assert_eq!(p.inputs, vec!["default", "mic A"]);
-    app.update(Action::Down);
+    app.update(Intent::Down);
+    // Not in a channel: the choice is remembered and saved.
+    assert_eq!(app.update(Intent::Submit), vec![Command::SaveSettings]);
+    assert_eq!(app.input_device.as_deref(), Some("mic A"));
+    // In a channel: the session restarts on the new device.
+    app.update(Intent::JoinSelected);
+    app.update(Event::Joined { chid: 10 });
+    app.update(Intent::OpenDevices);
+    app.update(Intent::PickerSwitch);
+    app.output_device = Some("old".into());
+    let cmds = app.update(Intent::Submit);
+    assert_eq!(app.output_device, None, "\"default\" is the system's");
+    assert_eq!(cmds, vec![join(&app, 10), Command::SaveSettings]);
+    let Command::Join { setup, .. } = &cmds[0] else {
+        unreachable!()
+    };
+    assert_eq!(setup.input.as_deref(), Some("mic A"));
+    assert_eq!(setup.output, None);
+}
+
+#[test]
+fn members_follow_pushed_joins_and_leaves_without_polling() {
+    let mut app = connected();
+    app.volumes.insert(9, 150);
+    app.update(Intent::JoinSelected);
+    // Before the join is confirmed nothing is listed.
+    app.update(Event::PeerJoined {
+        uid: 9,
+        name: "eve".into(),
+    });
+    assert!(app.members.is_empty());
+    app.update(Event::Joined { chid: 10 });
+    app.update(Event::MembersLoaded {
+        chid: 10,
+        members: vec![(7, "me".into()), (8, "bob".into())],
+    });
+    assert_eq!(app.channels[0].members, 2);
+    let cmds = app.update(Event::PeerJoined {
+        uid: 9,
+        name: "eve".into(),
+    });
+    assert!(cmds.is_empty(), "no refresh: the event is the news");
+    assert_eq!(app.members.len(), 3);
+    assert_eq!(app.members[2].volume, 150, "remembered volume");
+    assert_eq!(app.channels[0].members, 3);
+    // A second announcement of a listed member (the join's own list) adds nobody.
+    app.update(Event::PeerJoined {
+        uid: 8,
+        name: String::new(),
+    });
+    assert_eq!(app.members.len(), 3);
     assert_eq!(
-        app.update(Action::Submit),
-        vec![
-            Command::UseDevice {
-                kind: DeviceKind::Input,
-                name: Some("mic A".into())
-            },
-            Command::SaveSettings
-        ]
+        app.members[1].name, "bob",
+        "an empty name keeps the known one"
     );
-    app.update(Action::OpenDevices);
-    app.update(Action::PickerSwitch);
+    app.member_sel = 2;
+    assert!(app.update(Event::PeerLeft(9)).is_empty());
+    assert_eq!(app.members.len(), 2);
+    assert_eq!(app.member_sel, 1);
+    assert_eq!(app.channels[0].members, 2);
+}
+
+#[test]
+fn the_join_carries_every_control_of_the_app() {
+    let mut app = connected();
+    app.update(Intent::CycleMode);
+    app.update(Intent::ToggleMute);
+    app.update(Intent::VadUp);
+    app.volumes.insert(8, 50);
+    app.input_device = Some("usb".into());
+    let cmds = app.update(Intent::JoinSelected);
+    let [Command::Join { chid: 10, setup }] = &cmds[..] else {
+        panic!("{cmds:?}")
+    };
     assert_eq!(
-        app.update(Action::Submit)[0],
-        Command::UseDevice {
-            kind: DeviceKind::Output,
-            name: None
+        *setup,
+        VoiceSetup {
+            input: Some("usb".into()),
+            output: None,
+            mode: TransmitMode::PushToTalk,
+            vad_threshold: 0.55,
+            denoise: true,
+            muted: true,
+            deafened: false,
+            gains: vec![(8, 0.5)],
         }
     );
 }
@@ -437,34 +509,34 @@ fn device_picker_lists_and_picks() {
 #[test]
 fn server_closing_the_channel_rejoins_once_it_is_listed_again() {
     let mut app = connected();
-    app.update(Action::JoinSelected);
-    app.update(Action::Joined { chid: 10 });
-    app.update(Action::Left {
+    app.update(Intent::JoinSelected);
+    app.update(Event::Joined { chid: 10 });
+    app.update(Event::Left {
         reason: "the server closed the channel".into(),
         rejoin: true,
     });
     assert_eq!(app.joined, None);
     // Listed again: join it.
-    let cmds = app.update(Action::ChannelsLoaded(vec![row(10, "lobby", 0, 7)]));
-    assert_eq!(cmds, vec![Command::Join(10)]);
+    let cmds = app.update(Event::ChannelsLoaded(vec![row(10, "lobby", 0, 7)]));
+    assert_eq!(cmds, vec![join(&app, 10)]);
     // Kicked: no rejoin.
-    app.update(Action::Joined { chid: 10 });
-    app.update(Action::Left {
+    app.update(Event::Joined { chid: 10 });
+    app.update(Event::Left {
         reason: "kicked".into(),
         rejoin: false,
     });
     assert_eq!(
-        app.update(Action::ChannelsLoaded(vec![row(10, "lobby", 0, 7)])),
+        app.update(Event::ChannelsLoaded(vec![row(10, "lobby", 0, 7)])),
         vec![]
     );
     // Closed and gone (deleted): nothing to rejoin, and it is forgotten.
-    app.update(Action::JoinSelected);
-    app.update(Action::Joined { chid: 10 });
-    app.update(Action::Left {
+    app.update(Intent::JoinSelected);
+    app.update(Event::Joined { chid: 10 });
+    app.update(Event::Left {
         reason: "closed".into(),
         rejoin: true,
     });
-    assert_eq!(app.update(Action::ChannelsLoaded(vec![])), vec![]);
+    assert_eq!(app.update(Event::ChannelsLoaded(vec![])), vec![]);
     assert_eq!(app.rejoin, None);
 }
 
@@ -472,19 +544,19 @@ fn server_closing_the_channel_rejoins_once_it_is_listed_again() {
 fn channel_named_on_the_command_line_is_joined_once_listed() {
     let mut app = App::new("s");
     app.join_name = Some("music".into());
-    app.update(Action::Connected {
+    app.update(Event::Connected {
         uid: 7,
         name: "me".into(),
         perms: 0,
     });
-    let cmds = app.update(Action::ChannelsLoaded(vec![
+    let cmds = app.update(Event::ChannelsLoaded(vec![
         row(10, "lobby", 0, 7),
         row(20, "music", 0, 9),
     ]));
-    assert_eq!(cmds, vec![Command::Join(20)]);
+    assert_eq!(cmds, vec![join(&app, 20)]);
     assert_eq!(app.selected_channel().unwrap().id, 20);
     let mut app = App::new("s");
     app.join_name = Some("nope".into());
-    app.update(Action::ChannelsLoaded(vec![row(10, "lobby", 0, 7)]));
+    app.update(Event::ChannelsLoaded(vec![row(10, "lobby", 0, 7)]));
     assert!(app.notice.as_deref().unwrap().contains("nope"));
 }

@@ -10,9 +10,9 @@
 use std::process::ExitCode;
 
 use crate::identity::IdentityStore;
+use crate::tui::backend::Identity;
 use crate::tui::config::{config_dir, Settings};
 use crate::tui::runner::{init_logging, run, JoinTarget, Options};
-use crate::tui::worker::Identity;
 use anyhow::bail;
 use anyhow::Context;
 use clap::Parser;
@@ -82,8 +82,12 @@ fn real_main() -> anyhow::Result<()> {
     let dir = config_dir()?;
     let log = init_logging(&dir).with_context(|| format!("log file in {}", dir.display()))?;
     tracing::info!(log = %log.display(), "starting");
-    let voice = crate::tui::default_voice();
 
+    #[cfg(not(feature = "embedded-server"))]
+    if args.demo {
+        bail!("--demo needs the embedded server: build kv-client with the embedded-server feature");
+    }
+    #[cfg(feature = "embedded-server")]
     if args.demo {
         let demo = crate::tui::demo::Demo::start().context("starting the demo")?;
         let opts = Options {
@@ -93,7 +97,6 @@ fn real_main() -> anyhow::Result<()> {
             config_dir: dir,
             // The demo's server lives in this process, with a new key each time.
             trust: None,
-            voice,
         };
         let result = run(opts);
         demo.stop();
@@ -126,7 +129,6 @@ fn real_main() -> anyhow::Result<()> {
         join,
         trust: Some(crate::control::KnownServers::at(&dir)),
         config_dir: dir,
-        voice,
     })?;
     Ok(())
 }

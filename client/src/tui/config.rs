@@ -1,14 +1,15 @@
 //! Settings of the terminal client, kept as TOML in the config dir: devices, transmit mode,
 //! thresholds, per-user volumes, display name and key overrides.
 //!
-//! `KV_CONFIG_DIR` overrides the directory, so tests never touch a real user's files.
+//! The directory is [`crate::config_dir::config_dir`]'s (`KV_CONFIG_DIR` overrides it, so
+//! tests never touch a real user's files).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::tui::app::{App, TransmitMode};
+use crate::tui::model::{App, TransmitMode};
 
 /// File name of the TUI's settings inside the config dir.
 pub const FILE_NAME: &str = "kv-tui.toml";
@@ -78,14 +79,9 @@ impl Default for Settings {
     }
 }
 
-/// The config dir: `KV_CONFIG_DIR`, else the platform's (`~/.config/kv` on Linux).
+/// The config dir ([`crate::config_dir::config_dir`]), or why there is none.
 pub fn config_dir() -> Result<PathBuf, ConfigError> {
-    if let Some(dir) = std::env::var_os("KV_CONFIG_DIR") {
-        return Ok(PathBuf::from(dir));
-    }
-    directories::ProjectDirs::from("", "", "kv")
-        .map(|d| d.config_dir().to_path_buf())
-        .ok_or(ConfigError::NoDir)
+    crate::config_dir::config_dir().ok_or(ConfigError::NoDir)
 }
 
 impl Settings {
@@ -120,6 +116,8 @@ impl Settings {
         app.mode = self.mode;
         app.vad_threshold = self.vad_threshold.clamp(0.0, 1.0);
         app.denoise = self.denoise;
+        app.input_device = self.input_device.clone();
+        app.output_device = self.output_device.clone();
         app.volumes = self
             .volumes
             .iter()
@@ -135,6 +133,8 @@ impl Settings {
         self.mode = app.mode;
         self.vad_threshold = app.vad_threshold;
         self.denoise = app.denoise;
+        self.input_device = app.input_device.clone();
+        self.output_device = app.output_device.clone();
         self.volumes = app
             .volumes
             .iter()
@@ -188,6 +188,7 @@ mod tests {
         app.volumes.insert(7, 80);
         app.mode = TransmitMode::Continuous;
         app.display_name = "ann".into();
+        app.output_device = Some("hdmi".into());
         let mut s = Settings::default();
         s.update_from(&app);
         let mut fresh = App::new("x");
@@ -195,5 +196,6 @@ mod tests {
         assert_eq!(fresh.volumes.get(&7), Some(&80));
         assert_eq!(fresh.mode, TransmitMode::Continuous);
         assert_eq!(fresh.display_name, "ann");
+        assert_eq!(fresh.output_device.as_deref(), Some("hdmi"));
     }
 }

@@ -1,23 +1,22 @@
-//! `kv-tui --demo`: a whole KV on loopback for a newcomer. An embedded server (the
-//! `kv-server` library, data in a temporary directory), one channel, a bot member that
+//! `kv-tui --demo`: a whole KV on loopback for a newcomer. An embedded server
+//! ([`crate::embedded_server`], data in a temporary directory), one channel, a bot member that
 //! speaks the bundled speech sample in a loop, and a user for the person at the keyboard.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kv_server::{Config, Server};
-
 use crate::control::{ControlClient, ControlError};
+use crate::embedded_server::{EmbeddedServer, EmbeddedServerError};
 use crate::identity::{keyed_user, Acting};
-use crate::session::{InputSource, SessionConfig, SessionEvent, VoiceSession};
+use crate::session::{pump, Flow, InputSource, SessionConfig, SessionEvent, VoiceSession};
 
 /// Why the demo could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     /// The embedded server failed to start.
-    #[error("embedded server: {0}")]
-    Server(String),
+    #[error("{0}")]
+    Server(#[from] EmbeddedServerError),
     /// Setting up users or the channel failed.
     #[error("demo setup: {0}")]
     Control(#[from] ControlError),
@@ -128,104 +127,13 @@ impl Drop for Demo {
     }
 }
 
-/// A `kv-server` running inside this process, on a thread with its own tokio runtime.
-#[derive(Debug)]
-pub struct EmbeddedServer {
-    addr: SocketAddr,
-    admin: u64,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl EmbeddedServer {
-    /// Starts a server listening on `listen` with its data in `data_dir`, and waits until
-    /// it accepts connections.
-    pub fn start(listen: SocketAddr, data_dir: PathBuf) -> Result<Self, DemoError> {
-        let (addr_tx, addr_rx) = std::sync::mpsc::sync_channel(1);
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut config = Config::new(listen, data_dir);
-        // Its users are made here, by the program, not by strangers: no sign-up limit.
-        config.register_rate = 0;
-        let thread = std::thread::Builder::new()
-            .name("kv-embedded-server".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = addr_tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    let server = match Server::bind(config).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            let _ = addr_tx.send(Err(e.to_string()));
-                            return;
-                        }
-                    };
-                    let _ = addr_tx.send(Ok((server.local_addr(), server.admin_uid())));
-                    let stop = async move {
-                        let _ = stop_rx.await;
-                    };
-                    if let Err(e) = server.run(stop).await {
-                        tracing::error!(error = %e, "embedded server failed");
-                    }
-                });
-            })?;
-        let (addr, admin) = addr_rx
-            .recv_timeout(Duration::from_secs(10))
-            .map_err(|_| DemoError::Server("did not start within 10 s".into()))?
-            .map_err(DemoError::Server)?;
-        tracing::info!(%addr, "embedded server started");
-        Ok(EmbeddedServer {
-            addr,
-            admin,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        })
-    }
-
-    /// The control address (the real port when 0 was asked).
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The bootstrap admin's uid.
-    pub fn admin_uid(&self) -> u64 {
-        self.admin
-    }
-
-    /// Shuts the server down gracefully and waits for it.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for EmbeddedServer {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
 /// The bundled speech sample (48 kHz mono 16-bit, see assets/README.md), built into the
 /// binary so `--demo` works from any directory.
 const SPEECH_WAV: &[u8] = include_bytes!("../../../assets/speech.wav");
 /// Times the sample repeats (with a pause) in one bot session, about a minute of talk.
 const BOT_REPEATS: usize = 8;
+/// How often the bot checks its stop flag.
+const BOT_TICK: Duration = Duration::from_millis(100);
 /// Silence between repeats, samples (2 s at 48 kHz).
 const BOT_PAUSE: usize = 96_000;
 
@@ -278,19 +186,30 @@ impl Bot {
                 let mut current = Some((first, events));
                 while let Some((session, events)) = current.take() {
                     // Talk until the input has played out or we are told to stop.
-                    loop {
-                        if stop2.load(Ordering::Relaxed) {
-                            let _ = session.leave();
-                            return;
-                        }
-                        match events.recv_timeout(Duration::from_millis(100)) {
-                            Ok(SessionEvent::InputEnded) => break,
-                            Ok(SessionEvent::Kicked | SessionEvent::Shutdown) => return,
-                            Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-                        }
-                    }
+                    let mut again = false;
+                    pump(
+                        &events,
+                        BOT_TICK,
+                        || {
+                            if stop2.load(Ordering::Relaxed) {
+                                Flow::Stop
+                            } else {
+                                Flow::Continue
+                            }
+                        },
+                        |ev| match ev {
+                            SessionEvent::InputEnded => {
+                                again = true;
+                                Flow::Stop
+                            }
+                            SessionEvent::Kicked | SessionEvent::Shutdown => Flow::Stop,
+                            _ => Flow::Continue,
+                        },
+                    );
                     let _ = session.leave();
+                    if !again || stop2.load(Ordering::Relaxed) {
+                        return;
+                    }
                     match VoiceSession::start(cfg.clone()) {
                         Ok(next) => current = Some(next),
                         Err(e) => tracing::warn!(error = %e, "demo bot could not rejoin"),

@@ -1,5 +1,5 @@
 //! The keymap: which key does what, with defaults, overrides from the config file, and the
-//! translation of crossterm key events into [`Action`]s.
+//! translation of crossterm key events into [`Intent`]s.
 //!
 //! Push-to-talk is the one key that cares about releases: where the terminal reports them
 //! (kitty keyboard protocol) it is held; elsewhere it toggles.
@@ -9,8 +9,8 @@ use std::fmt;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use crate::tui::action::Action;
-use crate::tui::app::{Overlay, PttStyle};
+use crate::tui::action::Intent;
+use crate::tui::model::{Overlay, PttStyle};
 
 /// A key with modifiers, as written in the config file (`"m"`, `"space"`, `"ctrl-c"`, `"f1"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -178,65 +178,65 @@ impl fmt::Display for Key {
 }
 
 /// Bindable actions: config name, action, help text, default keys. The order is the help's.
-const BINDINGS: &[(&str, Action, &str, &[&str])] = &[
-    ("up", Action::Up, "move up", &["up", "k"]),
-    ("down", Action::Down, "move down", &["down", "j"]),
-    ("focus", Action::FocusNext, "channels ⇄ members", &["tab"]),
+const BINDINGS: &[(&str, Intent, &str, &[&str])] = &[
+    ("up", Intent::Up, "move up", &["up", "k"]),
+    ("down", Intent::Down, "move down", &["down", "j"]),
+    ("focus", Intent::FocusNext, "channels ⇄ members", &["tab"]),
     (
         "join",
-        Action::JoinSelected,
+        Intent::JoinSelected,
         "join selected channel",
         &["enter"],
     ),
-    ("leave", Action::Leave, "leave channel", &["l"]),
-    ("create", Action::CreateChannel, "create channel", &["c"]),
-    ("rename", Action::RenameChannel, "rename channel", &["r"]),
-    ("delete", Action::DeleteChannel, "delete channel", &["x"]),
-    ("name", Action::SetName, "set display name", &["n"]),
-    ("mute", Action::ToggleMute, "mute / unmute", &["m"]),
-    ("deafen", Action::ToggleDeafen, "deafen / undeafen", &["d"]),
+    ("leave", Intent::Leave, "leave channel", &["l"]),
+    ("create", Intent::CreateChannel, "create channel", &["c"]),
+    ("rename", Intent::RenameChannel, "rename channel", &["r"]),
+    ("delete", Intent::DeleteChannel, "delete channel", &["x"]),
+    ("name", Intent::SetName, "set display name", &["n"]),
+    ("mute", Intent::ToggleMute, "mute / unmute", &["m"]),
+    ("deafen", Intent::ToggleDeafen, "deafen / undeafen", &["d"]),
     (
         "mode",
-        Action::CycleMode,
+        Intent::CycleMode,
         "transmit mode (voice/ptt/continuous)",
         &["t"],
     ),
-    ("ptt", Action::PttPress, "push-to-talk", &["space"]),
+    ("ptt", Intent::PttPress, "push-to-talk", &["space"]),
     (
         "denoise",
-        Action::ToggleDenoise,
+        Intent::ToggleDenoise,
         "noise suppression on/off",
         &["s"],
     ),
     (
         "volume-up",
-        Action::VolumeUp,
+        Intent::VolumeUp,
         "selected member louder",
         &["+", "="],
     ),
     (
         "volume-down",
-        Action::VolumeDown,
+        Intent::VolumeDown,
         "selected member quieter",
         &["-"],
     ),
-    ("vad-up", Action::VadUp, "voice threshold up", &["]"]),
-    ("vad-down", Action::VadDown, "voice threshold down", &["["]),
+    ("vad-up", Intent::VadUp, "voice threshold up", &["]"]),
+    ("vad-down", Intent::VadDown, "voice threshold down", &["["]),
     (
         "quality",
-        Action::ToggleQuality,
+        Intent::ToggleQuality,
         "link quality panel",
         &["i"],
     ),
-    ("devices", Action::OpenDevices, "audio devices", &["a"]),
-    ("help", Action::ToggleHelp, "this help", &["?", "f1"]),
-    ("quit", Action::Quit, "quit", &["q", "ctrl-c"]),
+    ("devices", Intent::OpenDevices, "audio devices", &["a"]),
+    ("help", Intent::ToggleHelp, "this help", &["?", "f1"]),
+    ("quit", Intent::Quit, "quit", &["q", "ctrl-c"]),
 ];
 
 /// Maps keys to actions for the main screen.
 #[derive(Debug, Clone)]
 pub struct KeyMap {
-    bindings: BTreeMap<Key, Action>,
+    bindings: BTreeMap<Key, Intent>,
 }
 
 impl Default for KeyMap {
@@ -301,27 +301,27 @@ impl KeyMap {
     pub fn ptt_key(&self) -> Option<Key> {
         self.bindings
             .iter()
-            .find(|(_, a)| **a == Action::PttPress)
+            .find(|(_, a)| **a == Intent::PttPress)
             .map(|(k, _)| *k)
     }
 
     /// Translates a key event into an action, given what is on screen. Releases only matter
     /// for push-to-talk in hold style; repeats of the push-to-talk key are ignored so a held
     /// key does not toggle.
-    pub fn translate(&self, ev: &KeyEvent, overlay: &Overlay, ptt: PttStyle) -> Option<Action> {
+    pub fn translate(&self, ev: &KeyEvent, overlay: &Overlay, ptt: PttStyle) -> Option<Intent> {
         match overlay {
             Overlay::Prompt { .. } => {
                 if ev.kind == KeyEventKind::Release {
                     return None;
                 }
                 if ev.modifiers.contains(KeyModifiers::CONTROL) && ev.code == KeyCode::Char('c') {
-                    return Some(Action::Cancel);
+                    return Some(Intent::Cancel);
                 }
                 return match ev.code {
-                    KeyCode::Enter => Some(Action::Submit),
-                    KeyCode::Esc => Some(Action::Cancel),
-                    KeyCode::Backspace => Some(Action::Backspace),
-                    KeyCode::Char(c) => Some(Action::Input(c)),
+                    KeyCode::Enter => Some(Intent::Submit),
+                    KeyCode::Esc => Some(Intent::Cancel),
+                    KeyCode::Backspace => Some(Intent::Backspace),
+                    KeyCode::Char(c) => Some(Intent::Input(c)),
                     _ => None,
                 };
             }
@@ -330,15 +330,15 @@ impl KeyMap {
                     return None;
                 }
                 match ev.code {
-                    KeyCode::Enter => return Some(Action::Submit),
-                    KeyCode::Esc => return Some(Action::Cancel),
+                    KeyCode::Enter => return Some(Intent::Submit),
+                    KeyCode::Esc => return Some(Intent::Cancel),
                     KeyCode::Tab | KeyCode::Left | KeyCode::Right
                         if matches!(overlay, Overlay::Devices(_)) =>
                     {
-                        return Some(Action::PickerSwitch)
+                        return Some(Intent::PickerSwitch)
                     }
                     KeyCode::Char(c) if matches!(overlay, Overlay::ConfirmDelete(_)) => {
-                        return Some(Action::Input(c))
+                        return Some(Intent::Input(c))
                     }
                     _ => {}
                 }
@@ -347,11 +347,11 @@ impl KeyMap {
         }
         let action = self.bindings.get(&Key::from_event(ev)?)?.clone();
         match (ev.kind, &action) {
-            (KeyEventKind::Release, Action::PttPress) if ptt == PttStyle::Hold => {
-                Some(Action::PttRelease)
+            (KeyEventKind::Release, Intent::PttPress) if ptt == PttStyle::Hold => {
+                Some(Intent::PttRelease)
             }
             (KeyEventKind::Release, _) => None,
-            (KeyEventKind::Repeat, Action::PttPress) => None,
+            (KeyEventKind::Repeat, Intent::PttPress) => None,
             _ => Some(action),
         }
     }
@@ -389,15 +389,15 @@ mod tests {
     fn defaults_map_keys_to_actions() {
         let km = KeyMap::default();
         let t = |e: KeyEvent| km.translate(&e, &Overlay::None, PttStyle::Toggle);
-        assert_eq!(t(press('m')), Some(Action::ToggleMute));
-        assert_eq!(t(press('?')), Some(Action::ToggleHelp));
-        assert_eq!(t(press('q')), Some(Action::Quit));
+        assert_eq!(t(press('m')), Some(Intent::ToggleMute));
+        assert_eq!(t(press('?')), Some(Intent::ToggleHelp));
+        assert_eq!(t(press('q')), Some(Intent::Quit));
         assert_eq!(
             t(ev(KeyCode::Enter, KeyEventKind::Press)),
-            Some(Action::JoinSelected)
+            Some(Intent::JoinSelected)
         );
         let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
-        assert_eq!(t(ctrl_c), Some(Action::Quit));
+        assert_eq!(t(ctrl_c), Some(Intent::Quit));
         assert_eq!(t(press('Z')), None);
     }
 
@@ -408,11 +408,11 @@ mod tests {
         let repeat = ev(KeyCode::Char(' '), KeyEventKind::Repeat);
         let up = ev(KeyCode::Char(' '), KeyEventKind::Release);
         let hold = |e| km.translate(&e, &Overlay::None, PttStyle::Hold);
-        assert_eq!(hold(down), Some(Action::PttPress));
+        assert_eq!(hold(down), Some(Intent::PttPress));
         assert_eq!(hold(repeat), None);
-        assert_eq!(hold(up), Some(Action::PttRelease));
+        assert_eq!(hold(up), Some(Intent::PttRelease));
         let toggle = |e| km.translate(&e, &Overlay::None, PttStyle::Toggle);
-        assert_eq!(toggle(down), Some(Action::PttPress));
+        assert_eq!(toggle(down), Some(Intent::PttPress));
         assert_eq!(toggle(up), None);
         // Releases of other keys never act (kitty protocol reports them for every key).
         assert_eq!(hold(ev(KeyCode::Char('m'), KeyEventKind::Release)), None);
@@ -422,19 +422,19 @@ mod tests {
     fn prompt_takes_every_character() {
         let km = KeyMap::default();
         let prompt = Overlay::Prompt {
-            kind: crate::tui::app::PromptKind::NewChannel,
+            kind: crate::tui::model::PromptKind::NewChannel,
             input: String::new(),
         };
         let t = |e| km.translate(&e, &prompt, PttStyle::Hold);
-        assert_eq!(t(press('q')), Some(Action::Input('q')));
-        assert_eq!(t(press(' ')), Some(Action::Input(' ')));
+        assert_eq!(t(press('q')), Some(Intent::Input('q')));
+        assert_eq!(t(press(' ')), Some(Intent::Input(' ')));
         assert_eq!(
             t(ev(KeyCode::Enter, KeyEventKind::Press)),
-            Some(Action::Submit)
+            Some(Intent::Submit)
         );
         assert_eq!(
             t(ev(KeyCode::Esc, KeyEventKind::Press)),
-            Some(Action::Cancel)
+            Some(Intent::Cancel)
         );
         assert_eq!(t(ev(KeyCode::Char('q'), KeyEventKind::Release)), None);
     }
@@ -449,15 +449,15 @@ mod tests {
         o.insert("ptt".to_string(), vec!["m".to_string()]);
         let km = KeyMap::with_overrides(&o).unwrap();
         let t = |e| km.translate(&e, &Overlay::None, PttStyle::Toggle);
-        assert_eq!(t(press('m')), Some(Action::PttPress));
+        assert_eq!(t(press('m')), Some(Intent::PttPress));
         assert_eq!(t(press(' ')), None);
         assert_eq!(
             t(KeyEvent::new(KeyCode::Char('m'), KeyModifiers::CONTROL)),
-            Some(Action::ToggleMute)
+            Some(Intent::ToggleMute)
         );
         assert_eq!(
             t(ev(KeyCode::F(2), KeyEventKind::Press)),
-            Some(Action::ToggleMute)
+            Some(Intent::ToggleMute)
         );
         assert_eq!(km.ptt_key(), Some(Key::char('m')));
         assert!(km

@@ -1,37 +1,39 @@
-//! `kv-tui`, the terminal client, in the shape of the ratatui templates and gitui:
+//! `kv-tui`, the terminal client, in the shape of the ratatui templates and gitui
+//! (ARCHITECTURE.md draws the whole path of a key press):
 //!
-//! - [`action`]: what can happen ([`action::Action`]) and the effects to run
-//!   ([`action::Command`]).
-//! - [`app`]: all state and the pure `update(action) -> commands`.
+//! - [`model`]: the state ([`model::App`]) and the types everything below shares; a leaf.
+//! - [`action`]: what can happen ([`action::Action`]: a key's [`action::Intent`] or a
+//!   background [`action::Event`]) and the effects to run ([`action::Command`]).
+//! - [`app`]: the pure `update(action) -> commands`.
 //! - [`keys`]: keymap (defaults, config overrides, push-to-talk hold/toggle).
 //! - [`ui`] and [`widgets`]: `draw(&App, &mut Frame)`, side-effect free.
-//! - [`config`]: TOML settings in the config dir.
+//! - [`backend`]: the one adapter to the outside (control client, voice session,
+//!   reconnects); [`session_events`] maps what a session reports to app events;
+//!   [`channel_list`] bounds what a refresh of the channel list costs.
+//! - [`inbox`]: the event loop's inbox (lossless lifecycle, newest-wins telemetry).
+//! - [`runner`]: terminal setup and the event loop; [`config`]: the settings file.
+//! - [`cli`]: the `kv-tui` command line; [`demo`]: `--demo`'s embedded server and bot.
 //!
 //! Background work (the server, the voice session, the terminal's input) reports into one
-//! event loop as actions; only the loop talks to the outside world.
+//! event loop as events; only the loop talks to the outside world.
 
 pub mod action;
 pub mod app;
+pub mod backend;
+pub mod channel_list;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "embedded-server")]
 pub mod demo;
 pub mod inbox;
 pub mod keys;
+pub mod model;
 pub mod runner;
-pub mod session_voice;
+pub mod session_events;
 pub mod ui;
-pub mod voice;
 pub mod widgets;
-pub mod worker;
 
 #[cfg(test)]
 mod app_tests;
 #[cfg(test)]
 mod ui_tests;
-
-use crate::tui::voice::VoiceBackend;
-
-/// The voice engine `kv-tui` uses: the client library's voice session on cpal devices.
-pub fn default_voice() -> Box<dyn VoiceBackend> {
-    Box::new(session_voice::SessionVoice::default())
-}

@@ -1,16 +1,16 @@
-//! The event loop: terminal setup and restore (also on panic), an input thread, the network
-//! worker, and one loop that turns every message into actions, runs `update`, carries out
-//! the commands it returns, and draws.
+//! The event loop: terminal setup and restore (also on panic), an input thread, the
+//! backend thread, and one loop that turns every message into actions, runs `update`, hands
+//! the commands it returns to the backend (saving settings itself), and draws.
 
 use std::io::{self, Stdout};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossterm::event::{
-    Event, KeyboardEnhancementFlags, PopKeyboardEnhancementFlags, PushKeyboardEnhancementFlags,
+    KeyboardEnhancementFlags, PopKeyboardEnhancementFlags, PushKeyboardEnhancementFlags,
 };
 use crossterm::terminal::{
     disable_raw_mode, enable_raw_mode, supports_keyboard_enhancement, EnterAlternateScreen,
@@ -21,25 +21,22 @@ use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 
 use crate::control::ControlClient;
-use crate::tui::action::{Action, Command};
-use crate::tui::app::{App, DeviceKind, PttStyle};
+use crate::tui::action::{Action, Command, Event};
+use crate::tui::backend::{Backend, Identity, CONTROL_TIMEOUT};
 use crate::tui::config::{ConfigError, Settings};
-use crate::tui::inbox::{inbox, ActionSink, Inbox};
+use crate::tui::inbox::{inbox, EventSink, InboxReceiver, Message};
 use crate::tui::keys::{KeyError, KeyMap};
+use crate::tui::model::{App, PttStyle};
 use crate::tui::ui;
-use crate::tui::voice::{Devices, VoiceBackend};
-use crate::tui::worker::{Identity, Worker};
 
 /// Log file name in the config dir.
 pub const LOG_FILE: &str = "kv-tui.log";
-/// Commands queued for the worker before new ones are refused with a "busy" notice.
+/// Commands queued for the backend before new ones are refused with a "busy" notice.
 const COMMAND_CAPACITY: usize = 64;
-/// Longest wait for the worker to leave the channel when quitting.
+/// Longest wait for the backend to leave the channel when quitting.
 const QUIT_GRACE: Duration = Duration::from_secs(3);
 /// Redraw at least this often (meters, reconnect countdowns) even without messages.
 const FRAME: Duration = Duration::from_millis(100);
-/// Timeout of each control request: short, so a dead server is noticed quickly.
-pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The process's original stderr while fd 2 points at the log file (-1: not redirected).
 static SAVED_STDERR: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
@@ -75,6 +72,7 @@ pub enum JoinTarget {
 }
 
 /// Everything `run` needs.
+#[derive(Debug)]
 pub struct Options {
     /// `host:port` of the server.
     pub server: String,
@@ -86,19 +84,6 @@ pub struct Options {
     pub config_dir: PathBuf,
     /// Where the server's key is pinned on first use (`None` for the demo's own server).
     pub trust: Option<crate::control::KnownServers>,
-    /// The voice engine.
-    pub voice: Box<dyn VoiceBackend>,
-}
-
-impl std::fmt::Debug for Options {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Options")
-            .field("server", &self.server)
-            .field("identity", &self.identity)
-            .field("join", &self.join)
-            .field("config_dir", &self.config_dir)
-            .finish()
-    }
 }
 
 /// Runs the terminal client until the user quits.
@@ -110,6 +95,8 @@ pub fn run(opts: Options) -> Result<(), RunError> {
         control = control.with_trust(trust);
     }
 
+    // The app owns every setting from here on; `settings` keeps only what it does not
+    // (the key overrides, the default server) for the next save.
     let mut app = App::new(opts.server.clone());
     settings.apply_to(&mut app);
     app.help = keymap.help();
@@ -121,18 +108,8 @@ pub fn run(opts: Options) -> Result<(), RunError> {
 
     let (sink, inbox_rx) = inbox();
     let (cmd_tx, cmd_rx) = std::sync::mpsc::sync_channel(COMMAND_CAPACITY);
-    let devices = Devices {
-        input: settings.input_device.clone(),
-        output: settings.output_device.clone(),
-    };
-    let worker = Worker::new(control, opts.identity, opts.voice, devices, sink.clone());
     let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<()>(1);
-    std::thread::Builder::new()
-        .name("kv-tui-net".into())
-        .spawn(move || {
-            worker.run(cmd_rx);
-            let _ = done_tx.send(());
-        })?;
+    Backend::new(control, opts.identity, sink.clone()).spawn(cmd_rx, done_tx)?;
 
     install_panic_hook();
     // C libraries (ALSA above all) print to stderr, which would scribble over the screen:
@@ -156,13 +133,13 @@ pub fn run(opts: Options) -> Result<(), RunError> {
         &cmd_tx,
     );
     stop_input.store(true, Ordering::Relaxed);
-    // Keep draining the inbox so a worker blocked on a full one can still finish.
-    std::thread::spawn(move || for _ in inbox_rx {});
-    // Let the worker leave the channel cleanly; a hung server must not hang us.
+    // Keep draining the inbox so a backend blocked on a full one can still finish.
+    inbox_rx.drain_in_background();
+    // Let the backend leave the channel cleanly; a hung server must not hang us.
     let _ = cmd_tx.try_send(Command::Quit);
     drop(cmd_tx);
     if done_rx.recv_timeout(QUIT_GRACE).is_err() {
-        tracing::warn!("worker did not finish in time");
+        tracing::warn!("backend did not finish in time");
     }
     restore_terminal();
     terminal.show_cursor()?;
@@ -176,40 +153,41 @@ fn event_loop(
     keymap: &KeyMap,
     settings: &mut Settings,
     config_dir: &std::path::Path,
-    inbox_rx: &Receiver<Inbox>,
+    inbox_rx: &InboxReceiver,
     cmd_tx: &SyncSender<Command>,
 ) -> Result<(), RunError> {
     while !app.should_quit {
         terminal.draw(|f| ui::draw(app, f))?;
-        let first = match inbox_rx.recv_timeout(FRAME) {
-            Ok(m) => m,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break,
+        // Everything queued is handled before drawing again, so bursts cost one frame.
+        let Some(batch) = inbox_rx.batch(FRAME) else {
+            break;
         };
-        // Handle everything queued before drawing again, so bursts cost one frame.
-        let mut next = Some(first);
-        let mut handled = 0;
-        while let Some(msg) = next.take() {
-            let action = match msg {
-                Inbox::Action(a) => Some(a),
-                Inbox::Term(Event::Key(ev)) => keymap.translate(&ev, &app.overlay, app.ptt_style),
-                Inbox::Term(_) => None,
-            };
-            if let Some(a) = action {
-                for cmd in app.update(a) {
-                    dispatch(cmd, app, settings, config_dir, cmd_tx);
-                }
+        for msg in batch {
+            for cmd in handle(app, keymap, msg) {
+                dispatch(cmd, app, settings, config_dir, cmd_tx);
             }
-            handled += 1;
-            if handled < 256 && !app.should_quit {
-                next = inbox_rx.try_recv().ok();
+            if app.should_quit {
+                break;
             }
         }
     }
     Ok(())
 }
 
-/// Carries out one command: settings here, everything else on the worker.
+/// One message through the keymap and `update`: the commands to carry out.
+pub fn handle(app: &mut App, keymap: &KeyMap, msg: Message) -> Vec<Command> {
+    let action = match msg {
+        Message::Event(e) => Some(Action::Event(e)),
+        Message::Term(crossterm::event::Event::Key(ev)) => keymap
+            .translate(&ev, &app.overlay, app.ptt_style)
+            .map(Action::Key),
+        Message::Term(_) => None,
+    };
+    action.map(|a| app.update(a)).unwrap_or_default()
+}
+
+/// Carries out one command: settings here (the one place they are written), everything
+/// else on the backend.
 fn dispatch(
     cmd: Command,
     app: &mut App,
@@ -226,24 +204,16 @@ fn dispatch(
             }
         }
         Command::Quit => {}
-        cmd => {
-            if let Command::UseDevice { kind, name } = &cmd {
-                match kind {
-                    DeviceKind::Input => settings.input_device = name.clone(),
-                    DeviceKind::Output => settings.output_device = name.clone(),
-                }
+        cmd => match cmd_tx.try_send(cmd) {
+            Ok(()) => {}
+            Err(TrySendError::Full(cmd)) => {
+                tracing::warn!(?cmd, "backend busy; command dropped");
+                app.update(Event::Error("busy: try again".into()));
             }
-            match cmd_tx.try_send(cmd) {
-                Ok(()) => {}
-                Err(TrySendError::Full(cmd)) => {
-                    tracing::warn!(?cmd, "worker busy; command dropped");
-                    app.update(Action::Error("busy: try again".into()));
-                }
-                Err(TrySendError::Disconnected(_)) => {
-                    app.update(Action::Error("network worker stopped".into()));
-                }
+            Err(TrySendError::Disconnected(_)) => {
+                app.update(Event::Error("network backend stopped".into()));
             }
-        }
+        },
     }
 }
 
@@ -337,7 +307,7 @@ fn install_panic_hook() {
 }
 
 /// Reads terminal events on a thread of its own, polling so it notices `stop`.
-fn spawn_input(sink: ActionSink, stop: Arc<AtomicBool>) -> io::Result<()> {
+fn spawn_input(sink: EventSink, stop: Arc<AtomicBool>) -> io::Result<()> {
     std::thread::Builder::new()
         .name("kv-tui-input".into())
         .spawn(move || {

@@ -1,10 +1,10 @@
 //! Drawing: `draw(&App, &mut Frame)` lays out the screen from state alone, with no side
 //! effects, so every screen can be snapshot-tested on a `TestBackend`.
 
-use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::layout::{Constraint, Layout};
 use ratatui::Frame;
 
-use crate::tui::app::{App, Overlay};
+use crate::tui::model::{App, Overlay};
 use crate::tui::widgets;
 
 /// Draws the whole screen.
@@ -40,15 +40,4 @@ pub fn draw(app: &App, frame: &mut Frame) {
         }
         Overlay::Devices(p) => widgets::devices::render(app, p, frame, frame.area()),
     }
-}
-
-/// A rectangle of at most `w`×`h` centred in `area`, for overlays.
-pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
-    let [v] = Layout::vertical([Constraint::Length(h.min(area.height))])
-        .flex(Flex::Center)
-        .areas(area);
-    let [r] = Layout::horizontal([Constraint::Length(w.min(area.width))])
-        .flex(Flex::Center)
-        .areas(v);
-    r
 }

@@ -6,7 +6,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, ListItem, ListState};
 use ratatui::Frame;
 
-use crate::tui::app::{channel_label, App, Focus};
+use crate::tui::model::{channel_label, App, Focus};
 use crate::tui::widgets::{border, focus_list};
 
 /// Renders the channel list into `area`.

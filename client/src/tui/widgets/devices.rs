@@ -5,8 +5,8 @@ use ratatui::style::{Modifier, Style, Stylize};
 use ratatui::widgets::{Block, Clear, List, ListState};
 use ratatui::Frame;
 
-use crate::tui::app::{App, AudioState, DeviceKind, DevicePicker};
-use crate::tui::ui::centered;
+use crate::tui::model::{App, AudioState, DeviceKind, DevicePicker};
+use crate::tui::widgets::centered;
 
 /// Renders the picker centred in `area`; the device in use is marked.
 pub fn render(app: &App, p: &DevicePicker, frame: &mut Frame, area: Rect) {

@@ -5,8 +5,8 @@ use ratatui::style::Stylize;
 use ratatui::widgets::{Block, Cell, Clear, Row, Table};
 use ratatui::Frame;
 
-use crate::tui::app::{App, PttStyle};
-use crate::tui::ui::centered;
+use crate::tui::model::{App, PttStyle};
+use crate::tui::widgets::centered;
 
 /// Renders the help window centred in `area`.
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {

@@ -6,7 +6,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, ListItem, ListState, Paragraph};
 use ratatui::Frame;
 
-use crate::tui::app::{channel_label, member_labels, App, Focus};
+use crate::tui::model::{channel_label, member_labels, App, Focus};
 use crate::tui::widgets::{border, focus_list};
 
 /// Renders the member list into `area`.

@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 use ratatui::Frame;
 
-use crate::tui::app::{App, AudioState, TransmitMode};
+use crate::tui::model::{App, AudioState, TransmitMode};
 
 /// Bottom of the level bar, dBFS: quieter than this reads as empty.
 const FLOOR_DBFS: f32 = -60.0;

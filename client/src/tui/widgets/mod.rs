@@ -1,6 +1,8 @@
-//! The pieces of the screen, one per file; each renders from [`crate::tui::app::App`] only.
-//! The two side-by-side lists (channels, members) share their focus styling here.
+//! The pieces of the screen, one per file; each renders from [`crate::tui::model`] only.
+//! What they share sits here: the focus styling of the two side-by-side lists (channels,
+//! members) and the centring of overlays.
 
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::{Modifier, Style, Stylize};
 use ratatui::widgets::{Block, List, ListItem};
 
@@ -34,4 +36,15 @@ pub fn focus_list<'a>(items: Vec<ListItem<'a>>, block: Block<'a>, focused: bool)
         .block(block)
         .highlight_symbol("▶")
         .highlight_style(highlight)
+}
+
+/// A rectangle of at most `w`×`h` centred in `area`, for overlays.
+pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let [v] = Layout::vertical([Constraint::Length(h.min(area.height))])
+        .flex(Flex::Center)
+        .areas(area);
+    let [r] = Layout::horizontal([Constraint::Length(w.min(area.width))])
+        .flex(Flex::Center)
+        .areas(v);
+    r
 }

@@ -7,8 +7,8 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Clear, Paragraph};
 use ratatui::Frame;
 
-use crate::tui::app::{channel_label, App, PromptKind};
-use crate::tui::ui::centered;
+use crate::tui::model::{channel_label, App, PromptKind};
+use crate::tui::widgets::centered;
 
 /// Renders a text prompt centred in `area`.
 pub fn render_prompt(kind: &PromptKind, input: &str, frame: &mut Frame, area: Rect) {

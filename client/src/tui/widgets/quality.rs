@@ -5,7 +5,7 @@ use ratatui::style::Stylize;
 use ratatui::widgets::{Block, Row, Table};
 use ratatui::Frame;
 
-use crate::tui::app::{member_labels, App};
+use crate::tui::model::{member_labels, App};
 
 /// Renders the quality table into `area`.
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {

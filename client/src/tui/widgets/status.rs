@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
-use crate::tui::app::{App, AudioState, Connection, PttStyle, TransmitMode};
+use crate::tui::model::{App, AudioState, Connection, PttStyle, TransmitMode};
 
 /// Renders the two status rows into `area`.
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
