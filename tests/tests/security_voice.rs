@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::SigningKey;
 use kv_client::control::ControlClient;
 use kv_proto::packet::{self, encode_regular, Datagram};
-use kv_proto::session::{Bind, Challenge, Cookie, COOKIE_LEN};
+use kv_proto::session::{Bind, Challenge, ClientKex, Cookie, COOKIE_LEN};
 use kv_proto::PACKET_SIZE;
 use kv_proto::{ControlReply as Rep, ControlRequest as Req, ErrorCode, SystemOp, SystemPacket};
 use kv_tests::kv::{KvJoin, Room, JOIN_GRACE};
@@ -237,7 +237,7 @@ fn rejoin_plus_a_forged_datagram_does_not_redirect_the_channel() {
         },
         client_kex: [9; 32],
     }
-    .encode(&mut b);
+    .encode_unproven(&mut b);
     victim.send_to(&b, udp).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     for i in 0..10u32 {
@@ -519,15 +519,19 @@ fn a_bind_storm_leaves_another_channel_on_time() {
                 for (k, (uid, sock)) in puppets.iter().enumerate() {
                     while let Ok(n) = sock.recv(&mut buf) {
                         if let Some(c) = Challenge::decode(&buf[..n]) {
+                            let kex = ClientKex::new([(k % 200) as u8 + 1; 32]);
+                            let Some(session) = kex.session_key(&c.server_kex, *uid, c.chid) else {
+                                continue;
+                            };
                             let mut b = [0u8; PACKET_SIZE];
                             Bind {
                                 uid: *uid,
                                 ackid: 2,
                                 chid: c.chid,
                                 cookie: c.cookie,
-                                client_kex: [(k % 200) as u8 + 1; 32],
+                                client_kex: kex.public(),
                             }
-                            .encode(&mut b);
+                            .encode(&session, &mut b);
                             let _ = sock.send_to(&b, storm_udp);
                         } else if matches!(packet::parse(&buf[..n]), Ok(Datagram::System(p)) if p.op == SystemOp::Ack)
                         {
@@ -558,4 +562,247 @@ fn a_bind_storm_leaves_another_channel_on_time() {
     // Floors that catch a stall (the seed: seconds) on a noisy shared 2-core machine.
     assert!(p(0.5) < 5.0, "median {:.2} ms", p(0.5));
     assert!(p(0.99) < 50.0, "p99 {:.2} ms", p(0.99));
+}
+
+/// An attacker who knows `uid` (uids are public) racing that member's BIND from its own,
+/// reachable address: a KEEPALIVE every 2 ms, and every CHALLENGE answered at once with a
+/// BIND proving the attacker's own X25519 key and, when `offer` is given (the victim's
+/// public key, as seen on the path), a BIND offering that key with a proof made with the
+/// attacker's secret and one with no proof. Runs until `stop`; returns what the attacker's
+/// socket received and the bytes it sent.
+fn race_bind(
+    attacker: &UdpSocket,
+    udp: SocketAddr,
+    uid: u64,
+    offer: Option<[u8; 32]>,
+    stop: &AtomicBool,
+) -> (Received, usize) {
+    let kex = ClientKex::new(rand::random());
+    let mut got = Received::default();
+    let mut sent = 0usize;
+    let mut send = |b: &[u8]| {
+        attacker.send_to(b, udp).unwrap();
+        sent += b.len();
+    };
+    attacker
+        .set_read_timeout(Some(Duration::from_millis(2)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let mut ackid = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        ackid += 1;
+        send(&keepalive_packet(uid, ackid));
+        while let Ok(n) = attacker.recv(&mut buf) {
+            got.bytes += n;
+            let Some(c) = Challenge::decode(&buf[..n]) else {
+                match packet::parse(&buf[..n]) {
+                    Ok(Datagram::Regular { .. }) => got.voice += 1,
+                    _ => got.other += 1,
+                }
+                continue;
+            };
+            got.challenges += 1;
+            let Some(own) = kex.session_key(&c.server_kex, uid, c.chid) else {
+                continue;
+            };
+            let mut bind = Bind {
+                uid,
+                ackid: c.ackid,
+                chid: c.chid,
+                cookie: c.cookie,
+                client_kex: kex.public(),
+            };
+            let mut b = [0u8; PACKET_SIZE];
+            bind.encode(&own, &mut b);
+            send(&b);
+            if let Some(victims) = offer {
+                bind.client_kex = victims;
+                bind.encode(&own, &mut b);
+                send(&b);
+                bind.encode_unproven(&mut b);
+                send(&b);
+            }
+        }
+    }
+    (got, sent)
+}
+
+/// The uids a CHANNEL_INFO of `chid` lists.
+fn listed(s: &ServerProcess, chid: u64) -> Vec<u64> {
+    match s.request(&Req::ChannelInfo { chid }) {
+        Rep::ChannelInfo(i) => i.members.iter().map(|m| m.0).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Issue 9, the bind race: the cookie proves an address, not a user, so between a JOIN
+/// and its BIND anyone who knows the uid could bind it from their own address and take
+/// the member's place (and the channel's audio). A JOIN_KEX names the X25519 key the BIND
+/// must offer and prove: the racer, started before the victim's JOIN and given half a
+/// second of the channel talking before the victim moves, gets no member slot and no
+/// audio byte; the victim binds and talks normally. The same race against a plain JOIN
+/// (no key named) still wins: the residual risk PROTOCOL.md names for such members, and
+/// proof that this race is a real one.
+#[test]
+fn a_bind_race_after_join_kex_gets_the_attacker_nothing() {
+    let s = ServerProcess::start_keyed(&[]);
+    let key = s.public_key();
+    let (ch, udp, talker, listener) = conversation(&s);
+    let v = s.signup();
+    let victim = UdpPeer::new(udp, v);
+    let attacker = UdpSocket::bind("127.0.0.7:0").unwrap();
+    let stop = AtomicBool::new(false);
+    let ((got, sent), heard_by_victim) = std::thread::scope(|scope| {
+        let racer = scope.spawn(|| race_bind(&attacker, udp, v, Some(victim.client_kex()), &stop));
+        std::thread::sleep(Duration::from_millis(50));
+        let port = s.ok(&Req::JoinKex {
+            uid: v,
+            juid: v,
+            chid: ch,
+            client_kex: victim.client_kex(),
+        });
+        assert_eq!(s.udp_addr(port), udp);
+        for i in 0..25u32 {
+            talker.voice(&i.to_be_bytes());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(listed(&s, ch), [talker.uid, listener.uid], "not bound");
+        // The victim binds (the racer still at it) and talks both ways.
+        victim.bind(&key);
+        listener.expect_op(SystemOp::Join, v);
+        talker.expect_op(SystemOp::Join, v);
+        let mut heard = 0;
+        for i in 100..120u32 {
+            let sent = talker.voice(&i.to_be_bytes());
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while let Some(p) = victim.recv(deadline.saturating_duration_since(Instant::now())) {
+                if p == sent {
+                    heard += 1;
+                    break;
+                }
+            }
+            let said = victim.voice(&i.to_be_bytes());
+            assert_eq!(
+                listener.expect_packet_from(v),
+                said.to_vec(),
+                "the listener hears the victim"
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        (racer.join().unwrap(), heard)
+    });
+    eprintln!(
+        "bind race on a JOIN_KEX: the racer sent {sent} B, received {} B ({} CHALLENGEs, {} \
+         voice, {} other); the victim heard {heard_by_victim} of 20 packets",
+        got.bytes, got.challenges, got.voice, got.other
+    );
+    assert!(got.challenges > 0, "the race ran: {got:?}");
+    assert_eq!(got.voice, 0, "audio reached the racer: {got:?}");
+    assert_eq!(
+        got.other, 0,
+        "an ACK or announcement reached the racer: {got:?}"
+    );
+    assert!(got.bytes <= sent, "{got:?}");
+    assert_eq!(heard_by_victim, 20);
+    // Listed once bound (the relay binds on its own: a cached answer may be a moment old).
+    let start = Instant::now();
+    while !listed(&s, ch).contains(&v) {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "bound victim not listed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(listed(&s, ch).len(), 3);
+
+    // The control experiment: the same race against a plain (signed) JOIN wins.
+    let w = s.signup();
+    let attacker = UdpSocket::bind("127.0.0.8:0").unwrap();
+    let stop = AtomicBool::new(false);
+    let (got, _) = std::thread::scope(|scope| {
+        let racer = scope.spawn(|| race_bind(&attacker, udp, w, None, &stop));
+        std::thread::sleep(Duration::from_millis(50));
+        join(&s, w, ch);
+        for i in 0..25u32 {
+            talker.voice(&i.to_be_bytes());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop.store(true, Ordering::Relaxed);
+        racer.join().unwrap()
+    });
+    eprintln!("the same race on a plain JOIN: the racer received {got:?}");
+    assert!(
+        got.voice > 0,
+        "a plain JOIN is open to the race (PROTOCOL.md): {got:?}"
+    );
+}
+
+/// The same race against the real `kv` client of a keyed user: `kv join` sends JOIN_KEX
+/// with its session's key. The victim is 150 ms away (a delaying relay on its voice path),
+/// the attacker next door on 127.0.0.9, hammering BINDs for its uid from before the JOIN
+/// on: it wins every race to the CHALLENGE and still gets nothing, and `kv` is admitted
+/// and heard as always.
+#[test]
+fn kv_join_cannot_be_raced_by_someone_who_knows_the_uid() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = ServerProcess::start_keyed(&[]);
+    let (ch, udp, _talker, listener) = conversation(&s);
+    let v = s.signup();
+    let dir = tempfile::tempdir().unwrap();
+    let identity = dir.path().join("victim.key");
+    let id = kv_proto::keyfile::Identity {
+        uid: v,
+        key: s.key_of(v).expect("keyed user"),
+    };
+    std::fs::write(&identity, id.to_text()).unwrap();
+    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let attacker = UdpSocket::bind("127.0.0.9:0").unwrap();
+    let stop = AtomicBool::new(false);
+    let input = kv_tests::kv::speech_path();
+    let far = Impairment {
+        delay_ms: 150,
+        ..Impairment::none()
+    };
+    let relay = LossyRelay::start(udp, far).unwrap();
+    let via = relay.addr().to_string();
+    let ((got, sent), joined, heard) = std::thread::scope(|scope| {
+        let racer = scope.spawn(|| race_bind(&attacker, udp, v, None, &stop));
+        std::thread::sleep(Duration::from_millis(50));
+        let kv = KvJoin::spawn_identity(
+            &s.addr.to_string(),
+            &identity,
+            ch,
+            &[
+                "--duration",
+                "4",
+                "--input",
+                input.to_str().unwrap(),
+                "--voice-addr",
+                &via,
+            ],
+        );
+        kv.wait_for("admitted", ADMIT);
+        // The listener hears the real client's voice.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut heard = 0;
+        while let Some(p) = listener.recv(deadline.saturating_duration_since(Instant::now())) {
+            if matches!(packet::parse(&p), Ok(Datagram::Regular { uid, .. }) if uid == v) {
+                heard += 1;
+            }
+        }
+        let joined = kv.finish(JOIN_GRACE);
+        stop.store(true, Ordering::Relaxed);
+        (racer.join().unwrap(), joined, heard)
+    });
+    joined.assert_ok();
+    eprintln!(
+        "bind race on kv join: the racer sent {sent} B, received {} B ({} CHALLENGEs, {} \
+         voice, {} other); the listener heard {heard} packets of kv",
+        got.bytes, got.challenges, got.voice, got.other
+    );
+    assert!(got.challenges > 0, "the race ran: {got:?}");
+    assert_eq!(got.voice, 0, "audio reached the racer: {got:?}");
+    assert_eq!(got.other, 0, "{got:?}");
+    assert!(got.bytes <= sent);
+    assert!(heard >= 50, "the listener heard {heard} packets of kv");
 }
