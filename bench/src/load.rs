@@ -24,6 +24,9 @@ use crate::sys::{self, RecvBatch};
 
 /// Receive buffer of each simulated user's socket: deep, so the generator is not the one
 /// dropping packets when its threads are briefly descheduled.
+/// What a CHALLENGE gives a BIND: the cookie, the channel and the server's X25519 key.
+type Offer = (Cookie, u64, [u8; 32]);
+
 const USER_RECV_BUFFER: usize = 1 << 20;
 
 /// One simulated user.
@@ -143,23 +146,17 @@ impl Fleet {
         /// A cookie is used for this long (the relay accepts it for 5 to 10 s).
         const COOKIE_USE: Duration = Duration::from_secs(4);
         let mut pending: Vec<usize> = (0..self.users.len()).collect();
-        let mut cookies: Vec<Option<(Cookie, u64, [u8; 32], Instant)>> =
-            vec![None; self.users.len()];
+        let mut cookies: Vec<Option<(Offer, Instant)>> = vec![None; self.users.len()];
         let mut rx = [0u8; 2048];
         let deadline = Instant::now() + Duration::from_secs(60);
         let (mut turn, mut since_drain) = (0usize, 0u32);
         while !pending.is_empty() && Instant::now() < deadline {
             let i = pending[turn % pending.len()];
             turn += 1;
-            if cookies[i].is_some_and(|(_, _, _, at)| at.elapsed() > COOKIE_USE) {
+            if cookies[i].is_some_and(|(_, at)| at.elapsed() > COOKIE_USE) {
                 cookies[i] = None;
             }
-            self.send_bind_step(
-                i,
-                true,
-                cookies[i].map(|(c, ch, kex, _)| (c, ch, kex)),
-                &mut buf,
-            );
+            self.send_bind_step(i, true, cookies[i].map(|(offer, _)| offer), &mut buf);
             std::thread::sleep(Duration::from_micros(250));
             // Every 16 sends (4 ms), read what came back.
             since_drain += 1;
@@ -172,9 +169,9 @@ impl Fleet {
                 while let Ok(n) = recv_now(&u.socket, &mut rx) {
                     if let Some(c) = Challenge::decode(&rx[..n]) {
                         if c.uid == u.uid {
-                            cookies[i] = Some((c.cookie, c.chid, c.server_kex, Instant::now()));
-                            let step = Some((c.cookie, c.chid, c.server_kex));
-                            self.send_bind_step(i, true, step, &mut buf);
+                            let offer = (c.cookie, c.chid, c.server_kex);
+                            cookies[i] = Some((offer, Instant::now()));
+                            self.send_bind_step(i, true, Some(offer), &mut buf);
                         }
                     } else if let Ok(Datagram::System(p)) = packet::parse(&rx[..n]) {
                         if p.op == SystemOp::Ack && p.ackid == i as u32 + 1 {
@@ -199,7 +196,7 @@ impl Fleet {
         &self,
         i: usize,
         ack: bool,
-        cookie: Option<(Cookie, u64, [u8; 32])>,
+        cookie: Option<Offer>,
         buf: &mut [u8; PACKET_SIZE],
     ) {
         let u = &self.users[i];

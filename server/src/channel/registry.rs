@@ -350,6 +350,21 @@ impl Registry {
             .collect()
     }
 
+    /// Tests only: keeps `chid`'s worker busy for `d` (its queue waits meanwhile).
+    #[cfg(test)]
+    pub fn stall(&self, chid: u64, d: Duration) {
+        let c = &self.channels[&chid];
+        self.workers[c.worker]
+            .command(chid, ChannelCommand::Stall(d))
+            .expect("worker running");
+    }
+
+    /// Tests only: the worker serving `chid`.
+    #[cfg(test)]
+    pub fn worker_of(&self, chid: u64) -> Option<usize> {
+        self.channels.get(&chid).map(|c| c.worker)
+    }
+
     /// Hands over the tasks that end with the relay workers, for the server to await on
     /// shutdown (the workers stop at the shutdown signal, after sending SHUTDOWN to every
     /// channel's members). The registry is empty afterwards.

@@ -61,6 +61,9 @@ pub enum ChannelCommand {
     },
     /// The channel was deleted: SHUTDOWN to members, then stop.
     Close,
+    /// Tests only: keep the worker busy this long, as a worker slow to answer would be.
+    #[cfg(test)]
+    Stall(Duration),
 }
 
 /// Capacity of a worker's command queue; control requests wait when it is full.
@@ -428,6 +431,8 @@ impl Worker {
                 drop(sink);
                 self.close(slot);
             }
+            #[cfg(test)]
+            ChannelCommand::Stall(d) => std::thread::sleep(d),
         }
     }
 

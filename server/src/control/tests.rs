@@ -618,3 +618,65 @@ fn join_kex_is_a_signed_join_of_oneself_or_by_perm_add_user() {
     // Admitted, not bound: CHANNEL_INFO lists nobody yet.
     assert_eq!(f.listed(ch, port), Vec::<u64>::new());
 }
+
+/// Issue 9 §2: no lock is held while waiting on a relay worker. One channel's worker is
+/// made slow to answer (stalled 600 ms) and a CHANNEL_INFO of that channel waits on it;
+/// meanwhile a CREATE (the registry's write side), a GET_PORT and a JOIN of a channel on
+/// the other worker are answered at once. With the registry lock held across the wait,
+/// the CREATE took the whole stall and held back every reader queued behind it.
+#[test]
+fn a_worker_slow_to_answer_holds_up_no_other_request() {
+    let mut f = fixture();
+    let (a, b) = (f.signup(), f.signup());
+    let slow = f.ok(Req::Create { uid: a });
+    let fast = f.ok(Req::Create { uid: a });
+    let port = f.ok(Req::GetPort { chid: slow });
+    let stall = Duration::from_millis(600);
+    let f = f;
+    std::thread::scope(|scope| {
+        f.control.registry().stall(slow, stall);
+        let waiting = scope.spawn(|| {
+            let t = std::time::Instant::now();
+            f.listed(slow, port);
+            t.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let timed = |req: Req| {
+            let t = std::time::Instant::now();
+            let reply = f.apply(req.clone());
+            assert!(matches!(reply, Rep::Value(_)), "{req:?} -> {reply:?}");
+            t.elapsed()
+        };
+        let create = timed(Req::Create { uid: b });
+        let get_port = timed(Req::GetPort { chid: slow });
+        let same_worker = {
+            let r = f.control.registry();
+            r.worker_of(slow) == r.worker_of(fast)
+        };
+        // One core, one worker: the other channel waits on the same worker, by design.
+        let join = (!same_worker).then(|| {
+            timed(Req::Join {
+                uid: b,
+                juid: b,
+                chid: fast,
+            })
+        });
+        let waited = waiting.join().unwrap();
+        eprintln!(
+            "worker stalled {stall:?}: CHANNEL_INFO of its channel {waited:?}; meanwhile \
+             CREATE {create:?}, GET_PORT {get_port:?}, JOIN of another channel {join:?}"
+        );
+        assert!(
+            waited >= stall - Duration::from_millis(100),
+            "the stall was real"
+        );
+        assert!(create < Duration::from_millis(200), "CREATE {create:?}");
+        assert!(
+            get_port < Duration::from_millis(50),
+            "GET_PORT {get_port:?}"
+        );
+        if let Some(join) = join {
+            assert!(join < Duration::from_millis(50), "JOIN {join:?}");
+        }
+    });
+}
