@@ -1,8 +1,9 @@
 //! What the terminal client needs from a voice engine, as two small traits, so the event
 //! loop does not depend on how audio is captured or sent.
 //!
-//! [`ControlOnlyVoice`] joins and leaves through the control port without any audio, for
-//! tests where no voice engine is wanted; the real engine is adapted in `session_voice`.
+//! [`ControlOnlyVoice`] joins and leaves through the control port without any audio (and
+//! without binding a voice address), for tests where no voice engine is wanted; the real
+//! engine is adapted in `session_voice`.
 
 use crate::control::ControlClient;
 use crate::tui::action::{Action, VoiceControl};
@@ -58,7 +59,9 @@ pub trait VoiceHandle: Send {
     fn stop(self: Box<Self>);
 }
 
-/// A backend that only joins and leaves: members see us, nobody hears anything.
+/// A backend that only joins and leaves: nobody hears anything, and since it never binds a
+/// voice address the server does not list it as a member (its admission expires within
+/// seconds, PROTOCOL.md §2). For tests of the event loop alone.
 #[derive(Debug, Default)]
 pub struct ControlOnlyVoice;
 
