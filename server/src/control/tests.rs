@@ -680,3 +680,34 @@ fn a_worker_slow_to_answer_holds_up_no_other_request() {
         }
     });
 }
+
+/// Asking a worker never waits under the registry lock, even when the worker is stalled
+/// and its command queue full: the commands that do not fit are sent by `Pending::wait`,
+/// after the lock is released, and every answer still comes.
+#[test]
+fn asking_a_stalled_worker_with_a_full_queue_never_waits_under_the_lock() {
+    use crate::channel::worker::COMMAND_QUEUE;
+    let mut f = fixture();
+    let a = f.signup();
+    let ch = f.ok(Req::Create { uid: a });
+    let stall = Duration::from_millis(300);
+    let registry = f.control.registry();
+    registry.stall(ch, stall);
+    let t = std::time::Instant::now();
+    let pending: Vec<_> = (0..COMMAND_QUEUE + 50)
+        .map(|_| registry.bound_members(ch))
+        .collect();
+    let queued = t.elapsed();
+    drop(registry);
+    assert!(
+        queued < Duration::from_millis(100),
+        "queueing took {queued:?}"
+    );
+    for p in pending {
+        assert_eq!(p.wait().unwrap(), Vec::<u64>::new());
+    }
+    assert!(
+        t.elapsed() >= stall - Duration::from_millis(50),
+        "the stall was real"
+    );
+}
