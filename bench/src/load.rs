@@ -24,6 +24,9 @@ use crate::sys::{self, RecvBatch};
 
 /// Receive buffer of each simulated user's socket: deep, so the generator is not the one
 /// dropping packets when its threads are briefly descheduled.
+/// What a CHALLENGE gives a BIND: the cookie, the channel and the server's X25519 key.
+type Offer = (Cookie, u64, [u8; 32]);
+
 const USER_RECV_BUFFER: usize = 1 << 20;
 
 /// One simulated user.
@@ -143,17 +146,17 @@ impl Fleet {
         /// A cookie is used for this long (the relay accepts it for 5 to 10 s).
         const COOKIE_USE: Duration = Duration::from_secs(4);
         let mut pending: Vec<usize> = (0..self.users.len()).collect();
-        let mut cookies: Vec<Option<(Cookie, u64, Instant)>> = vec![None; self.users.len()];
+        let mut cookies: Vec<Option<(Offer, Instant)>> = vec![None; self.users.len()];
         let mut rx = [0u8; 2048];
         let deadline = Instant::now() + Duration::from_secs(60);
         let (mut turn, mut since_drain) = (0usize, 0u32);
         while !pending.is_empty() && Instant::now() < deadline {
             let i = pending[turn % pending.len()];
             turn += 1;
-            if cookies[i].is_some_and(|(_, _, at)| at.elapsed() > COOKIE_USE) {
+            if cookies[i].is_some_and(|(_, at)| at.elapsed() > COOKIE_USE) {
                 cookies[i] = None;
             }
-            self.send_bind_step(i, true, cookies[i].map(|(c, ch, _)| (c, ch)), &mut buf);
+            self.send_bind_step(i, true, cookies[i].map(|(offer, _)| offer), &mut buf);
             std::thread::sleep(Duration::from_micros(250));
             // Every 16 sends (4 ms), read what came back.
             since_drain += 1;
@@ -166,8 +169,9 @@ impl Fleet {
                 while let Ok(n) = recv_now(&u.socket, &mut rx) {
                     if let Some(c) = Challenge::decode(&rx[..n]) {
                         if c.uid == u.uid {
-                            cookies[i] = Some((c.cookie, c.chid, Instant::now()));
-                            self.send_bind_step(i, true, Some((c.cookie, c.chid)), &mut buf);
+                            let offer = (c.cookie, c.chid, c.server_kex);
+                            cookies[i] = Some((offer, Instant::now()));
+                            self.send_bind_step(i, true, Some(offer), &mut buf);
                         }
                     } else if let Ok(Datagram::System(p)) = packet::parse(&rx[..n]) {
                         if p.op == SystemOp::Ack && p.ackid == i as u32 + 1 {
@@ -192,23 +196,27 @@ impl Fleet {
         &self,
         i: usize,
         ack: bool,
-        cookie: Option<(Cookie, u64)>,
+        cookie: Option<Offer>,
         buf: &mut [u8; PACKET_SIZE],
     ) {
         let u = &self.users[i];
         let ackid = if ack { i as u32 + 1 } else { 0 };
-        match cookie {
-            Some((cookie, chid)) => Bind {
+        // The generator never reads the session's packets beyond their header, so any
+        // fixed key of its own does; the BIND still proves it holds that key.
+        let kex = ClientKex::new(kex_secret(u.uid));
+        let session = cookie.and_then(|(_, chid, server_kex)| {
+            kex.session_key(&server_kex, u.uid, chid).map(|k| (k, chid))
+        });
+        match (cookie, session) {
+            (Some((cookie, _, _)), Some((key, chid))) => Bind {
                 uid: u.uid,
                 ackid,
                 chid,
                 cookie,
-                // The generator never reads the session's packets beyond their header, so
-                // any fixed key of its own does.
-                client_kex: ClientKex::new(kex_secret(u.uid)).public(),
+                client_kex: kex.public(),
             }
-            .encode(buf),
-            None => SystemPacket {
+            .encode(&key, buf),
+            _ => SystemPacket {
                 op: SystemOp::KeepAlive,
                 uid: u.uid,
                 ackid,

@@ -40,6 +40,8 @@ pub mod features {
     /// REGISTER_KEY, SET_KEY and SIGNED are served: users have keys and the server checks
     /// signed requests (see `signed`).
     pub const SIGNED_REQUESTS: u64 = 1 << 4;
+    /// JOIN_KEX is served: a JOIN naming the X25519 key the member's BIND must offer.
+    pub const JOIN_KEX: u64 = 1 << 5;
 }
 
 /// Command type numbers: the seed's 0–7, then our extensions.
@@ -82,6 +84,8 @@ pub enum CommandType {
     SetKey = 16,
     /// Extension: an envelope carrying another request, signed by the acting user's key.
     Signed = 17,
+    /// Extension: JOIN naming the X25519 key the member will bind its voice address with.
+    JoinKex = 18,
 }
 
 impl CommandType {
@@ -107,6 +111,7 @@ impl CommandType {
             15 => RegisterKey,
             16 => SetKey,
             17 => Signed,
+            18 => JoinKex,
             _ => return None,
         })
     }
@@ -231,6 +236,18 @@ pub enum ControlRequest {
     },
     /// SIGNED (extension): another request, signed by the acting user's key.
     Signed(Box<crate::signed::SignedRequest>),
+    /// JOIN_KEX (extension): JOIN, and only a BIND offering `client_kex` (proving it holds
+    /// its secret) binds `juid`'s voice address. Replies like JOIN (the port).
+    JoinKex {
+        /// Requesting user.
+        uid: u64,
+        /// Joining user.
+        juid: u64,
+        /// Channel.
+        chid: u64,
+        /// The X25519 public key the joining client will offer in BIND.
+        client_kex: [u8; 32],
+    },
 }
 
 impl ControlRequest {
@@ -256,6 +273,7 @@ impl ControlRequest {
             R::RegisterKey { .. } => CommandType::RegisterKey,
             R::SetKey { .. } => CommandType::SetKey,
             R::Signed(_) => CommandType::Signed,
+            R::JoinKex { .. } => CommandType::JoinKex,
         }
     }
 
@@ -277,6 +295,7 @@ impl ControlRequest {
             R::Create { uid }
             | R::Delete { uid, .. }
             | R::Join { uid, .. }
+            | R::JoinKex { uid, .. }
             | R::Leave { uid, .. }
             | R::SetUserName { uid, .. }
             | R::SetChannelName { uid, .. } => Some(*uid),
@@ -373,6 +392,17 @@ impl ControlRequest {
                 put_u64(out, *uid);
                 out.extend_from_slice(public_key);
             }
+            R::JoinKex {
+                uid,
+                juid,
+                chid,
+                client_kex,
+            } => {
+                put_u64(out, *uid);
+                put_u64(out, *juid);
+                put_u64(out, *chid);
+                out.extend_from_slice(client_kex);
+            }
             // Written whole above.
             R::Signed(_) => {}
         }
@@ -438,6 +468,12 @@ impl ControlRequest {
                 uid: r.u64()?,
                 public_key: key(&mut r)?,
             },
+            CommandType::JoinKex => R::JoinKex {
+                uid: r.u64()?,
+                juid: r.u64()?,
+                chid: r.u64()?,
+                client_kex: key(&mut r)?,
+            },
             CommandType::Signed => {
                 let (signed, used) = crate::signed::SignedRequest::decode(buf)?;
                 return Ok((R::Signed(Box::new(signed)), used));
@@ -447,7 +483,7 @@ impl ControlRequest {
     }
 }
 
-/// Reads a 32-byte public key.
+/// Reads a 32-byte public key (Ed25519 or X25519).
 fn key(r: &mut Reader<'_>) -> Result<[u8; 32], DecodeError> {
     let mut k = [0u8; 32];
     k.copy_from_slice(r.bytes(32)?);
@@ -657,6 +693,12 @@ mod tests {
                 uid,
                 public_key
             }),
+            (u, u, u, any::<[u8; 32]>()).prop_map(|(uid, juid, chid, client_kex)| R::JoinKex {
+                uid,
+                juid,
+                chid,
+                client_kex
+            }),
         ]
     }
 
@@ -683,7 +725,7 @@ mod tests {
         }
 
         #[test]
-        fn reply_decode_never_panics(ty in 0u32..16, bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        fn reply_decode_never_panics(ty in 0u32..20, bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             if let Some(cmd) = CommandType::from_u32(ty) {
                 let _ = ControlReply::decode(cmd, &bytes);
             }

@@ -6,10 +6,15 @@
 //! 2. Server → CHALLENGE to A, at most one per datagram and never larger than it: a
 //!    stateless cookie (keyed MAC over A, uid, channel, coarse time) and the server's
 //!    X25519 key, signed by the server's Ed25519 key once at start-up.
-//! 3. Client → BIND from A: the cookie and a fresh X25519 key of its own (the session nonce).
-//! 4. The server checks the cookie (so A really receives what is sent to it), binds A, and
-//!    derives the session key from X25519. Every system packet to this member from then on
-//!    carries a MAC under that key, its channel, its recipient and a sequence number.
+//! 3. Client → BIND from A: the cookie, a fresh X25519 key of its own (the session nonce)
+//!    and a proof: a MAC over the BIND under the session key, which only the holder of that
+//!    X25519 key's secret can compute.
+//! 4. The server checks the cookie (so A really receives what is sent to it), derives the
+//!    session key from X25519, checks the proof (so the sender holds the key), and binds A.
+//!    When the member's JOIN named an X25519 key (JOIN_KEX), the BIND must offer that key:
+//!    knowing the uid and owning an address is then not enough to take the member's place.
+//!    Every system packet to this member from then on carries a MAC under the session key,
+//!    its channel, its recipient and a sequence number.
 //!
 //! Why a MAC per session instead of an Ed25519 signature per packet: a signature costs tens
 //! of microseconds and a membership event goes to every member, so a burst of binds in a
@@ -30,6 +35,9 @@ use crate::packet::{self, be_u32, be_u64, Datagram, SystemOp, SystemPacket, PACK
 pub const KEX_CONTEXT: &[u8] = b"KV voice session key exchange v1";
 /// BLAKE3 key-derivation context of session keys.
 const KDF_CONTEXT: &str = "KV 2026-12-01 voice session key v1";
+/// What a BIND's proof MAC starts with, so it can never be taken for a sealed packet's MAC
+/// under the same key (those cover other bytes, but separation costs nothing).
+const BIND_PROOF_CONTEXT: &[u8] = b"KV bind proof v1";
 
 /// Bytes of the cookie's MAC.
 pub const COOKIE_LEN: usize = 16;
@@ -41,6 +49,9 @@ const COOKIE_AT: usize = 40;
 const KEX_AT: usize = COOKIE_AT + COOKIE_LEN;
 const KEX_SIG_AT: usize = KEX_AT + 32;
 const KEX_SIG_END: usize = KEX_SIG_AT + 64;
+// BIND: the proof of possession follows the client's key (where CHALLENGE has its signature).
+const PROOF_AT: usize = KEX_SIG_AT;
+const PROOF_END: usize = PROOF_AT + 32;
 
 // Session packets ("sealed"): fields after the 24-byte header.
 const MAC_AT: usize = 24;
@@ -77,7 +88,8 @@ pub struct Challenge {
     pub kex_sig: [u8; 64],
 }
 
-/// Client → server: the echoed cookie and the client's X25519 key for this session.
+/// Client → server: the echoed cookie and the client's X25519 key for this session. On the
+/// wire it also carries a proof (see [`Bind::encode`]), checked by [`SessionKey::proves_bind`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bind {
     /// The member.
@@ -148,8 +160,18 @@ impl Challenge {
 }
 
 impl Bind {
-    /// Writes the 512-byte packet.
-    pub fn encode(&self, out: &mut [u8; PACKET_SIZE]) {
+    /// Writes the 512-byte packet with its proof of possession: a MAC over the packet under
+    /// `key`, the session key the client derived from the CHALLENGE with the secret of
+    /// `client_kex`. The server accepts a BIND only with a proof that verifies.
+    pub fn encode(&self, key: &SessionKey, out: &mut [u8; PACKET_SIZE]) {
+        self.encode_unproven(out);
+        let proof = key.bind_proof(out);
+        out[PROOF_AT..PROOF_END].copy_from_slice(proof.as_bytes());
+    }
+
+    /// Writes the packet with an all-zero proof, which never verifies: for tests and tools
+    /// that forge BINDs without a session key.
+    pub fn encode_unproven(&self, out: &mut [u8; PACKET_SIZE]) {
         SystemPacket {
             op: SystemOp::Bind,
             uid: self.uid,
@@ -158,6 +180,7 @@ impl Bind {
         .encode(out);
         write_cookie(out, self.chid, &self.cookie);
         out[KEX_AT..KEX_SIG_AT].copy_from_slice(&self.client_kex);
+        out[PROOF_AT..PROOF_END].fill(0);
     }
 
     /// Reads a BIND; `None` for anything else. Never panics.
@@ -350,6 +373,25 @@ impl SessionKey {
         h.update(&buf[MAC_END..PACKET_SIZE]);
         h.finalize()
     }
+
+    /// True when the 512-byte BIND `buf` carries a valid proof under this key (constant
+    /// time): its sender holds the secret of the X25519 key it offers.
+    pub fn proves_bind(&self, buf: &[u8]) -> bool {
+        if buf.len() != PACKET_SIZE {
+            return false;
+        }
+        // blake3::Hash compares in constant time.
+        blake3::Hash::from(array::<32>(buf, PROOF_AT)) == self.bind_proof(buf)
+    }
+
+    /// The proof MAC over a BIND: every byte but the proof itself.
+    fn bind_proof(&self, buf: &[u8]) -> blake3::Hash {
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        h.update(BIND_PROOF_CONTEXT);
+        h.update(&buf[..PROOF_AT]);
+        h.update(&buf[PROOF_END..PACKET_SIZE]);
+        h.finalize()
+    }
 }
 
 /// Anti-replay window over a session's sequence numbers (as IPsec's): the highest seen and
@@ -476,10 +518,63 @@ mod tests {
             cookie: c.cookie,
             client_kex: [1; 32],
         };
-        b.encode(&mut buf);
+        b.encode_unproven(&mut buf);
         assert_eq!(Bind::decode(&buf), Some(b));
         assert_eq!(ackid_of(&buf), 8);
         assert!(buf[KEX_SIG_AT..].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn only_the_holder_of_the_client_key_can_prove_a_bind() {
+        let server = ServerKex::new(&signing(), [1u8; 32]);
+        let client = ClientKex::new([2u8; 32]);
+        let kc = client.session_key(&server.public(), 42, 9).unwrap();
+        let b = Bind {
+            uid: 42,
+            ackid: 8,
+            chid: 9,
+            cookie: Cookie {
+                slot: 3,
+                mac: [5; COOKIE_LEN],
+            },
+            client_kex: client.public(),
+        };
+        let mut buf = [0u8; PACKET_SIZE];
+        b.encode(&kc, &mut buf);
+        assert_eq!(Bind::decode(&buf), Some(b));
+        // The server derives the same key from the offered public key and accepts it.
+        let ks = server.session_key(&b.client_kex, 42, 9).unwrap();
+        assert!(ks.proves_bind(&buf));
+        // Without the proof, with another client's key or with any byte changed: refused.
+        let mut unproven = [0u8; PACKET_SIZE];
+        b.encode_unproven(&mut unproven);
+        assert!(!ks.proves_bind(&unproven));
+        let thief = ClientKex::new([3u8; 32])
+            .session_key(&server.public(), 42, 9)
+            .unwrap();
+        let mut stolen = [0u8; PACKET_SIZE];
+        b.encode(&thief, &mut stolen);
+        assert!(
+            !ks.proves_bind(&stolen),
+            "someone else's public key, own secret"
+        );
+        for at in [
+            4,
+            20,
+            CHID_AT,
+            SLOT_AT,
+            COOKIE_AT,
+            KEX_AT + 31,
+            PROOF_AT,
+            500,
+        ] {
+            let mut bad = buf;
+            bad[at] ^= 1;
+            assert!(!ks.proves_bind(&bad), "byte {at}");
+        }
+        assert!(!ks.proves_bind(&buf[..511]));
+        // A proof is not a sealed packet's MAC.
+        assert_eq!(ks.open(&buf), None);
     }
 
     #[test]

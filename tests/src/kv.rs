@@ -139,10 +139,23 @@ pub const JOIN_GRACE: Duration = Duration::from_secs(20);
 impl KvJoin {
     /// Starts `kv --server S --uid U join CHID --json ARGS…`.
     pub fn spawn(server: &str, uid: u64, chid: u64, args: &[&str]) -> Self {
+        Self::spawn_acting(server, &["--uid", &uid.to_string()], chid, args)
+    }
+
+    /// Starts `kv --server S --identity FILE join CHID --json ARGS…`: a keyed user whose
+    /// identity file (uid and secret key, [`kv_proto::keyfile`]) is `identity`.
+    pub fn spawn_identity(server: &str, identity: &Path, chid: u64, args: &[&str]) -> Self {
+        let file = identity.to_str().expect("UTF-8 path");
+        Self::spawn_acting(server, &["--identity", file], chid, args)
+    }
+
+    fn spawn_acting(server: &str, acting: &[&str], chid: u64, args: &[&str]) -> Self {
         let config = tempfile::tempdir().expect("config dir");
         let mut child = Command::new(kv_bin())
             .env("KV_CONFIG_DIR", config.path())
-            .args(["--server", server, "--uid", &uid.to_string(), "join"])
+            .args(["--server", server])
+            .args(acting)
+            .arg("join")
             .arg(chid.to_string())
             .arg("--json")
             .args(args)

@@ -49,6 +49,11 @@ impl UdpPeer {
         }
     }
 
+    /// The X25519 public key this peer's BIND offers (what a JOIN_KEX for it names).
+    pub fn client_kex(&self) -> [u8; 32] {
+        self.kex.public()
+    }
+
     /// The session key, if the handshake got that far.
     pub fn session(&self) -> Option<SessionKey> {
         self.session.lock().ok().and_then(|s| s.clone())
@@ -129,9 +134,6 @@ impl UdpPeer {
                         .kex
                         .session_key(&c.server_kex, self.uid, c.chid)
                         .expect("session key");
-                    if let Ok(mut s) = self.session.lock() {
-                        *s = Some(k);
-                    }
                     let mut buf = [0u8; PACKET_SIZE];
                     Bind {
                         uid: self.uid,
@@ -140,7 +142,10 @@ impl UdpPeer {
                         cookie: c.cookie,
                         client_kex: self.kex.public(),
                     }
-                    .encode(&mut buf);
+                    .encode(&k, &mut buf);
+                    if let Ok(mut s) = self.session.lock() {
+                        *s = Some(k);
+                    }
                     self.send_raw(&buf);
                     return true;
                 }
@@ -195,6 +200,18 @@ impl UdpPeer {
     pub fn expect_packet(&self) -> Vec<u8> {
         self.recv(RECV_TIMEOUT)
             .unwrap_or_else(|| panic!("uid {}: expected a datagram", self.uid))
+    }
+
+    /// The next regular (voice) packet sent by `uid`, skipping everything else; it must
+    /// arrive within [`RECV_TIMEOUT`].
+    pub fn expect_packet_from(&self, uid: u64) -> Vec<u8> {
+        let deadline = Instant::now() + RECV_TIMEOUT;
+        while let Some(p) = self.recv_until(deadline) {
+            if matches!(packet::parse(&p), Ok(Datagram::Regular { uid: u, .. }) if u == uid) {
+                return p;
+            }
+        }
+        panic!("uid {}: no voice packet from {uid}", self.uid);
     }
 
     /// The next datagram, which must be a system packet of this peer's session.

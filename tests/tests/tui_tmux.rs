@@ -52,11 +52,14 @@ fn join_mute_help_and_quit_in_a_real_terminal() {
         target: alice,
         name: "alice".into(),
     });
-    server.ok(&ControlRequest::Join {
+    let port = server.ok(&ControlRequest::Join {
         uid: alice,
         juid: alice,
         chid,
     });
+    // Alice binds her voice address (members are listed once bound).
+    let alice_voice = kv_tests::UdpPeer::new(server.udp_addr(port), alice);
+    alice_voice.bind(&server.public_key());
 
     let config = tempfile::tempdir().expect("config dir");
     let addr = server.addr.to_string();

@@ -332,6 +332,28 @@ impl ControlClient {
         self.port(v)
     }
 
+    /// JOIN_KEX (extension): JOIN, naming the X25519 key (`client_kex`) the joining
+    /// client will bind its voice address with; only a BIND with that key (and proof that
+    /// the client holds its secret) can then take the member's place. Returns the port.
+    pub fn join_kex(
+        &self,
+        uid: u64,
+        juid: u64,
+        chid: u64,
+        client_kex: [u8; 32],
+    ) -> Result<u16, ControlError> {
+        let req = ControlRequest::JoinKex {
+            uid,
+            juid,
+            chid,
+            client_kex,
+        };
+        let v = self
+            .value(req, Subject::Unknown)
+            .map_err(|e| self.refine_param(e, chid, juid))?;
+        self.port(v)
+    }
+
     /// LEAVE: `uid` removes `luid` from `chid`.
     pub fn leave(&self, uid: u64, luid: u64, chid: u64) -> Result<(), ControlError> {
         self.value(ControlRequest::Leave { uid, luid, chid }, Subject::Unknown)

@@ -119,9 +119,16 @@ pub struct Link {
     stats: LinkStats,
 }
 
+/// The X25519 public key of `kex_secret`: what a JOIN_KEX names for the [`Link`] that will
+/// be made with that secret.
+pub fn client_kex_public(kex_secret: [u8; 32]) -> [u8; 32] {
+    ClientKex::new(kex_secret).public()
+}
+
 impl Link {
     /// A link for `uid` in `chid`, verifying with `key` when the server signs. `ackid_seed`
-    /// and `kex_secret` must be random (the latter is this session's X25519 secret).
+    /// and `kex_secret` must be random (the latter is this session's X25519 secret, whose
+    /// public half a JOIN_KEX named: see [`client_kex_public`]).
     pub fn new(
         uid: u64,
         chid: u64,
@@ -181,8 +188,10 @@ impl Link {
             self.cookie = None;
             self.binds_sent = 0;
         }
-        match self.cookie {
-            Some(cookie) if !self.stats.admitted => {
+        match (self.cookie, &self.session) {
+            // The session key (from the CHALLENGE that brought the cookie) proves we hold
+            // the X25519 secret, which is what JOIN_KEX tied the member slot to.
+            (Some(cookie), Some(key)) if !self.stats.admitted => {
                 Bind {
                     uid: self.uid,
                     ackid,
@@ -190,7 +199,7 @@ impl Link {
                     cookie,
                     client_kex: self.kex.public(),
                 }
-                .encode(out);
+                .encode(key, out);
                 self.binds_sent += 1;
             }
             _ => SystemPacket {
@@ -389,6 +398,10 @@ mod tests {
                 (ME, CHID, [0xC0; COOKIE_LEN])
             );
             self.session = self.kex.session_key(&b.client_kex, ME, CHID);
+            assert!(
+                self.session.as_ref().unwrap().proves_bind(buf),
+                "the BIND proves the client holds its key"
+            );
             b.ackid
         }
 

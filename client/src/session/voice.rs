@@ -20,7 +20,7 @@ use super::capture::{self, CaptureInput};
 use super::error::SessionError;
 use super::events::{EventSink, SessionEvent, SessionStats};
 use super::handoff::{handoff, RxCommand};
-use super::link::Link;
+use super::link::{self, Link};
 use super::media::{InputSource, OutputSink};
 use super::playout::{self, PlayoutSink};
 use super::shared::{lock, EndReason, Shared};
@@ -98,24 +98,47 @@ fn spawn<T: Send + 'static>(
         .map_err(SessionError::Thread)
 }
 
+/// What the session needs to know of the server before joining.
+#[derive(Debug, Clone, Copy)]
+struct ServerTraits {
+    /// The key its system packets are signed with; `None` for the seed's server.
+    key: Option<VerifyingKey>,
+    /// JOIN names the X25519 key our BIND will offer (JOIN_KEX), so nobody who merely
+    /// knows our uid can take our place between JOIN and BIND.
+    join_kex: bool,
+}
+
 /// The server's signing key, when it has one: the pinned one when `control` has a trust
 /// store (a changed key or a downgrade after pinning is an error). Servers without
 /// SERVER_INFO (the seed's), never pinned, get `None`, and their system packets are taken
-/// on trust.
-fn server_key(control: &ControlClient) -> Result<Option<VerifyingKey>, SessionError> {
+/// on trust. A server that takes signed requests gets JOIN_KEX from a client that signs,
+/// whatever its feature bits say (SERVER_INFO is unauthenticated: a man in the middle
+/// clearing the bit must not turn the protection off); a key-less client uses it when the
+/// server says it serves it.
+fn server_traits(control: &ControlClient) -> Result<ServerTraits, SessionError> {
     match control.server_info() {
         Ok(info) if info.features & features::SIGNED_SYSTEM_PACKETS != 0 => {
-            VerifyingKey::from_bytes(&info.public_key)
-                .map(Some)
-                .map_err(|_| {
-                    SessionError::Control(ControlError::Protocol {
-                        addr: control.addr().into(),
-                        detail: "server's public key is invalid".into(),
-                    })
+            let key = VerifyingKey::from_bytes(&info.public_key).map_err(|_| {
+                SessionError::Control(ControlError::Protocol {
+                    addr: control.addr().into(),
+                    detail: "server's public key is invalid".into(),
                 })
+            })?;
+            let signs =
+                control.signer_uid().is_some() && info.features & features::SIGNED_REQUESTS != 0;
+            Ok(ServerTraits {
+                key: Some(key),
+                join_kex: signs || info.features & features::JOIN_KEX != 0,
+            })
         }
-        Ok(_) => Ok(None),
-        Err(e) if e.code() == Some(ErrorCode::NoImpl) => Ok(None),
+        Ok(_) => Ok(ServerTraits {
+            key: None,
+            join_kex: false,
+        }),
+        Err(e) if e.code() == Some(ErrorCode::NoImpl) => Ok(ServerTraits {
+            key: None,
+            join_kex: false,
+        }),
         Err(e) => Err(e.into()),
     }
 }
@@ -163,10 +186,25 @@ impl VoiceSession {
                 CaptureInput::Device(stream, ring)
             }
         };
-        let key = server_key(&control)?;
+        let server = server_traits(&control)?;
         let (uid, chid) = (cfg.uid, cfg.chid);
-        let port = control.join(uid, uid, chid)?;
-        let started = Self::start_joined(cfg, control.clone(), key, port, tx, rx, input, sink);
+        // This session's X25519 secret exists before the JOIN, which names its public half.
+        let kex_secret: [u8; 32] = rand::random();
+        let port = if server.join_kex {
+            control.join_kex(uid, uid, chid, link::client_kex_public(kex_secret))?
+        } else {
+            control.join(uid, uid, chid)?
+        };
+        let started = Self::start_joined(
+            cfg,
+            control.clone(),
+            server.key,
+            kex_secret,
+            port,
+            (tx, rx),
+            input,
+            sink,
+        );
         if started.is_err() {
             // Do not stay a member of a channel we cannot talk in.
             let _ = control.leave(uid, uid, chid);
@@ -179,9 +217,9 @@ impl VoiceSession {
         cfg: SessionConfig,
         control: ControlClient,
         key: Option<VerifyingKey>,
+        kex_secret: [u8; 32],
         port: u16,
-        tx: TxPipeline,
-        rx: RxPipeline,
+        (tx, rx): (TxPipeline, RxPipeline),
         input: CaptureInput,
         sink: PlayoutSink,
     ) -> Result<(Self, Receiver<SessionEvent>), SessionError> {
@@ -219,7 +257,7 @@ impl VoiceSession {
         for m in members {
             shared.member_joined(m);
         }
-        let link = Link::new(cfg.uid, cfg.chid, key, rand::random(), rand::random());
+        let link = Link::new(cfg.uid, cfg.chid, key, rand::random(), kex_secret);
         let mut session = VoiceSession {
             shared: shared.clone(),
             control,

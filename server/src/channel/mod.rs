@@ -9,5 +9,5 @@ pub mod registry;
 pub mod relay;
 pub mod worker;
 
-pub use registry::{OpenError, Registry, RelayError};
+pub use registry::{OpenError, Pending, Registry, RelayError};
 pub use relay::{Admission, ChannelRelay, JoinError, RelayConfig, RelayStats, Transmit, VoiceKeys};

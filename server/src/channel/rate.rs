@@ -51,6 +51,11 @@ impl TokenBucket {
         }
     }
 
+    /// Gives back `n` tokens taken for work that did not happen (up to `burst`).
+    pub fn refund(&mut self, n: f64, burst: f64) {
+        self.tokens = (self.tokens + n).min(burst);
+    }
+
     fn refill(&mut self, now: Instant, rate: f64, burst: f64) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;

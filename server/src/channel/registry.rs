@@ -1,7 +1,9 @@
 //! The channels that are open: their sockets' ports and which relay worker serves each.
 //!
-//! The control plane calls this from blocking threads (`spawn_blocking`), where it may wait
-//! for a relay worker's answer; it must not be called from async code (except `open`).
+//! The control plane calls this from blocking threads (`spawn_blocking`). Asking a relay
+//! worker something is two steps: [`Registry`] queues the command (under the control
+//! plane's registry lock, never waiting) and returns a [`Pending`] answer, which is waited
+//! for after the lock is released. `Pending::wait` must not be called from async code.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -14,7 +16,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::relay::{Admission, ChannelRelay, JoinError, RelayConfig, VoiceKeys};
-use super::worker::{ChannelCommand, WorkerHandle};
+use super::worker::{ChannelCommand, CommandSender, Queued, WorkerHandle};
 use crate::shutdown::Shutdown;
 
 /// A running channel.
@@ -57,6 +59,39 @@ pub enum RelayError {
     /// The relay refused the join.
     #[error(transparent)]
     Join(#[from] JoinError),
+}
+
+/// A command queued for a relay worker ([`Registry`]'s `ask`), whose answer is still to come.
+/// Wait for it with [`Pending::wait`] *after* releasing the registry lock.
+#[derive(Debug)]
+#[must_use = "the command's answer (or its deferred send) is in here"]
+pub struct Pending<T>(Result<Queries<T>, RelayError>);
+
+#[derive(Debug)]
+struct Queries<T> {
+    chid: u64,
+    /// The command, when the worker's queue was full: sent by `wait`, which may block.
+    deferred: Option<(ChannelCommand, CommandSender)>,
+    reply: oneshot::Receiver<T>,
+}
+
+impl<T> Pending<T> {
+    /// Sends the command if its worker's queue was full, then waits for the answer. Must
+    /// not be called from async code, nor with the registry lock held.
+    pub fn wait(self) -> Result<T, RelayError> {
+        let q = self.0?;
+        if let Some((cmd, sender)) = q.deferred {
+            sender.send(q.chid, cmd).map_err(|_| RelayError::Gone)?;
+        }
+        q.reply.blocking_recv().map_err(|_| RelayError::Gone)
+    }
+}
+
+impl Pending<Result<(), JoinError>> {
+    /// [`Pending::wait`] for a JOIN: a refusal by the relay is an error too.
+    pub fn joined(self) -> Result<(), RelayError> {
+        Ok(self.wait()??)
+    }
 }
 
 /// Open channels by id.
@@ -217,27 +252,43 @@ impl Registry {
         }
     }
 
+    /// Queues a command for `chid`'s worker and returns the answer to wait for. Called
+    /// under the registry lock, it never waits: the command goes into the worker's queue
+    /// (or, when that is full, is kept to be sent by [`Pending::wait`]), and the caller
+    /// releases the lock before waiting. A busy worker then holds up only the requests for
+    /// its own channels, never the registry (issue 9 §2).
     fn ask<T>(
         &self,
         chid: u64,
         make: impl FnOnce(oneshot::Sender<T>) -> ChannelCommand,
-    ) -> Result<T, RelayError> {
-        let c = self.channels.get(&chid).ok_or(RelayError::NotOpen)?;
-        let w = self.workers.get(c.worker).ok_or(RelayError::Gone)?;
-        let (tx, rx) = oneshot::channel();
-        w.command(chid, make(tx)).map_err(|_| RelayError::Gone)?;
-        rx.blocking_recv().map_err(|_| RelayError::Gone)
+    ) -> Pending<T> {
+        let queued = || {
+            let c = self.channels.get(&chid).ok_or(RelayError::NotOpen)?;
+            let w = self.workers.get(c.worker).ok_or(RelayError::Gone)?;
+            let (tx, rx) = oneshot::channel();
+            let deferred = match w.try_command(chid, make(tx)) {
+                Ok(Queued::Sent) => None,
+                Ok(Queued::Full(cmd, sender)) => Some((cmd, sender)),
+                Err(_) => return Err(RelayError::Gone),
+            };
+            Ok(Queries {
+                chid,
+                deferred,
+                reply: rx,
+            })
+        };
+        Pending(queued())
     }
 
     /// Admits `uid` to `chid`; it binds its address with the cookie handshake.
-    pub fn join(&self, chid: u64, uid: u64) -> Result<(), RelayError> {
+    pub fn join(&self, chid: u64, uid: u64) -> Pending<Result<(), JoinError>> {
         self.join_with(chid, uid, Admission::default())
     }
 
     /// Admits `uid` to `chid` and also allows the seed's binding without a cookie (for the
     /// seed's clients, which cannot answer a CHALLENGE). Meant only for key-less users on a
-    /// server whose operator opted in (PROTOCOL.md, "Seed clients"); nothing calls it yet.
-    pub fn join_legacy(&self, chid: u64, uid: u64) -> Result<(), RelayError> {
+    /// server whose operator opted in (PROTOCOL.md, "Seed clients").
+    pub fn join_legacy(&self, chid: u64, uid: u64) -> Pending<Result<(), JoinError>> {
         self.join_with(
             chid,
             uid,
@@ -248,18 +299,23 @@ impl Registry {
         )
     }
 
-    /// Admits `uid` to `chid` as `admission` says: e.g. with the X25519 key its signed JOIN
+    /// Admits `uid` to `chid` as `admission` says: e.g. with the X25519 key its JOIN_KEX
     /// named, so that only that client can bind.
-    pub fn join_with(&self, chid: u64, uid: u64, admission: Admission) -> Result<(), RelayError> {
-        Ok(self.ask(chid, |reply| ChannelCommand::Join {
+    pub fn join_with(
+        &self,
+        chid: u64,
+        uid: u64,
+        admission: Admission,
+    ) -> Pending<Result<(), JoinError>> {
+        self.ask(chid, |reply| ChannelCommand::Join {
             uid,
             admission,
             reply,
-        })??)
+        })
     }
 
-    /// Removes `uid` from `chid`; false when it was not a member.
-    pub fn leave(&self, chid: u64, uid: u64, notify_leaver: bool) -> Result<bool, RelayError> {
+    /// Removes `uid` from `chid`; the answer is false when it was not a member.
+    pub fn leave(&self, chid: u64, uid: u64, notify_leaver: bool) -> Pending<bool> {
         self.ask(chid, |reply| ChannelCommand::Leave {
             uid,
             notify_leaver,
@@ -268,7 +324,7 @@ impl Registry {
     }
 
     /// Members of `chid` in join order, bound or not yet.
-    pub fn members(&self, chid: u64) -> Result<Vec<u64>, RelayError> {
+    pub fn members(&self, chid: u64) -> Pending<Vec<u64>> {
         self.ask(chid, |reply| ChannelCommand::Members {
             bound_only: false,
             reply,
@@ -278,18 +334,35 @@ impl Registry {
     /// Members of `chid` with a proven address, in join order. What a listing shown to
     /// users should use: an admitted member that never binds expires silently (nobody is
     /// sent LEAVE for it), so listing it would leave a ghost in clients' member lists.
-    pub fn bound_members(&self, chid: u64) -> Result<Vec<u64>, RelayError> {
+    pub fn bound_members(&self, chid: u64) -> Pending<Vec<u64>> {
         self.ask(chid, |reply| ChannelCommand::Members {
             bound_only: true,
             reply,
         })
     }
 
-    /// Removes `uid` from every channel (it was unregistered), telling it with LEAVE.
-    pub fn remove_everywhere(&self, uid: u64) {
-        for &chid in self.channels.keys() {
-            let _ = self.leave(chid, uid, true);
-        }
+    /// Removes `uid` from every channel (it was unregistered), telling it with KICK. The
+    /// answers are the caller's to wait for, after releasing the registry.
+    pub fn remove_everywhere(&self, uid: u64) -> Vec<Pending<bool>> {
+        self.channels
+            .keys()
+            .map(|&chid| self.leave(chid, uid, true))
+            .collect()
+    }
+
+    /// Tests only: keeps `chid`'s worker busy for `d` (its queue waits meanwhile).
+    #[cfg(test)]
+    pub fn stall(&self, chid: u64, d: Duration) {
+        let c = &self.channels[&chid];
+        self.workers[c.worker]
+            .command(chid, ChannelCommand::Stall(d))
+            .expect("worker running");
+    }
+
+    /// Tests only: the worker serving `chid`.
+    #[cfg(test)]
+    pub fn worker_of(&self, chid: u64) -> Option<usize> {
+        self.channels.get(&chid).map(|c| c.worker)
     }
 
     /// Hands over the tasks that end with the relay workers, for the server to await on

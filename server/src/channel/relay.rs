@@ -11,8 +11,10 @@
 //! - JOIN over TCP *admits* a uid. An address is *bound* to it only after return
 //!   routability: a KEEPALIVE from an unbound address gets one CHALLENGE (same size, per-IP
 //!   budget) carrying a stateless cookie; a BIND echoing a valid, fresh cookie from that same
-//!   address binds it and starts a session (X25519, [`kv_proto::session`]). Nothing else is
-//!   ever sent to an address that has not proven it receives.
+//!   address, with a proof that its sender holds the X25519 key it offers, binds it and
+//!   starts a session (X25519, [`kv_proto::session`]). When the member's JOIN_KEX named a
+//!   key, only a BIND offering that key binds: the cookie proves an address, the key proves
+//!   the user. Nothing else is ever sent to an address that has not proven it receives.
 //! - At most one member per address. A bound member keeps its address until it leaves; a
 //!   re-JOIN lets it move to a new address for a few seconds, again only with a cookie.
 //! - Admitted members that never bind expire after [`BIND_WINDOW`] (or the peer timeout,
@@ -143,8 +145,10 @@ pub struct RelayStats {
     pub bad_cookie: u64,
     /// Binds refused because another member holds the address.
     pub address_taken: u64,
-    /// BINDs offering another X25519 key than the member's JOIN named.
+    /// BINDs offering another X25519 key than the member's JOIN_KEX named.
     pub wrong_kex: u64,
+    /// BINDs whose proof did not verify: the sender does not hold the key it offers.
+    pub bad_proof: u64,
     /// Binds (or timeouts) deferred because the announcement budget was spent.
     pub announce_limited: u64,
     /// Addresses bound (sessions started, plus legacy binds).
@@ -555,7 +559,7 @@ impl ChannelRelay {
             && self.members[i]
                 .session
                 .as_ref()
-                .is_some_and(|s| s.client_kex == b.client_kex);
+                .is_some_and(|s| s.client_kex == b.client_kex && s.key.proves_bind(buf));
         if same_session {
             // A retransmission (its ACK was lost): answer it again, nothing else.
             if self.take_rate(now, i) && b.ackid != 0 {
@@ -584,13 +588,23 @@ impl ChannelRelay {
             return;
         }
         // The X25519 and the announcements are paid before any of it is done.
-        if !self.pay_announcements(now, self.bind_cost()) {
+        let cost = self.bind_cost();
+        if !self.pay_announcements(now, cost) {
             return;
         }
         let Some(key) = self.keys.kex.session_key(&b.client_kex, b.uid, self.chid) else {
             self.stats.bad_cookie += 1;
             return;
         };
+        // Proof of possession: without it, anyone who saw the key a JOIN_KEX named (it is
+        // public) could offer it from their own address and receive the channel's audio.
+        if !key.proves_bind(buf) {
+            self.stats.bad_proof += 1;
+            // Only the X25519 was done: announcements not sent are given back, so forged
+            // proofs cannot spend the budget legitimate binds need.
+            self.announce.refund(cost - 1.0, ANNOUNCE_BURST);
+            return;
+        }
         self.set_addr(i, src);
         let m = &mut self.members[i];
         m.session = Some(Session {
@@ -869,7 +883,7 @@ mod tests {
                 cookie: c.cookie,
                 client_kex: self.kex.public(),
             }
-            .encode(&mut b);
+            .encode(self.key.as_ref().expect("a session key"), &mut b);
             let mut out = Vec::new();
             r.handle_datagram(now, self.addr, &b, &mut out);
             out
@@ -961,7 +975,7 @@ mod tests {
             cookie: c.cookie,
             client_kex: [7; 32],
         }
-        .encode(&mut b);
+        .encode_unproven(&mut b);
         out.clear();
         r.handle_datagram(t, addr(5555), &b, &mut out);
         assert!(out.is_empty());
@@ -987,7 +1001,7 @@ mod tests {
             cookie: ch.cookie,
             client_kex: c.kex.public(),
         }
-        .encode(&mut b);
+        .encode(c.key.as_ref().unwrap(), &mut b);
         out.clear();
         // Within the bind window but past two cookie slots: refused.
         r.join(t + 2 * COOKIE_SLOT, 1, plain()).unwrap();
@@ -1323,6 +1337,31 @@ mod tests {
         let out = thief.bind(&mut r, t, 1);
         assert!(out.is_empty());
         assert_eq!(r.stats().wrong_kex, 1);
+        assert_eq!(r.bound_addr(1), None);
+        // Offering the owner's key (it is public) without its secret: no proof, no bind.
+        let mut out = Vec::new();
+        r.handle_datagram(t, thief.addr, &keepalive(1, 3), &mut out);
+        let c = Challenge::decode(&out[0].1).unwrap();
+        let bind = Bind {
+            uid: 1,
+            ackid: 3,
+            chid: CHID,
+            cookie: c.cookie,
+            client_kex: owner.kex.public(),
+        };
+        let thief_key = thief.kex.session_key(&c.server_kex, 1, CHID).unwrap();
+        for forged in [0, 1] {
+            let mut b = [0u8; PACKET_SIZE];
+            if forged == 0 {
+                bind.encode_unproven(&mut b);
+            } else {
+                bind.encode(&thief_key, &mut b);
+            }
+            out.clear();
+            r.handle_datagram(t, thief.addr, &b, &mut out);
+            assert!(out.is_empty());
+        }
+        assert_eq!(r.stats().bad_proof, 2);
         assert_eq!(r.bound_addr(1), None);
         let mut owner = owner;
         let out = owner.bind(&mut r, t, 2);

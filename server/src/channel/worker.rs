@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,9 @@ pub enum ChannelCommand {
     },
     /// The channel was deleted: SHUTDOWN to members, then stop.
     Close,
+    /// Tests only: keep the worker busy this long, as a worker slow to answer would be.
+    #[cfg(test)]
+    Stall(Duration),
 }
 
 /// Capacity of a worker's command queue; control requests wait when it is full.
@@ -126,6 +129,34 @@ pub struct WorkerHandle {
     waker: Arc<Waker>,
     /// Channels placed on this worker (kept by the registry, to spread new ones).
     pub channels: usize,
+}
+
+/// A clone of a worker's command queue: lets a command whose queue was full be sent later,
+/// by a caller that no longer holds the registry (see [`WorkerHandle::try_command`]).
+#[derive(Debug, Clone)]
+pub struct CommandSender {
+    commands: SyncSender<WorkerCommand>,
+    waker: Arc<Waker>,
+}
+
+impl CommandSender {
+    /// Passes `cmd` to channel `chid`, waiting while the queue is full.
+    pub fn send(&self, chid: u64, cmd: ChannelCommand) -> Result<(), WorkerGone> {
+        self.commands
+            .send(WorkerCommand::Channel { chid, cmd })
+            .map_err(|_| WorkerGone)?;
+        self.waker.wake();
+        Ok(())
+    }
+}
+
+/// What [`WorkerHandle::try_command`] did.
+#[derive(Debug)]
+pub enum Queued {
+    /// The command is in the worker's queue.
+    Sent,
+    /// The queue was full: here is the command back, and a sender to wait on.
+    Full(ChannelCommand, CommandSender),
 }
 
 /// The worker is gone (server stopping, or it failed).
@@ -207,6 +238,26 @@ impl WorkerHandle {
     /// Passes `cmd` to channel `chid` on this worker.
     pub fn command(&self, chid: u64, cmd: ChannelCommand) -> Result<(), WorkerGone> {
         self.send(WorkerCommand::Channel { chid, cmd })
+    }
+
+    /// Passes `cmd` to channel `chid` without ever waiting: when the queue is full, the
+    /// command comes back with a sender the caller can wait on once it has let go of
+    /// whatever lock it holds.
+    pub fn try_command(&self, chid: u64, cmd: ChannelCommand) -> Result<Queued, WorkerGone> {
+        match self.commands.try_send(WorkerCommand::Channel { chid, cmd }) {
+            Ok(()) => {
+                self.waker.wake();
+                Ok(Queued::Sent)
+            }
+            Err(TrySendError::Full(WorkerCommand::Channel { cmd, .. })) => Ok(Queued::Full(
+                cmd,
+                CommandSender {
+                    commands: self.commands.clone(),
+                    waker: self.waker.clone(),
+                },
+            )),
+            Err(_) => Err(WorkerGone),
+        }
     }
 }
 
@@ -380,6 +431,8 @@ impl Worker {
                 drop(sink);
                 self.close(slot);
             }
+            #[cfg(test)]
+            ChannelCommand::Stall(d) => std::thread::sleep(d),
         }
     }
 

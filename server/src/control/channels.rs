@@ -8,7 +8,7 @@ use std::sync::Arc;
 use kv_proto::{ChannelInfo, ControlReply, ErrorCode, Perms};
 
 use super::{allow, db, CmdResult, Control, Origin};
-use crate::channel::RelayError;
+use crate::channel::{Admission, RelayError};
 use crate::ids::{random_id, MAX_ID_ATTEMPTS};
 use crate::store::{ChannelRecord, Store};
 
@@ -94,24 +94,35 @@ impl<S: Store> Control<S> {
         Ok(ControlReply::Value(chid))
     }
 
-    /// JOIN: oneself, or anyone with perm_add_user. Replies with the channel's port. A
-    /// key-less user on a server with `--allow-unsigned` (the seed's client) is admitted as
-    /// *legacy*, bound the seed's way (PROTOCOL.md §2, "Seed clients"); everyone else binds
-    /// with the cookie handshake.
-    pub(super) fn join(&self, uid: u64, juid: u64, chid: u64) -> CmdResult {
+    /// JOIN and JOIN_KEX: oneself, or anyone with perm_add_user. Replies with the channel's
+    /// port. With JOIN_KEX (`client_kex`), only a BIND offering that X25519 key, with a
+    /// proof that its sender holds the secret, binds the member: knowing the uid is not
+    /// enough to race the member's own BIND. A plain JOIN of a key-less user on a server
+    /// with `--allow-unsigned` (the seed's client) is admitted as *legacy*, bound the seed's
+    /// way (PROTOCOL.md §2, "Seed clients"); any other plain JOIN binds with the cookie
+    /// handshake and any key (PROTOCOL.md, "Residual risks").
+    pub(super) fn join(
+        &self,
+        uid: u64,
+        juid: u64,
+        chid: u64,
+        client_kex: Option<[u8; 32]>,
+    ) -> CmdResult {
         let user = self.existing_user(uid)?;
         let joiner = self.existing_user(juid)?;
         self.existing_channel(chid)?;
         allow(uid == juid || Perms(user.perms).contains(Perms::ADD_USER))?;
-        let legacy = self.policy.allow_unsigned && joiner.key.is_none();
-        let registry = self.registry();
-        let port = registry.port(chid).ok_or(ErrorCode::Serv)?;
-        if legacy {
-            registry.join_legacy(chid, juid)
-        } else {
-            registry.join(chid, juid)
-        }
-        .map_err(relay_err)?;
+        let admission = Admission {
+            legacy: client_kex.is_none() && self.policy.allow_unsigned && joiner.key.is_none(),
+            client_kex,
+        };
+        // The lock is released before the worker's answer is awaited (see `Registry::ask`).
+        let (port, pending) = {
+            let registry = self.registry();
+            let port = registry.port(chid).ok_or(ErrorCode::Serv)?;
+            (port, registry.join_with(chid, juid, admission))
+        };
+        pending.joined().map_err(relay_err)?;
         Ok(ControlReply::Value(u64::from(port)))
     }
 
@@ -122,7 +133,9 @@ impl<S: Store> Control<S> {
         self.existing_user(luid)?;
         self.existing_channel(chid)?;
         allow(uid == luid || Perms(user.perms).contains(Perms::KICK_USER))?;
-        match self.registry().leave(chid, luid, uid != luid) {
+        // Sent under the registry lock, awaited after it is released.
+        let pending = self.registry().leave(chid, luid, uid != luid);
+        match pending.wait() {
             Ok(true) => Ok(ControlReply::Value(1)),
             Ok(false) => Err(ErrorCode::Param),
             Err(e) => Err(relay_err(e)),
@@ -156,7 +169,7 @@ impl<S: Store> Control<S> {
         Ok(ControlReply::Value(1))
     }
 
-    /// CHANNEL_INFO: name, owner, port and members with their names; anyone. Served from
+    /// CHANNEL_INFO: name, owner, port and bound members with their names; anyone. Served from
     /// [`super::info_cache`] when a fresh answer is there.
     pub(super) fn channel_info(&self, chid: u64, origin: &Origin) -> CmdResult {
         let generation = self.generation();
@@ -164,11 +177,14 @@ impl<S: Store> Control<S> {
             return Ok(ControlReply::ChannelInfo((*info).clone()));
         }
         let ch = self.existing_channel(chid)?;
-        let (port, uids) = {
+        // Only members with a proven address: one admitted by a JOIN that never binds
+        // expires silently, so listing it would leave a ghost in clients' member lists.
+        let (port, pending) = {
             let registry = self.registry();
             let port = registry.port(chid).ok_or(ErrorCode::Serv)?;
-            (port, registry.members(chid).map_err(relay_err)?)
+            (port, registry.bound_members(chid))
         };
+        let uids = pending.wait().map_err(relay_err)?;
         let names = db(self.store().user_names(&uids))?;
         let info = ChannelInfo {
             name: ch.name,

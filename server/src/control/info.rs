@@ -11,7 +11,8 @@ pub const FEATURES: u64 = features::NAMES
     | features::CHANNEL_INFO
     | features::SIGNED_SYSTEM_PACKETS
     | features::USER_INFO
-    | features::SIGNED_REQUESTS;
+    | features::SIGNED_REQUESTS
+    | features::JOIN_KEX;
 
 impl<S: Store> Control<S> {
     /// Protocol version, feature bits and the key that signs system packets. Needs no

@@ -2,7 +2,7 @@
 //! server's state ([`Control`]), with the seed's permission rules and signed requests.
 //!
 //! Commands are grouped by what they act on: [`users`] (REGISTER, REGISTER_KEY, SET_KEY,
-//! UNREGISTER, names, USER_INFO), [`channels`] (CREATE, DELETE, JOIN, LEAVE, GET_PORT,
+//! UNREGISTER, names, USER_INFO), [`channels`] (CREATE, DELETE, JOIN, JOIN_KEX, LEAVE, GET_PORT,
 //! GET_CHANNELS, names, CHANNEL_INFO) and [`info`] (SERVER_INFO). [`auth`] decides who a
 //! request acts as (a SIGNED envelope's verified signer, or an unsigned request for a
 //! key-less user with `--allow-unsigned`), with [`replay`] remembering accepted nonces.
@@ -12,10 +12,12 @@
 //!
 //! Locking: requests run on blocking threads, concurrently. The store is behind one mutex
 //! held only for database calls (never while waiting on anything else); the registry of
-//! open channels is behind a read-write lock whose *read* side is what JOIN, LEAVE and
-//! CHANNEL_INFO hold while a relay worker answers, so a busy worker never stops requests
-//! that do not need it (issue 9 §2: CHANNEL_INFO used to wait on a worker while holding
-//! the only lock). The write side (CREATE, DELETE, UNREGISTER's channel closing) is never
+//! open channels is behind a read-write lock whose *read* side JOIN, LEAVE, CHANNEL_INFO
+//! and UNREGISTER hold only to queue a command for a relay worker: they wait for the
+//! worker's answer ([`crate::channel::Pending`]) after releasing it, so a busy worker
+//! holds up nothing but requests for its own channels (issue 9 §2: CHANNEL_INFO used to
+//! wait on a worker while holding the only lock). No lock is ever held while waiting on a
+//! worker. The write side (CREATE, DELETE, UNREGISTER's channel closing) is never
 //! taken while the store lock is held, and is taken politely ([`write_politely`]) so a
 //! waiting writer does not hold back readers. Multi-step commands re-check what they depend on
 //! when they take a lock again, so a concurrent DELETE or UNREGISTER never leaves a
@@ -168,7 +170,13 @@ impl<S: Store> Control<S> {
         match req {
             R::Create { uid } => self.create(uid),
             R::Delete { uid, chid } => self.delete(uid, chid),
-            R::Join { uid, juid, chid } => self.join(uid, juid, chid),
+            R::Join { uid, juid, chid } => self.join(uid, juid, chid, None),
+            R::JoinKex {
+                uid,
+                juid,
+                chid,
+                client_kex,
+            } => self.join(uid, juid, chid, Some(client_kex)),
             R::Leave { uid, luid, chid } => self.leave(uid, luid, chid),
             R::Register { auid, perm } => self.register(auid, perm, None, origin),
             R::RegisterKey {

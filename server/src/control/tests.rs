@@ -70,6 +70,16 @@ impl Fixture {
     fn apply(&self, req: Req) -> Rep {
         self.control.apply(req, &origin())
     }
+    /// The members CHANNEL_INFO lists for `chid`, checking the rest of the answer.
+    fn listed(&self, chid: u64, port: u64) -> Vec<u64> {
+        match self.apply(Req::ChannelInfo { chid }) {
+            Rep::ChannelInfo(info) => {
+                assert_eq!(info.port, port);
+                info.members.iter().map(|m| m.0).collect()
+            }
+            other => panic!("{other:?}"),
+        }
+    }
     fn ok(&mut self, req: Req) -> u64 {
         match self.apply(req.clone()) {
             Rep::Value(v) => v,
@@ -229,14 +239,31 @@ fn channel_lifecycle_and_rules() {
         }),
         E::Serv
     );
-    match f.apply(Req::ChannelInfo { chid: ch }) {
-        Rep::ChannelInfo(info) => {
-            assert_eq!(info.owner, owner);
-            assert_eq!(info.port, port);
-            let uids: Vec<u64> = info.members.iter().map(|m| m.0).collect();
-            assert_eq!(uids, [owner, other]);
+    // CHANNEL_INFO lists bound members only: none yet, both are merely admitted.
+    assert_eq!(f.listed(ch, port), Vec::<u64>::new());
+    // The owner binds (key-less with --allow-unsigned: the seed's way, two datagrams from
+    // one address); the listing shows it, and still not the admitted-but-unbound other.
+    let voice = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut hello = [0u8; kv_proto::PACKET_SIZE];
+    for ackid in [1, 2] {
+        kv_proto::SystemPacket {
+            op: kv_proto::SystemOp::KeepAlive,
+            uid: owner,
+            ackid,
         }
-        other => panic!("{other:?}"),
+        .encode(&mut hello);
+        voice.send_to(&hello, ("127.0.0.1", port as u16)).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let start = std::time::Instant::now();
+    while f.listed(ch, port) != [owner] {
+        // Binding is the relay's own doing: a cached answer may be up to its TTL old.
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            f.listed(ch, port)
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
     // LEAVE: kicking needs perm_kick_user; not a member is PARAM.
     assert_eq!(
@@ -552,4 +579,135 @@ fn names_with_invisible_or_reordering_characters_are_inval() {
         target: u,
         name: "Zoë 🎧".into(),
     });
+}
+
+#[test]
+fn join_kex_is_a_signed_join_of_oneself_or_by_perm_add_user() {
+    let mut f = fixture_with(Policy::new(Perms::ADD_CHANNEL, false));
+    let (a, ka) = keyed_signup(&mut f);
+    let (b, kb) = keyed_signup(&mut f);
+    let ch = f.ok(signed(Req::Create { uid: a }, a, &ka));
+    let port = f.ok(Req::GetPort { chid: ch });
+    let join_kex = |uid, juid, chid| Req::JoinKex {
+        uid,
+        juid,
+        chid,
+        client_kex: [7; 32],
+    };
+    // Unsigned (or signed by another user): ACCESS, like every act of a keyed user.
+    assert_eq!(join_kex(a, a, ch).actor(), Some(a));
+    assert_eq!(f.err(join_kex(a, a, ch)), E::Access);
+    assert_eq!(f.err(signed(join_kex(a, a, ch), b, &kb)), E::Access);
+    // Oneself: the channel's port. Another user needs perm_add_user; unknown ids: PARAM.
+    assert_eq!(f.ok(signed(join_kex(a, a, ch), a, &ka)), port);
+    assert_eq!(f.err(signed(join_kex(b, a, ch), b, &kb)), E::Access);
+    assert_eq!(f.err(signed(join_kex(a, a, 5), a, &ka)), E::Param);
+    assert_eq!(f.err(signed(join_kex(a, 5, ch), a, &ka)), E::Param);
+    let admin_key = crate::keys::new_key();
+    let admin = f
+        .control
+        .create_user(
+            Perms::ADMIN.bits(),
+            Some(admin_key.verifying_key().to_bytes()),
+        )
+        .unwrap();
+    assert_eq!(
+        f.ok(signed(join_kex(admin, b, ch), admin, &admin_key)),
+        port
+    );
+    // Admitted, not bound: CHANNEL_INFO lists nobody yet.
+    assert_eq!(f.listed(ch, port), Vec::<u64>::new());
+}
+
+/// Issue 9 §2: no lock is held while waiting on a relay worker. One channel's worker is
+/// made slow to answer (stalled 600 ms) and a CHANNEL_INFO of that channel waits on it;
+/// meanwhile a CREATE (the registry's write side), a GET_PORT and a JOIN of a channel on
+/// the other worker are answered at once. With the registry lock held across the wait,
+/// the CREATE took the whole stall and held back every reader queued behind it.
+#[test]
+fn a_worker_slow_to_answer_holds_up_no_other_request() {
+    let mut f = fixture();
+    let (a, b) = (f.signup(), f.signup());
+    let slow = f.ok(Req::Create { uid: a });
+    let fast = f.ok(Req::Create { uid: a });
+    let port = f.ok(Req::GetPort { chid: slow });
+    let stall = Duration::from_millis(600);
+    let f = f;
+    std::thread::scope(|scope| {
+        f.control.registry().stall(slow, stall);
+        let waiting = scope.spawn(|| {
+            let t = std::time::Instant::now();
+            f.listed(slow, port);
+            t.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let timed = |req: Req| {
+            let t = std::time::Instant::now();
+            let reply = f.apply(req.clone());
+            assert!(matches!(reply, Rep::Value(_)), "{req:?} -> {reply:?}");
+            t.elapsed()
+        };
+        let create = timed(Req::Create { uid: b });
+        let get_port = timed(Req::GetPort { chid: slow });
+        let same_worker = {
+            let r = f.control.registry();
+            r.worker_of(slow) == r.worker_of(fast)
+        };
+        // One core, one worker: the other channel waits on the same worker, by design.
+        let join = (!same_worker).then(|| {
+            timed(Req::Join {
+                uid: b,
+                juid: b,
+                chid: fast,
+            })
+        });
+        let waited = waiting.join().unwrap();
+        eprintln!(
+            "worker stalled {stall:?}: CHANNEL_INFO of its channel {waited:?}; meanwhile \
+             CREATE {create:?}, GET_PORT {get_port:?}, JOIN of another channel {join:?}"
+        );
+        assert!(
+            waited >= stall - Duration::from_millis(100),
+            "the stall was real"
+        );
+        assert!(create < Duration::from_millis(200), "CREATE {create:?}");
+        assert!(
+            get_port < Duration::from_millis(50),
+            "GET_PORT {get_port:?}"
+        );
+        if let Some(join) = join {
+            assert!(join < Duration::from_millis(50), "JOIN {join:?}");
+        }
+    });
+}
+
+/// Asking a worker never waits under the registry lock, even when the worker is stalled
+/// and its command queue full: the commands that do not fit are sent by `Pending::wait`,
+/// after the lock is released, and every answer still comes.
+#[test]
+fn asking_a_stalled_worker_with_a_full_queue_never_waits_under_the_lock() {
+    use crate::channel::worker::COMMAND_QUEUE;
+    let mut f = fixture();
+    let a = f.signup();
+    let ch = f.ok(Req::Create { uid: a });
+    let stall = Duration::from_millis(300);
+    let registry = f.control.registry();
+    registry.stall(ch, stall);
+    let t = std::time::Instant::now();
+    let pending: Vec<_> = (0..COMMAND_QUEUE + 50)
+        .map(|_| registry.bound_members(ch))
+        .collect();
+    let queued = t.elapsed();
+    drop(registry);
+    assert!(
+        queued < Duration::from_millis(100),
+        "queueing took {queued:?}"
+    );
+    for p in pending {
+        assert_eq!(p.wait().unwrap(), Vec::<u64>::new());
+    }
+    assert!(
+        t.elapsed() >= stall - Duration::from_millis(50),
+        "the stall was real"
+    );
 }

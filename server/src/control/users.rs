@@ -109,7 +109,11 @@ impl<S: Store> Control<S> {
                 registry.close(chid);
             }
         }
-        self.registry().remove_everywhere(uid);
+        // Queued under the registry lock, awaited after it is released.
+        let pending = self.registry().remove_everywhere(uid);
+        for p in pending {
+            let _ = p.wait();
+        }
         tracing::debug!(uid, by = auid, channels = owned.len(), "user unregistered");
         Ok(ControlReply::Value(uid))
     }
