@@ -94,11 +94,21 @@ fn join_mute_help_and_quit_in_a_real_terminal() {
         s.contains("lobby · 2 members") && s.contains("alice") && s.contains("bob (you)")
     });
     assert!(s.contains("● lobby"), "joined channel is marked:\n{s}");
-    let members: Vec<u64> = channel_info(&server, chid)
-        .members
-        .iter()
-        .map(|m| m.0)
-        .collect();
+    // The server lists bob once his voice address is bound, a round trip after the
+    // screen shows the join (and a CHANNEL_INFO answer may be cached for 250 ms).
+    let listed = || -> Vec<u64> {
+        channel_info(&server, chid)
+            .members
+            .iter()
+            .map(|m| m.0)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut members = listed();
+    while !members.contains(&bob) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        members = listed();
+    }
     assert!(
         members.contains(&bob),
         "server lists bob as a member: {members:?}"

@@ -8,10 +8,18 @@ use crate::tui::model::ReceiveQuality;
 /// Translates one session event into what the app needs to know.
 pub fn events_for(ev: SessionEvent, me: u64) -> Vec<Event> {
     match ev {
-        SessionEvent::Admitted { rtt_ms } => vec![Event::Link {
-            rtt_ms: Some(rtt_ms.round() as u32),
-            loss_pct: None,
-        }],
+        // Admitted: our voice address is bound, so the server now lists us as a member
+        // (CHANNEL_INFO lists bound members only; the join's listing came before it).
+        SessionEvent::Admitted { rtt_ms } => vec![
+            Event::Link {
+                rtt_ms: Some(rtt_ms.round() as u32),
+                loss_pct: None,
+            },
+            Event::PeerJoined {
+                uid: me,
+                name: String::new(),
+            },
+        ],
         // The adapter fills in the name.
         SessionEvent::PeerJoined { uid } => vec![Event::PeerJoined {
             uid,
