@@ -1138,3 +1138,38 @@ fn seed_client_works_only_with_allow_unsigned() {
         );
     }
 }
+
+#[test]
+fn names_with_bidi_zero_width_or_control_characters_are_refused() {
+    // Finding 6 against the real binary: a display name that reverses the text after it
+    // (U+202E), hides characters (U+200B) or carries control characters is refused
+    // with INVAL, and the user's name is left as it was; a plain name still works.
+    let (s, _dir) = server(&[]);
+    let (uid, key) = keyed_user(&s);
+    let rename = |name: &str| {
+        as_user(
+            &s,
+            Req::SetUserName {
+                uid,
+                target: uid,
+                name: name.into(),
+            },
+            uid,
+            &key,
+        )
+    };
+    assert_eq!(rename("ann"), Rep::Value(1));
+    for bad in [
+        "ann\u{202E}nimda",
+        "a\u{200B}nn",
+        "ann\u{2066}",
+        "ann\u{7}",
+        "ann\nadmin",
+    ] {
+        assert_eq!(rename(bad), Rep::Error(E::Inval), "{bad:?}");
+        match raw(&s, &Req::GetUserName { uid }) {
+            Rep::Name(n) => assert_eq!(n, "ann", "after {bad:?}"),
+            other => panic!("GET_USER_NAME -> {other:?}"),
+        }
+    }
+}
