@@ -325,6 +325,9 @@ pub struct RunResult {
     /// Of these, the ones after the talker's first talk spurt ended (`None` if it never
     /// ended while the listener printed statistics).
     pub adjustments_after_first_spurt: Option<u64>,
+    /// Frames that came after they were needed, after the first talk spurt ended (`None`
+    /// like [`Self::adjustments_after_first_spurt`]).
+    pub late_after_first_spurt: Option<u64>,
     /// The listener's last statistics for the talker.
     pub peer: Value,
     /// What the proxy did on the listener's downstream.
@@ -363,15 +366,20 @@ pub fn last_peer_stats(listener: &Joined, uid: u64) -> Value {
 /// Adjustments counted after `uid`'s first talk spurt: the final count minus the count in
 /// the first statistics printed after the listener saw the spurt end.
 fn adjustments_after_first_spurt(listener: &Joined, uid: u64, total: u64) -> Option<u64> {
+    let base = stats_after_first_spurt(listener, uid)?;
+    Some(total.saturating_sub(adjustments(base)))
+}
+
+/// The listener's first statistics for `uid` after the talker's first talk spurt ended.
+fn stats_after_first_spurt(listener: &Joined, uid: u64) -> Option<&Value> {
     let end = listener
         .events
         .iter()
         .position(|e| e["event"] == "talking_stopped" && e["uid"] == uid)?;
-    let base = listener.events[end..]
+    listener.events[end..]
         .iter()
         .filter(|e| e["event"] == "stats")
-        .find_map(|e| peer_in(e, uid))?;
-    Some(total.saturating_sub(adjustments(base)))
+        .find_map(|e| peer_in(e, uid))
 }
 
 /// Writes `sample` plus seeded white noise at `snr_db` below the speech's active level
@@ -489,6 +497,9 @@ pub fn run(
     let peer = last_peer_stats(&l, talker_uid);
     let adj = adjustments(&peer);
     let after = adjustments_after_first_spurt(&l, talker_uid, adj);
+    let late = |v: &Value| v["late"].as_u64().unwrap_or(0);
+    let late_after =
+        stats_after_first_spurt(&l, talker_uid).map(|base| late(&peer).saturating_sub(late(base)));
     if std::env::var_os("KV_PLAYOUT_KEEP").is_none() {
         // (The bench runs many rows: the recordings go unless someone asked to keep them.)
         let _ = std::fs::remove_file(&out);
@@ -500,6 +511,7 @@ pub fn run(
         score,
         adjustments: adj,
         adjustments_after_first_spurt: after,
+        late_after_first_spurt: late_after,
         peer,
         relay_down: relay.stats_of(Direction::Down),
     }

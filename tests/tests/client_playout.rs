@@ -190,19 +190,34 @@ fn no_adjustment_after_the_first_talk_spurt_on_a_clean_minute() {
         tail_from_s: Some(5.0),
         ..cond
     };
-    let r = playout::run(&server, &cond, &sample, 4, dir.path());
-    eprintln!(
-        "clean {seconds:.1} s: PESQ-WB {:?}, mouth-to-ear {:?} ms, adjustments {} ({:?} after \
-         the first spurt), lag spread {:?} / {:?} ms, from 5 s on {:?} ms; peer {}",
-        r.score.pesq_wb,
-        r.score.mouth_to_ear_ms,
-        r.adjustments,
-        r.adjustments_after_first_spurt,
-        r.score.lag_spread_ms,
-        r.score.lag_spread_p90_ms,
-        r.score.tail_lag_spread_ms,
-        r.peer
-    );
+    // The link must be clean for the test to mean anything: a frame that reached the
+    // listener late on loopback after the first spurt was held up by the machine (the
+    // sender or the listener was not scheduled in time), not by the network. Such a run
+    // is reported and the minute played once more; the second run is asserted whatever
+    // happened in it.
+    let mut attempt = 0;
+    let r = loop {
+        attempt += 1;
+        let r = playout::run(&server, &cond, &sample, 4, dir.path());
+        eprintln!(
+            "clean {seconds:.1} s, run {attempt}: PESQ-WB {:?}, mouth-to-ear {:?} ms, \
+             adjustments {} ({:?} after the first spurt), lag spread {:?} / {:?} ms, from 5 s \
+             on {:?} ms; peer {}",
+            r.score.pesq_wb,
+            r.score.mouth_to_ear_ms,
+            r.adjustments,
+            r.adjustments_after_first_spurt,
+            r.score.lag_spread_ms,
+            r.score.lag_spread_p90_ms,
+            r.score.tail_lag_spread_ms,
+            r.peer
+        );
+        let late = r.late_after_first_spurt.unwrap_or(0);
+        if late == 0 || attempt == 2 {
+            break r;
+        }
+        eprintln!("run {attempt}: {late} frames came late on loopback (the machine); again");
+    };
     assert_eq!(
         r.adjustments_after_first_spurt,
         Some(0),

@@ -59,10 +59,11 @@ const SHRINK_ABOVE_MS: f64 = 7.5;
 /// PESQ notice far more than a pause a few ms shorter; so it is kept for real excess, the
 /// aftermath of a spike.
 const ACCELERATE_ABOVE_MS: f64 = 40.0;
-/// A smaller excess than [`SHRINK_ABOVE_MS`], over one step and a half ms, that has
-/// lasted [`SETTLE_AFTER_MS`] is removed too (in silence, quiet audio, or by accelerating
-/// if no pause comes): so after an impairment the delay settles in the same step a clean
-/// start would have chosen, while the target's own wobble (under a second) moves nothing.
+/// A smaller excess than [`SHRINK_ABOVE_MS`], over one step and half a ms, that has
+/// lasted [`SETTLE_AFTER_MS`] is removed too (in silence or quiet audio, never by
+/// accelerating a word): so after an impairment the delay settles in the same step a
+/// clean start would have chosen, while the target's own wobble (shorter than that) moves
+/// nothing.
 const SETTLE_ABOVE_MS: f64 = 5.5;
 /// See [`SETTLE_ABOVE_MS`].
 const SETTLE_AFTER_MS: u64 = 1500;
@@ -533,8 +534,9 @@ impl SenderPlayout {
         let len = self.pcm_len - self.pcm_pos;
         let start = self.pcm_pos;
         let quiet = rms_dbfs(&self.pcm[start..self.pcm_len]) < tsm::QUIET_DBFS;
-        // An excess no pause has removed for a while: take it out here, in quiet audio or
-        // by accelerating, whatever its size.
+        // An excess no pause has removed for a while: take it out in quiet audio too,
+        // whatever its size (voiced speech is still accelerated only above
+        // ACCELERATE_ABOVE_MS).
         let persistent = self.excess_persists(now_ms, excess);
         if excess > SHRINK_ABOVE_MS || persistent {
             let removed = if quiet {
