@@ -143,13 +143,13 @@ fn delay_recovers_after_impairment_stops() {
         "the impairment ran: {:?}",
         rec.relay_down
     );
-    // Two 5 ms steps: the clean run's own delay lands anywhere in a step (it anchors on
-    // its first packet), and a shared machine moves either run by a few ms. The 5 ms
-    // target itself is asserted on virtual time
+    // Three 5 ms steps: the clean run's own delay lands anywhere in a step (it anchors on
+    // its first packet), and a shared machine moves either run by a few ms (measured here:
+    // 2-11 ms apart, 13 under load). The 5 ms target itself is asserted on virtual time
     // (`after_an_impairment_the_delay_is_back_within_5_ms_in_5_s`) and measured by
-    // `playout-bench`; this floor catches a delay that stays up or keeps moving.
+    // `playout-bench`; this floor catches a delay that stays up (+100 ms) or keeps moving.
     assert!(
-        (tail - base).abs() <= 10.0,
+        (tail - base).abs() <= 15.0,
         "delay after recovery {tail:.1} ms vs clean {base:.1} ms"
     );
     let spread = rec.score.tail_lag_spread_ms.expect("tail spread");
