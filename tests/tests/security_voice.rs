@@ -469,6 +469,20 @@ fn puppets_that_never_bind_expire_and_the_owner_gets_in() {
     eprintln!("puppets gone {:?} after they joined", start.elapsed());
 }
 
+/// `n` new users joined to `chid` (not bound), each with a non-blocking socket of its own
+/// to bind from: the puppets of a bind storm.
+fn puppets(s: &ServerProcess, chid: u64, n: usize) -> Vec<(u64, UdpSocket)> {
+    (0..n)
+        .map(|_| {
+            let p = s.register_with(0);
+            join(s, p, chid);
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_nonblocking(true).unwrap();
+            (p, sock)
+        })
+        .collect()
+}
+
 /// A bind storm on the channel at `udp` for `dur`: every puppet not yet bound says hello
 /// every 250 ms and answers its CHALLENGE at once with a proven BIND; `bound[k]` is set
 /// when puppet `k`'s ACK comes back.
@@ -526,15 +540,7 @@ fn a_bind_storm_leaves_another_channel_on_time() {
     let _other = s.ok(&Req::Create { uid: owner });
     let (_, _, talker, listener) = conversation(&s);
     let storm_udp = join(&s, owner, storm);
-    let puppets: Vec<(u64, UdpSocket)> = (0..PUPPETS)
-        .map(|_| {
-            let p = s.register_with(0);
-            join(&s, p, storm);
-            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-            sock.set_nonblocking(true).unwrap();
-            (p, sock)
-        })
-        .collect();
+    let puppets = puppets(&s, storm, PUPPETS);
 
     let storming = AtomicBool::new(true);
     let mut bound = vec![false; PUPPETS];
@@ -866,15 +872,7 @@ fn a_flood_and_a_bind_storm_on_one_channel_leave_control_requests_for_another_fa
     let storm = s.ok(&Req::Create { uid: owner });
     let other = s.ok(&Req::Create { uid: owner });
     let storm_udp = join(&s, owner, storm);
-    let puppets: Vec<(u64, UdpSocket)> = (0..PUPPETS)
-        .map(|_| {
-            let p = s.register_with(0);
-            join(&s, p, storm);
-            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-            sock.set_nonblocking(true).unwrap();
-            (p, sock)
-        })
-        .collect();
+    let puppets = puppets(&s, storm, PUPPETS);
     let prober = s.signup();
     // One round of the other channel's requests; each timed, by kind.
     let round = |lat: &mut Vec<(&'static str, Duration)>| {
