@@ -63,6 +63,15 @@ fn lag_ms(input: &[f32], out: &[f32]) -> f64 {
     quality::find_lag(input, out, 48 * 400).0 as f64 / 48.0
 }
 
+/// [`lag_ms`] of the input's seconds `from_s..to_s` against the output from the same
+/// point (with 200 ms more of it, for the delay to fit in).
+fn lag_over_ms(input: &[f32], out: &[f32], from_s: usize, to_s: usize) -> f64 {
+    lag_ms(
+        &input[from_s * 48_000..to_s * 48_000],
+        &out[from_s * 48_000..to_s * 48_000 + 9_600],
+    )
+}
+
 /// Local lags (ms) over 0.1 s windows of the voiced input (one every 0.5 s), searched
 /// ±5 ms around `global_ms`; returns the spread (max − min) of the windows that correlate
 /// well.
@@ -230,11 +239,8 @@ fn a_delay_spike_is_waited_out_then_the_delay_decays_quickly() {
     assert!(s.concealed <= 8 + 6, "{s:?}");
     assert!(s.adjustments <= 8, "{s:?}");
     // Before the spike and 5 s after it, the delay is the clean one.
-    let before = lag_ms(&input[48_000..4 * 48_000], &out[48_000..4 * 48_000 + 9_600]);
-    let after = lag_ms(
-        &input[11 * 48_000..15 * 48_000],
-        &out[11 * 48_000..15 * 48_000 + 9_600],
-    );
+    let before = lag_over_ms(&input, &out, 1, 4);
+    let after = lag_over_ms(&input, &out, 11, 15);
     assert!(
         (after - before).abs() <= 5.0,
         "delay before {before:.1} ms, after {after:.1} ms"
@@ -270,20 +276,14 @@ fn after_an_impairment_the_delay_is_back_within_5_ms_in_5_s() {
     let input = speech(20);
     let packets = encode(vad(), &input);
     let (clean_out, _) = play(&through(&packets, |_, _| Some(1.0)), input.len() + 48_000);
-    let clean = lag_ms(
-        &input[11 * 48_000..19 * 48_000],
-        &clean_out[11 * 48_000..19 * 48_000 + 9_600],
-    );
+    let clean = lag_over_ms(&input, &clean_out, 11, 19);
     for seed in [1, 2, 3, 7] {
         let (out, s) = play(
             &through(&packets, impaired_then_clean(seed, 5_000.0)),
             input.len() + 48_000,
         );
         assert!(s.concealed > 0 && s.adjustments > 0, "impaired: {s:?}");
-        let after = lag_ms(
-            &input[11 * 48_000..19 * 48_000],
-            &out[11 * 48_000..19 * 48_000 + 9_600],
-        );
+        let after = lag_over_ms(&input, &out, 11, 19);
         assert!(
             (after - clean).abs() <= 5.0,
             "seed {seed}: delay {after:.1} ms from 10 s vs clean {clean:.1} ms ({s:?})"
@@ -335,11 +335,8 @@ fn clock_drift_of_100_ppm_either_way_is_followed_smoothly() {
         assert!(s.adjustments <= 8, "{s:?}");
         assert!(s.stretched <= 2, "{s:?}");
         // 4 ms of drift over 40 s: the delay follows within the shrink threshold.
-        let early = lag_ms(&input[48_000..6 * 48_000], &out[48_000..6 * 48_000 + 9_600]);
-        let late = lag_ms(
-            &input[34 * 48_000..39 * 48_000],
-            &out[34 * 48_000..39 * 48_000 + 9_600],
-        );
+        let early = lag_over_ms(&input, &out, 1, 6);
+        let late = lag_over_ms(&input, &out, 34, 39);
         assert!(
             (late - early).abs() < 10.0,
             "delay {early} ms, 35 s later {late} ms"
