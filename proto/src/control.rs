@@ -27,6 +27,9 @@ pub const MAX_LISTED_CHANNELS: u64 = 1 << 16;
 /// Most members a CHANNEL_INFO reply may announce; bounds what a client allocates.
 pub const MAX_LISTED_MEMBERS: u64 = 1 << 12;
 
+/// Most channels one LIST_CHANNELS reply carries; a longer list is paged (`next`).
+pub const LIST_PAGE: usize = 256;
+
 /// Feature bits reported by SERVER_INFO, so clients can probe before using an extension.
 pub mod features {
     /// SET/GET_USER_NAME, SET/GET_CHANNEL_NAME are served.
@@ -42,6 +45,8 @@ pub mod features {
     pub const SIGNED_REQUESTS: u64 = 1 << 4;
     /// JOIN_KEX is served: a JOIN naming the X25519 key the member's BIND must offer.
     pub const JOIN_KEX: u64 = 1 << 5;
+    /// LIST_CHANNELS is served: channels with names, owners and member counts, paged.
+    pub const LIST_CHANNELS: u64 = 1 << 6;
 }
 
 /// Command type numbers: the seed's 0–7, then our extensions.
@@ -86,6 +91,8 @@ pub enum CommandType {
     Signed = 17,
     /// Extension: JOIN naming the X25519 key the member will bind its voice address with.
     JoinKex = 18,
+    /// Extension: a page of channels with name, owner and bound-member count.
+    ListChannels = 19,
 }
 
 impl CommandType {
@@ -112,6 +119,7 @@ impl CommandType {
             16 => SetKey,
             17 => Signed,
             18 => JoinKex,
+            19 => ListChannels,
             _ => return None,
         })
     }
@@ -248,6 +256,12 @@ pub enum ControlRequest {
         /// The X25519 public key the joining client will offer in BIND.
         client_kex: [u8; 32],
     },
+    /// LIST_CHANNELS (extension): up to [`LIST_PAGE`] channels with ids above `after`, in
+    /// id order; anyone. Start with `after` 0 and go on with the reply's `next`.
+    ListChannels {
+        /// Only channels with a greater id.
+        after: u64,
+    },
 }
 
 impl ControlRequest {
@@ -274,6 +288,7 @@ impl ControlRequest {
             R::SetKey { .. } => CommandType::SetKey,
             R::Signed(_) => CommandType::Signed,
             R::JoinKex { .. } => CommandType::JoinKex,
+            R::ListChannels { .. } => CommandType::ListChannels,
         }
     }
 
@@ -307,6 +322,7 @@ impl ControlRequest {
             | R::GetUserName { .. }
             | R::GetChannelName { .. }
             | R::ChannelInfo { .. }
+            | R::ListChannels { .. }
             | R::UserInfo { .. } => None,
             R::Signed(s) => s.inner.actor(),
         }
@@ -322,6 +338,7 @@ impl ControlRequest {
             | R::GetUserName { .. }
             | R::GetChannelName { .. }
             | R::ChannelInfo { .. }
+            | R::ListChannels { .. }
             | R::UserInfo { .. } => false,
             R::Signed(s) => s.inner.is_change(),
             _ => true,
@@ -360,6 +377,7 @@ impl ControlRequest {
             R::GetPort { chid } | R::GetChannelName { chid } | R::ChannelInfo { chid } => {
                 put_u64(out, *chid)
             }
+            R::ListChannels { after } => put_u64(out, *after),
             R::GetChannels | R::ServerInfo => {}
             R::SetUserName { uid, target, name } => {
                 check_name(name)?;
@@ -458,6 +476,7 @@ impl ControlRequest {
             CommandType::GetChannelName => R::GetChannelName { chid: r.u64()? },
             CommandType::ChannelInfo => R::ChannelInfo { chid: r.u64()? },
             CommandType::UserInfo => R::UserInfo { uid: r.u64()? },
+            CommandType::ListChannels => R::ListChannels { after: r.u64()? },
             CommandType::RegisterKey => R::RegisterKey {
                 auid: r.u64()?,
                 perm: r.u64()?,
@@ -514,6 +533,28 @@ pub struct ChannelInfo {
     pub members: Vec<(u64, String)>,
 }
 
+/// One channel of a LIST_CHANNELS page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSummary {
+    /// Channel id.
+    pub id: u64,
+    /// Creator's uid.
+    pub owner: u64,
+    /// Members with a bound voice address (the ones CHANNEL_INFO lists).
+    pub members: u64,
+    /// Channel name ("" when never named).
+    pub name: String,
+}
+
+/// LIST_CHANNELS's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelPage {
+    /// Channels in id order, at most [`LIST_PAGE`].
+    pub channels: Vec<ChannelSummary>,
+    /// The `after` for the next page, or 0 when this page ends the list.
+    pub next: u64,
+}
+
 /// A decoded control reply. Which shape a reply has depends on the request's type, so
 /// decoding takes the [`CommandType`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -530,6 +571,8 @@ pub enum ControlReply {
     Name(String),
     /// CHANNEL_INFO.
     ChannelInfo(ChannelInfo),
+    /// LIST_CHANNELS.
+    ChannelPage(ChannelPage),
     /// USER_INFO: permission bits and display name.
     UserInfo {
         /// Permission bits.
@@ -574,6 +617,17 @@ impl ControlReply {
                     put_u64(out, *uid);
                     put_string(out, name);
                 }
+            }
+            ControlReply::ChannelPage(page) => {
+                put_u64(out, 1);
+                put_u64(out, page.channels.len() as u64);
+                for c in &page.channels {
+                    put_u64(out, c.id);
+                    put_u64(out, c.owner);
+                    put_u64(out, c.members);
+                    put_string(out, &c.name);
+                }
+                put_u64(out, page.next);
             }
             ControlReply::UserInfo { perms, name } => {
                 put_u64(out, 1);
@@ -642,6 +696,25 @@ impl ControlReply {
                     members,
                 })
             }
+            CommandType::ListChannels => {
+                let count = r.u64()?;
+                if count > LIST_PAGE as u64 {
+                    return Err(DecodeError::Invalid("too many channels in a page"));
+                }
+                let mut channels = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    channels.push(ChannelSummary {
+                        id: r.u64()?,
+                        owner: r.u64()?,
+                        members: r.u64()?,
+                        name: r.string()?,
+                    });
+                }
+                ControlReply::ChannelPage(ChannelPage {
+                    channels,
+                    next: r.u64()?,
+                })
+            }
             CommandType::UserInfo => {
                 let perms = r.u64()?;
                 ControlReply::UserInfo {
@@ -699,6 +772,7 @@ mod tests {
                 chid,
                 client_kex
             }),
+            u.prop_map(|after| R::ListChannels { after }),
         ]
     }
 
@@ -725,7 +799,7 @@ mod tests {
         }
 
         #[test]
-        fn reply_decode_never_panics(ty in 0u32..20, bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        fn reply_decode_never_panics(ty in 0u32..21, bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             if let Some(cmd) = CommandType::from_u32(ty) {
                 let _ = ControlReply::decode(cmd, &bytes);
             }
@@ -747,12 +821,17 @@ mod tests {
                                    n in name(), owner in any::<u64>(), port in 1u64..65536,
                                    key in any::<[u8; 32]>(), perms in any::<u64>()) {
             let members: Vec<(u64, String)> = ids.iter().map(|&u| (u, n.clone())).collect();
+            let page = ChannelPage {
+                channels: ids.iter().map(|&id| ChannelSummary { id, owner, members: port, name: n.clone() }).collect(),
+                next: owner,
+            };
             let cases = [
                 (CommandType::GetChannels, ControlReply::Channels(ids.clone())),
                 (CommandType::ServerInfo, ControlReply::ServerInfo(ServerInfo { version: 1, features: 15, public_key: key })),
                 (CommandType::GetUserName, ControlReply::Name(n.clone())),
                 (CommandType::ChannelInfo, ControlReply::ChannelInfo(ChannelInfo { name: n.clone(), owner, port, members })),
                 (CommandType::UserInfo, ControlReply::UserInfo { perms, name: n.clone() }),
+                (CommandType::ListChannels, ControlReply::ChannelPage(page)),
             ];
             for (cmd, reply) in cases {
                 let mut buf = Vec::new();

@@ -30,7 +30,9 @@ pub mod session;
 pub mod signed;
 pub mod voice;
 
-pub use control::{ChannelInfo, CommandType, ControlReply, ControlRequest, ServerInfo};
+pub use control::{
+    ChannelInfo, ChannelPage, ChannelSummary, CommandType, ControlReply, ControlRequest, ServerInfo,
+};
 pub use error::{DecodeError, ErrorCode};
 pub use packet::{Datagram, SystemOp, SystemPacket, PACKET_SIZE};
 pub use perm::Perms;

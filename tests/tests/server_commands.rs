@@ -471,7 +471,7 @@ fn padded_requests_work_for_every_seed_command() {
 fn short_and_unknown_requests() {
     let s = ServerProcess::start();
     // Unknown command types: NOIMPL, whatever follows.
-    for ty in [19u32, 99, 0x8000_0000, u32::MAX] {
+    for ty in [20u32, 99, 0x8000_0000, u32::MAX] {
         let mut req = ty.to_be_bytes().to_vec();
         req.extend_from_slice(&[0u8; 32]);
         assert_eq!(s.raw(&req), error_bytes(E::NoImpl), "type {ty}");
@@ -582,4 +582,86 @@ fn request_dribbled_byte_by_byte() {
     let mut rest = Vec::new();
     c.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty());
+}
+
+/// LIST_CHANNELS against the real binary: 300 channels come in pages of at most
+/// [`LIST_PAGE`], in GET_CHANNELS order, a deletion between two pages skips nothing, and
+/// a member shows in the count once its address is bound.
+#[test]
+fn list_channels_pages_every_channel_with_bound_member_counts() {
+    use kv_proto::control::LIST_PAGE;
+    use kv_proto::ChannelPage;
+    use kv_tests::udp::UdpPeer;
+
+    let s = ServerProcess::start_with(&["--max-channels", "400"]);
+    let page = |after: u64| match s.request(&Req::ListChannels { after }) {
+        Rep::ChannelPage(p) => p,
+        other => panic!("LIST_CHANNELS after {after} -> {other:?}"),
+    };
+    let created: Vec<u64> = (0..300)
+        .map(|_| s.ok(&Req::Create { uid: s.admin_uid }))
+        .collect();
+    let Rep::Channels(listed) = s.request(&Req::GetChannels) else {
+        panic!("GET_CHANNELS");
+    };
+    assert_eq!(listed, created);
+
+    let first: ChannelPage = page(0);
+    assert_eq!(first.channels.len(), LIST_PAGE);
+    assert_ne!(first.next, 0, "300 channels need a second page");
+    // The next page's first channel goes while the client is between pages.
+    let gone = created[LIST_PAGE];
+    s.ok(&Req::Delete {
+        uid: s.admin_uid,
+        chid: gone,
+    });
+    let second = page(first.next);
+    assert_eq!(second.next, 0, "the second page ends the list");
+    let ids: Vec<u64> = first
+        .channels
+        .iter()
+        .chain(&second.channels)
+        .map(|c| c.id)
+        .collect();
+    let expected: Vec<u64> = created.iter().copied().filter(|&c| c != gone).collect();
+    assert_eq!(ids, expected);
+    assert!(first
+        .channels
+        .iter()
+        .all(|c| c.owner == s.admin_uid && c.members == 0 && c.name.is_empty()));
+
+    // Two members bound in the first channel: counted (without asking its worker).
+    let ch = created[0];
+    let key = s.public_key();
+    let peers: Vec<UdpPeer> = (0..2)
+        .map(|_| {
+            let u = s.signup();
+            let port = s.ok(&Req::Join {
+                uid: u,
+                juid: u,
+                chid: ch,
+            });
+            let p = UdpPeer::new(s.udp_addr(port), u);
+            p.bind(&key);
+            p
+        })
+        .collect();
+    let members = |p: &ChannelPage| p.channels.iter().find(|c| c.id == ch).map(|c| c.members);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = members(&page(0));
+        if got == Some(2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "count after two binds: {got:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A LEAVE is counted before its reply.
+    let u = peers[0].uid;
+    s.ok(&Req::Leave {
+        uid: u,
+        luid: u,
+        chid: ch,
+    });
+    assert_eq!(members(&page(0)), Some(1));
 }

@@ -14,8 +14,8 @@ use kv_proto::control::{features, SEED_FIELDS_LEN};
 use kv_proto::keyfile::Identity;
 use kv_proto::signed::SignedRequest;
 use kv_proto::{
-    ChannelInfo, CommandType, ControlReply, ControlRequest, DecodeError, ErrorCode, Perms,
-    ServerInfo,
+    ChannelInfo, ChannelPage, CommandType, ControlReply, ControlRequest, DecodeError, ErrorCode,
+    Perms, ServerInfo,
 };
 
 use super::error::{ControlError, Subject};
@@ -525,6 +525,21 @@ impl ControlClient {
                 CommandType::ChannelInfo,
                 code,
                 Subject::Channel(chid),
+            )),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// LIST_CHANNELS (extension): a page of channels created after cursor `after` (0: from
+    /// the first) with names, owners and bound-member counts; go on with its `next`
+    /// until that is 0. A server without it answers NOIMPL.
+    pub fn list_channels(&self, after: u64) -> Result<ChannelPage, ControlError> {
+        match self.request(&ControlRequest::ListChannels { after })? {
+            ControlReply::ChannelPage(page) => Ok(page),
+            ControlReply::Error(code) => Err(Self::server_error(
+                CommandType::ListChannels,
+                code,
+                Subject::Unknown,
             )),
             other => Err(self.unexpected(other)),
         }

@@ -28,6 +28,7 @@ use crate::session::{
 };
 use crate::tui::action::{Command, Event, VoiceControl};
 use crate::tui::channel_list::ChannelList;
+use crate::tui::channel_pages::ChannelPages;
 use crate::tui::inbox::EventSink;
 use crate::tui::model::{AudioState, ChannelRow, VoiceSetup};
 use crate::tui::session_events::events_for;
@@ -205,7 +206,12 @@ pub struct Backend {
     uid: Option<u64>,
     session: Option<Running>,
     schedule: Schedule,
-    /// The channel list between refreshes.
+    /// The channel list between refreshes, from LIST_CHANNELS pages.
+    pages: ChannelPages,
+    /// False once the server answered LIST_CHANNELS with NOIMPL: then the list comes
+    /// from GET_CHANNELS and CHANNEL_INFO ([`ChannelList`]).
+    paged: bool,
+    /// The channel list between refreshes, on a server without LIST_CHANNELS.
     channels: ChannelList,
     /// Open the sound devices (false: silence in, nothing out, for tests).
     devices: bool,
@@ -231,6 +237,8 @@ impl Backend {
             uid: None,
             session: None,
             schedule: Schedule::new(Instant::now()),
+            pages: ChannelPages::default(),
+            paged: true,
             channels: ChannelList::default(),
             devices: true,
         }
@@ -545,9 +553,25 @@ impl Backend {
         })
     }
 
-    /// Reloads the channel list: GET_CHANNELS, and CHANNEL_INFO for the few channels
-    /// [`ChannelList::plan`] picks (a bounded cost however many channels there are).
+    /// Reloads the channel list: one LIST_CHANNELS page ([`ChannelPages`]), or on a server
+    /// without it GET_CHANNELS and CHANNEL_INFO for the few channels [`ChannelList::plan`]
+    /// picks. Either way a bounded cost however many channels there are.
     fn refresh(&mut self) -> Result<(), ControlError> {
+        if self.paged {
+            let after = self.pages.cursor();
+            match self.control.list_channels(after) {
+                Ok(page) => {
+                    self.pages.update(after, page);
+                    self.out.send(Event::ChannelsLoaded(self.pages.rows()));
+                    return Ok(());
+                }
+                Err(e) if e.code() == Some(ErrorCode::NoImpl) => {
+                    tracing::debug!("no LIST_CHANNELS; listing with CHANNEL_INFO");
+                    self.paged = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let ids = self.control.channels()?;
         for id in self.channels.plan(&ids) {
             let mut row = ChannelRow {

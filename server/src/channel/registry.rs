@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::relay::{Admission, ChannelRelay, JoinError, RelayConfig, VoiceKeys};
-use super::worker::{ChannelCommand, CommandSender, Queued, WorkerHandle};
+use super::worker::{BoundCount, ChannelCommand, CommandSender, Queued, WorkerHandle};
 use crate::shutdown::Shutdown;
 
 /// A running channel.
@@ -26,6 +26,8 @@ struct ChannelHandle {
     port: u16,
     /// Index of the worker serving it.
     worker: usize,
+    /// Its bound members, as its worker last published.
+    bound: BoundCount,
 }
 
 /// How often silent members are looked for: a tenth of the timeout, within [20 ms, 1 s].
@@ -186,10 +188,18 @@ impl Registry {
             .enumerate()
             .min_by_key(|(_, w)| w.channels)
             .ok_or_else(|| OpenError::Worker(std::io::Error::other("no relay worker")))?;
-        w.open(chid, socket, relay)
+        let bound = BoundCount::default();
+        w.open(chid, socket, relay, bound.clone())
             .map_err(|e| OpenError::Worker(std::io::Error::other(e)))?;
         w.channels += 1;
-        self.channels.insert(chid, ChannelHandle { port, worker });
+        self.channels.insert(
+            chid,
+            ChannelHandle {
+                port,
+                worker,
+                bound,
+            },
+        );
         tracing::info!(chid, port, "channel open");
         Ok(port)
     }
@@ -236,6 +246,14 @@ impl Registry {
     /// Port of an open channel.
     pub fn port(&self, chid: u64) -> Option<u16> {
         self.channels.get(&chid).map(|c| c.port)
+    }
+
+    /// Members of an open channel with a proven address, as its worker last published
+    /// (after its latest turn: a bind shows within one turn, without asking the worker).
+    pub fn bound_count(&self, chid: u64) -> Option<usize> {
+        self.channels
+            .get(&chid)
+            .map(|c| c.bound.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Closes a channel: its members get SHUTDOWN and its worker drops it. False if not open.

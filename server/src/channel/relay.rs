@@ -288,7 +288,8 @@ impl ChannelRelay {
         self.index.get(&uid).and_then(|&i| self.members[i].addr)
     }
 
-    fn bound_count(&self) -> usize {
+    /// Members with a proven address.
+    pub fn bound_count(&self) -> usize {
         self.by_addr.len()
     }
 

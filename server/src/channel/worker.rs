@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,6 +89,7 @@ enum WorkerCommand {
         chid: u64,
         socket: UdpSocket,
         relay: Box<ChannelRelay>,
+        bound: BoundCount,
     },
     /// Pass a command to one of its channels.
     Channel { chid: u64, cmd: ChannelCommand },
@@ -227,11 +229,13 @@ impl WorkerHandle {
         chid: u64,
         socket: UdpSocket,
         relay: ChannelRelay,
+        bound: BoundCount,
     ) -> Result<(), WorkerGone> {
         self.send(WorkerCommand::Open {
             chid,
             socket,
             relay: Box::new(relay),
+            bound,
         })
     }
 
@@ -274,7 +278,21 @@ impl Drop for WorkerHandle {
 struct Chan {
     socket: UdpSocket,
     relay: Box<ChannelRelay>,
+    /// The relay's bound-member count as the control plane reads it (LIST_CHANNELS).
+    bound: BoundCount,
 }
+
+impl Chan {
+    /// Publishes the bound-member count; called after each turn that may change it.
+    fn publish(&self) {
+        self.bound
+            .store(self.relay.bound_count(), Ordering::Relaxed);
+    }
+}
+
+/// A channel's bound-member count, written by its worker and read without asking it, so
+/// listing every channel costs no worker a turn.
+pub type BoundCount = Arc<AtomicUsize>;
 
 /// A worker's state; lives on its thread.
 #[derive(Debug)]
@@ -322,6 +340,7 @@ impl Worker {
                 for chan in self.slots.iter_mut().flatten() {
                     let mut sink = BatchSink::new(&mut self.queue, chan.socket.as_raw_fd());
                     chan.relay.handle_timeout(now, &mut sink);
+                    chan.publish();
                 }
                 next_sweep = now + self.sweep;
             }
@@ -354,6 +373,8 @@ impl Worker {
                 sink.set_current(data);
                 chan.relay.handle_datagram(now, src, data, &mut sink);
             }
+            // Before the sink flushes, so whoever gets an ACK for a bind sees it counted.
+            chan.publish();
             drop(sink);
             if n < RECV_BATCH {
                 break;
@@ -369,7 +390,8 @@ impl Worker {
                     chid,
                     socket,
                     relay,
-                }) => self.open(chid, socket, relay),
+                    bound,
+                }) => self.open(chid, socket, relay, bound),
                 Ok(WorkerCommand::Channel { chid, cmd }) => self.command(chid, cmd),
                 Err(TryRecvError::Empty) => return true,
                 Err(TryRecvError::Disconnected) => return false,
@@ -377,7 +399,7 @@ impl Worker {
         }
     }
 
-    fn open(&mut self, chid: u64, socket: UdpSocket, relay: Box<ChannelRelay>) {
+    fn open(&mut self, chid: u64, socket: UdpSocket, relay: Box<ChannelRelay>, bound: BoundCount) {
         set_recv_buffer(&socket, SOCKET_RECV_BUFFER);
         let slot = match self.slots.iter().position(Option::is_none) {
             Some(i) => i,
@@ -390,7 +412,11 @@ impl Worker {
             tracing::error!(chid, error = %e, "cannot watch channel socket");
             return;
         }
-        self.slots[slot] = Some(Chan { socket, relay });
+        self.slots[slot] = Some(Chan {
+            socket,
+            relay,
+            bound,
+        });
         self.by_chid.insert(chid, slot);
     }
 
@@ -417,7 +443,10 @@ impl Worker {
                 notify_leaver,
                 reply,
             } => {
-                let _ = reply.send(chan.relay.leave(now, uid, notify_leaver, &mut sink));
+                let left = chan.relay.leave(now, uid, notify_leaver, &mut sink);
+                // Before the reply, so a listing after the LEAVE no longer counts it.
+                chan.publish();
+                let _ = reply.send(left);
             }
             ChannelCommand::Members { bound_only, reply } => {
                 let _ = reply.send(if bound_only {

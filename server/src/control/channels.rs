@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use kv_proto::{ChannelInfo, ControlReply, ErrorCode, Perms};
+use kv_proto::control::LIST_PAGE;
+use kv_proto::{ChannelInfo, ChannelPage, ChannelSummary, ControlReply, ErrorCode, Perms};
 
 use super::{allow, db, CmdResult, Control, Origin};
 use crate::channel::{Admission, RelayError};
@@ -153,6 +154,32 @@ impl<S: Store> Control<S> {
     pub(super) fn get_channels(&self) -> CmdResult {
         let ids = db(self.store().channels())?.iter().map(|c| c.id).collect();
         Ok(ControlReply::Channels(ids))
+    }
+
+    /// LIST_CHANNELS: a page of channels in creation order with names, owners and bound
+    /// member counts; anyone. One store query and no relay worker asked (the counts are
+    /// what the workers last published), so a refresh costs the same however busy the
+    /// relay is. `after` and `next` are creation positions, so a deletion between two
+    /// pages skips nothing.
+    pub(super) fn list_channels(&self, after: u64) -> CmdResult {
+        let mut rows = db(self.store().channels_after(after, LIST_PAGE + 1))?;
+        let next = if rows.len() > LIST_PAGE {
+            rows.truncate(LIST_PAGE);
+            rows.last().map_or(0, |(seq, _)| *seq)
+        } else {
+            0
+        };
+        let registry = self.registry();
+        let channels = rows
+            .into_iter()
+            .map(|(_, c)| ChannelSummary {
+                id: c.id,
+                owner: c.owner,
+                members: registry.bound_count(c.id).unwrap_or(0) as u64,
+                name: c.name,
+            })
+            .collect();
+        Ok(ControlReply::ChannelPage(ChannelPage { channels, next }))
     }
 
     /// SET_CHANNEL_NAME: the owner, or perm_rm_channel.

@@ -12,7 +12,8 @@ pub const FEATURES: u64 = features::NAMES
     | features::SIGNED_SYSTEM_PACKETS
     | features::USER_INFO
     | features::SIGNED_REQUESTS
-    | features::JOIN_KEX;
+    | features::JOIN_KEX
+    | features::LIST_CHANNELS;
 
 impl<S: Store> Control<S> {
     /// Protocol version, feature bits and the key that signs system packets. Needs no

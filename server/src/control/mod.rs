@@ -201,6 +201,7 @@ impl<S: Store> Control<S> {
                 .existing_channel(chid)
                 .map(|c| ControlReply::Name(c.name)),
             R::ChannelInfo { chid } => self.channel_info(chid, origin),
+            R::ListChannels { after } => self.list_channels(after),
             R::UserInfo { uid } => self.existing_user(uid).map(|u| ControlReply::UserInfo {
                 perms: u.perms,
                 name: u.name,

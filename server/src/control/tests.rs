@@ -332,6 +332,55 @@ fn channel_lifecycle_and_rules() {
 }
 
 #[test]
+fn list_channels_names_owners_and_counts_in_creation_order() {
+    let f = fixture();
+    let u = f
+        .control
+        .create_user(Perms::ADD_CHANNEL.bits(), None)
+        .unwrap();
+    let a = match f.apply(Req::Create { uid: u }) {
+        Rep::Value(id) => id,
+        other => panic!("{other:?}"),
+    };
+    let b = match f.apply(Req::Create { uid: f.admin }) {
+        Rep::Value(id) => id,
+        other => panic!("{other:?}"),
+    };
+    let named = Req::SetChannelName {
+        uid: u,
+        chid: a,
+        name: "lobby".into(),
+    };
+    assert_eq!(f.apply(named), Rep::Value(1));
+    // Admitted, never bound: not counted (CHANNEL_INFO does not list it either).
+    assert!(matches!(
+        f.apply(Req::Join {
+            uid: u,
+            juid: u,
+            chid: a
+        }),
+        Rep::Value(_)
+    ));
+    let page = match f.apply(Req::ListChannels { after: 0 }) {
+        Rep::ChannelPage(p) => p,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(page.next, 0, "one page holds everything");
+    let rows: Vec<(u64, u64, u64, &str)> = page
+        .channels
+        .iter()
+        .map(|c| (c.id, c.owner, c.members, c.name.as_str()))
+        .collect();
+    assert_eq!(rows, [(a, u, 0, "lobby"), (b, f.admin, 0, "")]);
+    // The same order as GET_CHANNELS; a cursor past the end lists nothing.
+    assert_eq!(f.apply(Req::GetChannels), Rep::Channels(vec![a, b]));
+    match f.apply(Req::ListChannels { after: u64::MAX }) {
+        Rep::ChannelPage(p) => assert!(p.channels.is_empty() && p.next == 0),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn channel_count_is_bounded() {
     let mut f = fixture();
     let admin = f.admin;

@@ -75,6 +75,9 @@ pub trait Store: Send {
     fn channel(&self, id: u64) -> StoreResult<Option<ChannelRecord>>;
     /// Every channel, oldest first.
     fn channels(&self) -> StoreResult<Vec<ChannelRecord>>;
+    /// Up to `limit` channels created after position `after` (0: from the first), in
+    /// creation order, each with its position: a cursor that deletions do not shift.
+    fn channels_after(&self, after: u64, limit: usize) -> StoreResult<Vec<(u64, ChannelRecord)>>;
     /// Adds a channel unless the id is taken.
     fn insert_channel(&mut self, channel: &ChannelRecord) -> StoreResult<bool>;
     /// Removes a channel.

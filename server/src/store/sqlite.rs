@@ -219,6 +219,36 @@ impl Store for SqliteStore {
         .transpose()
     }
 
+    fn channels_after(&self, after: u64, limit: usize) -> StoreResult<Vec<(u64, ChannelRecord)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, id, owner, name, port FROM channels WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        // A cursor beyond i64 (never handed out) lists nothing.
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![after, limit], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? as u64,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, id, owner, name, port) = row?;
+            let record = ChannelRecord {
+                id,
+                owner,
+                name,
+                port: to_port(port)?,
+            };
+            out.push((seq, record));
+        }
+        Ok(out)
+    }
+
     fn channels(&self) -> StoreResult<Vec<ChannelRecord>> {
         let mut stmt = self
             .conn
@@ -315,6 +345,33 @@ mod tests {
             name: String::new(),
             port,
         }
+    }
+
+    #[test]
+    fn channel_pages_follow_creation_order_across_deletions() {
+        let mut s = SqliteStore::open_in_memory().unwrap();
+        // Ids out of order (and one above i64::MAX): pages follow creation, not ids.
+        let ids: Vec<u64> = (0..10u64).map(|i| (i * 7919 + 3) % 97 + 1).collect();
+        let ids: Vec<u64> = ids.into_iter().chain([u64::MAX - 1]).collect();
+        for &id in &ids {
+            assert!(s.insert_channel(&chan(id, 0)).unwrap());
+        }
+        let first = s.channels_after(0, 4).unwrap();
+        let got: Vec<u64> = first.iter().map(|(_, c)| c.id).collect();
+        assert_eq!(got, ids[..4]);
+        // Deleting the page's last channel and the next one skips nothing after them.
+        let cursor = first.last().unwrap().0;
+        assert!(s.delete_channel(ids[3]).unwrap());
+        assert!(s.delete_channel(ids[4]).unwrap());
+        let rest: Vec<u64> = s
+            .channels_after(cursor, 100)
+            .unwrap()
+            .iter()
+            .map(|(_, c)| c.id)
+            .collect();
+        assert_eq!(rest, ids[5..]);
+        assert!(s.channels_after(u64::MAX, 100).unwrap().is_empty());
+        assert!(s.channels_after(0, 0).unwrap().is_empty());
     }
 
     #[test]
