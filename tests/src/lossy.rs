@@ -156,7 +156,12 @@ impl LossyRelay {
         let sh = shared.clone();
         let thread = std::thread::Builder::new()
             .name("lossy-relay".into())
-            .spawn(move || run(front, upstream, [Link::new(up), Link::new(down)], &sh))?;
+            .spawn(move || {
+                // The emulated network must not be late because the machine is busy: it
+                // runs at the priority the client's own timing threads get.
+                kv_client::audio::priority::raise_current_thread();
+                run(front, upstream, [Link::new(up), Link::new(down)], &sh)
+            })?;
         Ok(Self {
             addr,
             shared,

@@ -332,6 +332,66 @@ pub struct RunResult {
     pub peer: Value,
     /// What the proxy did on the listener's downstream.
     pub relay_down: RelayStats,
+    /// How well the machine kept time during the run ([`MachineProbe`]).
+    pub machine: MachineTiming,
+}
+
+/// Wake-ups of a thread at the clients' priority that came late during a run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MachineTiming {
+    /// Wake-ups more than [`STALL_MS`] late.
+    pub stalls: u64,
+    /// The latest wake-up, ms.
+    pub worst_ms: f64,
+}
+
+/// A wake-up this much later than asked is a stall of the machine: a frame held that long
+/// anywhere on loopback may come after it was needed, and no network did it.
+pub const STALL_MS: f64 = 3.0;
+
+/// Watches the machine during a run: a thread at the priority the clients' timing threads
+/// get sleeps 1 ms at a time and notes how late it wakes. A run on a loopback link in which
+/// the machine stalled measured the machine, not the playout, and tests may play it again.
+pub struct MachineProbe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<MachineTiming>>,
+}
+
+impl MachineProbe {
+    /// Starts watching.
+    pub fn start() -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            kv_client::audio::priority::raise_current_thread();
+            let mut t = MachineTiming::default();
+            while !s.load(Ordering::Relaxed) {
+                let asked = Duration::from_millis(1);
+                let start = std::time::Instant::now();
+                std::thread::sleep(asked);
+                let late = start.elapsed().saturating_sub(asked).as_secs_f64() * 1000.0;
+                t.worst_ms = t.worst_ms.max(late);
+                if late > STALL_MS {
+                    t.stalls += 1;
+                }
+            }
+            t
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops watching and returns what was seen.
+    pub fn finish(mut self) -> MachineTiming {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
 }
 
 /// Playout adjustments in a peer's statistics: `adjustments` when the engine reports it,
@@ -422,6 +482,7 @@ pub fn run(
     seed: u64,
     dir: &Path,
 ) -> RunResult {
+    let probe = MachineProbe::start();
     let room = Room::new(server.addr, 2);
     let down = Impairment {
         seed,
@@ -514,6 +575,7 @@ pub fn run(
         late_after_first_spurt: late_after,
         peer,
         relay_down: relay.stats_of(Direction::Down),
+        machine: probe.finish(),
     }
 }
 

@@ -38,7 +38,7 @@ fn measure(server: &ServerProcess, key: &str, seed: u64) -> RunResult {
     eprintln!(
         "{key} ({}): PESQ-WB {:?}, mouth-to-ear {:?} ms, adjustments {} ({:?} after the \
          first spurt), lag spread {:?} / {:?} ms, window corr {:?}, not found {}, tail \
-         {:?} ms; proxy down {:?}; peer {}",
+         {:?} ms; proxy down {:?}; machine {:?}; peer {}",
         sample.name,
         r.score.pesq_wb,
         r.score.mouth_to_ear_ms,
@@ -50,16 +50,34 @@ fn measure(server: &ServerProcess, key: &str, seed: u64) -> RunResult {
         r.score.windows_not_found,
         r.score.tail_mouth_to_ear_ms,
         r.relay_down,
+        r.machine,
         r.peer
     );
     r
 }
 
-/// Asserts PESQ-WB ≥ `pesq` and mouth-to-ear ≤ `m2e_ms`.
+/// Asserts PESQ-WB ≥ `pesq` and mouth-to-ear ≤ `m2e_ms`. A run below the floor during
+/// which the machine stalled (a thread at the clients' priority woke more than
+/// `playout::STALL_MS` late: the hypervisor or a busy core held everything up, as no network
+/// does on loopback) is reported and played again, at most twice; the last run is asserted
+/// whatever happened in it.
 fn floor(key: &str, pesq: f64, m2e_ms: f64) {
     let _turn = take_turn();
     let server = ServerProcess::start();
-    let r = measure(&server, key, 1);
+    let mut attempt = 1;
+    let r = loop {
+        let r = measure(&server, key, 1);
+        let below = r.score.pesq_wb.is_none_or(|p| p < pesq)
+            || r.score.mouth_to_ear_ms.is_none_or(|d| d > m2e_ms);
+        if !below || r.machine.stalls == 0 || attempt == 3 {
+            break r;
+        }
+        eprintln!(
+            "{key}, run {attempt}: the machine stalled ({:?}); again",
+            r.machine
+        );
+        attempt += 1;
+    };
     let got = r.score.pesq_wb.unwrap_or_else(|| panic!("{key}: no PESQ"));
     let delay = r
         .score
@@ -193,8 +211,8 @@ fn no_adjustment_after_the_first_talk_spurt_on_a_clean_minute() {
     // The link must be clean for the test to mean anything: a frame that reached the
     // listener late on loopback after the first spurt was held up by the machine (the
     // sender or the listener was not scheduled in time), not by the network. Such a run
-    // is reported and the minute played once more; the second run is asserted whatever
-    // happened in it.
+    // is reported and the minute played again (as is one in which the machine probe saw a
+    // stall), at most three runs; the last is asserted whatever happened in it.
     let mut attempt = 0;
     let r = loop {
         attempt += 1;
@@ -202,7 +220,7 @@ fn no_adjustment_after_the_first_talk_spurt_on_a_clean_minute() {
         eprintln!(
             "clean {seconds:.1} s, run {attempt}: PESQ-WB {:?}, mouth-to-ear {:?} ms, \
              adjustments {} ({:?} after the first spurt), lag spread {:?} / {:?} ms, from 5 s \
-             on {:?} ms; peer {}",
+             on {:?} ms; machine {:?}; peer {}",
             r.score.pesq_wb,
             r.score.mouth_to_ear_ms,
             r.adjustments,
@@ -210,13 +228,17 @@ fn no_adjustment_after_the_first_talk_spurt_on_a_clean_minute() {
             r.score.lag_spread_ms,
             r.score.lag_spread_p90_ms,
             r.score.tail_lag_spread_ms,
+            r.machine,
             r.peer
         );
         let late = r.late_after_first_spurt.unwrap_or(0);
-        if late == 0 || attempt == 2 {
+        if (late == 0 && r.machine.stalls == 0) || attempt == 3 {
             break r;
         }
-        eprintln!("run {attempt}: {late} frames came late on loopback (the machine); again");
+        eprintln!(
+            "run {attempt}: {late} frames came late on loopback, machine {:?}; again",
+            r.machine
+        );
     };
     assert_eq!(
         r.adjustments_after_first_spurt,

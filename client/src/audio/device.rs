@@ -407,6 +407,7 @@ fn spawn_capture_dsp(
     std::thread::Builder::new()
         .name("kv-capture-dsp".into())
         .spawn(move || {
+            super::priority::raise_current_thread();
             let mut inter = vec![0.0f32; 480 * ch];
             let mut mono = Vec::with_capacity(480);
             let mut res = Vec::with_capacity(2048);
@@ -531,6 +532,7 @@ fn spawn_playback_dsp(
     std::thread::Builder::new()
         .name("kv-playback-dsp".into())
         .spawn(move || {
+            super::priority::raise_current_thread();
             let mut mono = vec![0.0f32; 480];
             let mut res = Vec::with_capacity(2048);
             let mut inter = Vec::with_capacity(2048 * ch);

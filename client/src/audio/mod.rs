@@ -7,9 +7,10 @@
 //! - [`jitter`]: the adaptive jitter buffer (sans-IO, virtual time).
 //! - [`mixer`]: summing with per-user gain and a limiter.
 //! - [`wav`]: WAV input/output; [`resample`]: rate conversion; [`device`]: cpal devices.
+//! - [`priority`]: scheduling priority for the threads that carry a call's timing.
 //! - [`quality`]: objective speech-quality measure used by tests; [`bench`]: `kv bench`.
 //!
-//! Everything except [`device`] is sans-IO: callers pass `now_ms` and buffers, so the whole
+//! Everything except [`device`] and [`priority`] is sans-IO: callers pass `now_ms` and buffers, so the whole
 //! chain runs in tests on virtual time.
 
 pub mod bench;
@@ -19,6 +20,7 @@ pub mod error;
 pub mod format;
 pub mod jitter;
 pub mod mixer;
+pub mod priority;
 pub mod quality;
 pub mod resample;
 pub mod rx;

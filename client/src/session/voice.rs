@@ -88,13 +88,19 @@ pub struct VoiceSession {
     left: bool,
 }
 
+/// Starts one of the session's threads. All three carry the call's timing, so each
+/// raises its own scheduling priority first ([`super::priority`]).
 fn spawn<T: Send + 'static>(
-    name: &str,
+    name: &'static str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<JoinHandle<T>, SessionError> {
     std::thread::Builder::new()
         .name(name.into())
-        .spawn(f)
+        .spawn(move || {
+            let priority = crate::audio::priority::raise_current_thread();
+            tracing::debug!(thread = name, ?priority, "thread started");
+            f()
+        })
         .map_err(SessionError::Thread)
 }
 
