@@ -352,6 +352,7 @@ pub const STALL_MS: f64 = 3.0;
 /// Watches the machine during a run: a thread at the priority the clients' timing threads
 /// get sleeps 1 ms at a time and notes how late it wakes. A run on a loopback link in which
 /// the machine stalled measured the machine, not the playout, and tests may play it again.
+#[derive(Debug)]
 pub struct MachineProbe {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<MachineTiming>>,
