@@ -329,10 +329,17 @@ impl FrameKeys {
         self.stats
     }
 
-    /// Protects one Opus frame with our current key. `out` receives exactly the protected
-    /// frame (`frame.len()` plus at most [`MAX_OVERHEAD`] bytes; no allocation once its
-    /// capacity suffices). Returns its length.
-    pub fn encrypt(&mut self, frame: &[u8], out: &mut Vec<u8>) -> Result<usize, EncryptError> {
+    /// Protects one Opus frame with our current key. `aad` is authenticated, not sent: the
+    /// receiver must pass the same bytes (the wiring passes the frame's own sequence number
+    /// and timestamp, which a redundant copy keeps, so a relay cannot relabel frames). `out`
+    /// receives exactly the protected frame (`frame.len()` plus at most [`MAX_OVERHEAD`]
+    /// bytes; no allocation once its capacity suffices). Returns its length.
+    pub fn encrypt(
+        &mut self,
+        frame: &[u8],
+        aad: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<usize, EncryptError> {
         let own = self
             .current
             .as_mut()
@@ -341,25 +348,28 @@ impl FrameKeys {
         if own.counter.is_exhausted() {
             return Err(EncryptError::CounterExhausted);
         }
-        let media = MediaFrameView::try_new(&mut own.counter, frame)
+        let media = MediaFrameView::try_with_meta_data(&mut own.counter, frame, aad)
             .map_err(|_| EncryptError::CounterExhausted)?;
         media
             .encrypt_into(&own.key, out)
             .map_err(|_| EncryptError::Failed)?;
+        // The library writes `aad` in front of the frame; it is not sent.
+        drop_prefix(out, aad.len());
         self.stats.encrypted += 1;
         Ok(out.len())
     }
 
     /// Checks and decrypts one protected frame into `out` (which then holds exactly the Opus
-    /// frame). A rejected frame is counted and changes nothing else: the replay window only
-    /// records frames that authenticated.
+    /// frame), `aad` as the sender passed it. A rejected frame is counted and changes nothing
+    /// else: the replay window only records frames that authenticated.
     pub fn decrypt(
         &mut self,
         now: Instant,
         data: &[u8],
+        aad: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<DecryptedFrame, FrameRejected> {
-        let r = self.decrypt_uncounted(now, data, out);
+        let r = self.decrypt_uncounted(now, data, aad, out);
         match r {
             Ok(_) => self.stats.decrypted += 1,
             Err(why) => {
@@ -374,10 +384,12 @@ impl FrameKeys {
         &mut self,
         now: Instant,
         data: &[u8],
+        aad: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<DecryptedFrame, FrameRejected> {
         self.handle_timeout(now);
-        let frame = EncryptedFrameView::try_new(data).map_err(|_| FrameRejected::Malformed)?;
+        let frame = EncryptedFrameView::try_with_meta_data(data, aad)
+            .map_err(|_| FrameRejected::Malformed)?;
         let kid = MlsKeyId::from_key_id(frame.header().key_id(), bit_range());
         if kid.context_id() != 0 {
             // We assign only context 0 to senders.
@@ -422,8 +434,8 @@ impl FrameKeys {
             .payload()
             .len();
         sender.replay.record(token);
-        // The view's payload is all that is left in `out`; make sure of it.
-        out.truncate(len);
+        // The library leaves `aad` in front of the payload.
+        drop_prefix(out, out.len() - len);
         Ok(DecryptedFrame {
             uid: sender.uid,
             leaf_index: leaf_index as u32,
@@ -431,6 +443,15 @@ impl FrameKeys {
             counter: frame.header().counter(),
             len,
         })
+    }
+}
+
+/// Removes the first `n` bytes of `buf` in place (no allocation).
+fn drop_prefix(buf: &mut Vec<u8>, n: usize) {
+    if n > 0 {
+        let n = n.min(buf.len());
+        buf.copy_within(n.., 0);
+        buf.truncate(buf.len() - n);
     }
 }
 
@@ -454,7 +475,8 @@ mod tests {
         let opus = [0x55u8; 120];
         let (mut wire, mut plain) = (Vec::new(), Vec::new());
         for i in 0..300u64 {
-            let n = a.encrypt(&opus, &mut wire).unwrap();
+            let aad = (i as u32).to_be_bytes();
+            let n = a.encrypt(&opus, &aad, &mut wire).unwrap();
             assert!(n - opus.len() <= MAX_OVERHEAD);
             if i == 0 {
                 // Key id 5 (leaf 0, epoch 5) and counter 0 both fit in the config byte.
@@ -464,7 +486,7 @@ mod tests {
                 // Counter 8 takes a byte of its own.
                 assert_eq!(n - opus.len(), 1 + 1 + TAG_LEN);
             }
-            let d = b.decrypt(now, &wire, &mut plain).unwrap();
+            let d = b.decrypt(now, &wire, &aad, &mut plain).unwrap();
             assert_eq!(plain, opus);
             assert_eq!((d.uid, d.leaf_index, d.epoch, d.counter), (100, 0, 5, i));
         }
@@ -477,21 +499,21 @@ mod tests {
         let frames: Vec<Vec<u8>> = (0..200)
             .map(|_| {
                 let mut w = Vec::new();
-                a.encrypt(&[1, 2, 3], &mut w).unwrap();
+                a.encrypt(&[1, 2, 3], b"", &mut w).unwrap();
                 w
             })
             .collect();
         let mut out = Vec::new();
         // Out of order within the window: fine.
-        b.decrypt(now, &frames[150], &mut out).unwrap();
-        b.decrypt(now, &frames[149], &mut out).unwrap();
+        b.decrypt(now, &frames[150], b"", &mut out).unwrap();
+        b.decrypt(now, &frames[149], b"", &mut out).unwrap();
         assert_eq!(
-            b.decrypt(now, &frames[150], &mut out),
+            b.decrypt(now, &frames[150], b"", &mut out),
             Err(FrameRejected::Replayed)
         );
         // More than REPLAY_WINDOW behind the newest.
         assert_eq!(
-            b.decrypt(now, &frames[10], &mut out),
+            b.decrypt(now, &frames[10], b"", &mut out),
             Err(FrameRejected::TooOld)
         );
         assert_eq!((b.stats().replayed, b.stats().too_old), (1, 1));
@@ -501,20 +523,25 @@ mod tests {
     fn rejections_leave_no_trace() {
         let (mut a, mut b, now) = pair(1, &[3u8; 16]);
         let mut wire = Vec::new();
-        a.encrypt(b"opus frame", &mut wire).unwrap();
+        a.encrypt(b"opus frame", b"pos", &mut wire).unwrap();
         let mut out = Vec::new();
         for cut in 0..wire.len() {
-            assert!(b.decrypt(now, &wire[..cut], &mut out).is_err());
+            assert!(b.decrypt(now, &wire[..cut], b"pos", &mut out).is_err());
         }
         let mut bad = wire.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
         assert_eq!(
-            b.decrypt(now, &bad, &mut out),
+            b.decrypt(now, &bad, b"pos", &mut out),
+            Err(FrameRejected::AuthFailed)
+        );
+        // Another position (aad) for the same bytes.
+        assert_eq!(
+            b.decrypt(now, &wire, b"pot", &mut out),
             Err(FrameRejected::AuthFailed)
         );
         // The genuine frame still decrypts: the forgery recorded nothing.
-        b.decrypt(now, &wire, &mut out).unwrap();
+        b.decrypt(now, &wire, b"pos", &mut out).unwrap();
         assert_eq!(out, b"opus frame");
     }
 

@@ -620,9 +620,10 @@ impl Member {
     pub fn encrypt_frame(
         &mut self,
         frame: &[u8],
+        aad: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<usize, EncryptError> {
-        self.frames.encrypt(frame, out)
+        self.frames.encrypt(frame, aad, out)
     }
 
     /// Checks and decrypts one protected frame (see [`FrameKeys::decrypt`]).
@@ -630,9 +631,10 @@ impl Member {
         &mut self,
         now: Instant,
         data: &[u8],
+        aad: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<DecryptedFrame, FrameRejected> {
-        self.frames.decrypt(now, data, out)
+        self.frames.decrypt(now, data, aad, out)
     }
 
     /// Frame counters.

@@ -2,30 +2,13 @@
 //! frames, and refuse what they must (departed members, late joiners, forgeries, replays,
 //! commits from outsiders), on virtual time.
 
-use std::collections::HashMap;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::SigningKey;
+use common::{identity, member, Dir, GROUP};
 use kv_e2ee::frame::{FrameKeys, GRACE_PERIOD, MAX_OVERHEAD};
 use kv_e2ee::{CredentialError, E2eeError, FrameRejected, Handled, Member};
-
-const GROUP: &[u8] = b"kv test channel 7";
-
-/// A directory as the server would vouch for it: uid -> identity key.
-type Dir = HashMap<u64, [u8; 32]>;
-
-fn identity(uid: u64) -> SigningKey {
-    let mut seed = [0u8; 32];
-    seed[..8].copy_from_slice(&uid.to_be_bytes());
-    seed[31] = 0x5a;
-    SigningKey::from_bytes(&seed)
-}
-
-fn member(uid: u64, dir: &mut Dir) -> Member {
-    let key = identity(uid);
-    dir.insert(uid, key.verifying_key().to_bytes());
-    Member::new(uid, &key)
-}
 
 /// `creator` adds `joiner`; everyone in `others` processes the commit.
 fn add(
@@ -61,15 +44,20 @@ fn three(now: Instant) -> (Member, Member, Member, Dir) {
     (a, b, c, dir)
 }
 
+/// The authenticated position every test frame carries (what the wiring binds: seq and
+/// timestamp of the frame).
+const AAD: &[u8] = b"seq+ts";
+
 fn seal(m: &mut Member, opus: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    m.encrypt_frame(opus, &mut out).unwrap();
+    m.encrypt_frame(opus, AAD, &mut out).unwrap();
     out
 }
 
 fn open(m: &mut Member, now: Instant, wire: &[u8]) -> Result<(u64, Vec<u8>), FrameRejected> {
     let mut out = Vec::with_capacity(512);
-    m.decrypt_frame(now, wire, &mut out).map(|d| (d.uid, out))
+    m.decrypt_frame(now, wire, AAD, &mut out)
+        .map(|d| (d.uid, out))
 }
 
 #[test]
@@ -137,7 +125,7 @@ fn departed_member_cannot_decrypt_the_new_epoch() {
             Handled::Removed
         );
         assert_eq!(c2.epoch(), None);
-        assert!(c2.encrypt_frame(b"x", &mut Vec::new()).is_err());
+        assert!(c2.encrypt_frame(b"x", AAD, &mut Vec::new()).is_err());
         let f = seal(&mut a2, b"new epoch speech");
         assert_eq!(
             open(&mut b2, now, &f).map(|x| x.1),
@@ -244,7 +232,7 @@ fn forged_replayed_and_foreign_frames_are_rejected_and_counted() {
         .install_epoch(epoch, &[9u8; 16], Some(9), [(9, 666)], now)
         .unwrap();
     let mut forged = Vec::new();
-    outsider.encrypt(b"let me in", &mut forged).unwrap();
+    outsider.encrypt(b"let me in", AAD, &mut forged).unwrap();
     assert_eq!(
         open(&mut b, now, &forged),
         Err(FrameRejected::UnknownSender)
@@ -256,7 +244,7 @@ fn forged_replayed_and_foreign_frames_are_rejected_and_counted() {
         .unwrap();
     for _ in 0..5 {
         // Past A's counters, so the replay window lets it through to authentication.
-        poser.encrypt(b"i am A", &mut forged).unwrap();
+        poser.encrypt(b"i am A", AAD, &mut forged).unwrap();
     }
     assert_eq!(open(&mut b, now, &forged), Err(FrameRejected::AuthFailed));
     // Our own frames reflected back to us.
