@@ -122,8 +122,8 @@ fn arbitrary_bytes_never_panic_and_are_counted() {
         c
     };
     let mut tries = 0u64;
-    for round in 0..3000 {
-        let mut bytes = if round % 2 == 0 {
+    for round in 0..3000u32 {
+        let mut bytes = if round.is_multiple_of(2) {
             let n = (rng.next() % 300) as usize;
             rng.bytes(n)
         } else {
@@ -136,7 +136,7 @@ fn arbitrary_bytes_never_panic_and_are_counted() {
                 bytes[i] ^= 1 + (rng.next() as u8 % 255);
             }
         }
-        if rng.next() % 4 == 0 {
+        if rng.next().is_multiple_of(4) {
             let cut = (rng.next() as usize) % (bytes.len() + 1);
             bytes.truncate(cut);
         }
