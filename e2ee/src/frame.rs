@@ -292,6 +292,10 @@ impl FrameKeys {
     /// Stops sending: the current epoch becomes the previous one (decrypting for the grace
     /// period). For a member removed from the group, or leaving it.
     pub fn retire(&mut self, now: Instant) {
+        if let Some(prev) = &self.previous {
+            // Two epoch changes within the grace period: the older epoch ends now.
+            self.expired_epoch = Some(prev.epoch);
+        }
         if let Some(mut cur) = self.current.take() {
             cur.expires = Some(now + GRACE_PERIOD);
             cur.own = None;
@@ -543,6 +547,29 @@ mod tests {
         // The genuine frame still decrypts: the forgery recorded nothing.
         b.decrypt(now, &wire, b"pos", &mut out).unwrap();
         assert_eq!(out, b"opus frame");
+    }
+
+    #[test]
+    fn only_one_previous_epoch_is_kept() {
+        let (mut a, mut b, now) = pair(1, &[4u8; 16]);
+        let roster = [(0u32, 100u64), (1, 101)];
+        let mut e1 = Vec::new();
+        a.encrypt(b"epoch 1", b"", &mut e1).unwrap();
+        a.install_epoch(2, &[5u8; 16], Some(0), roster, now)
+            .unwrap();
+        b.install_epoch(2, &[5u8; 16], Some(1), roster, now)
+            .unwrap();
+        let mut e2 = Vec::new();
+        a.encrypt(b"epoch 2", b"", &mut e2).unwrap();
+        b.install_epoch(3, &[6u8; 16], Some(1), roster, now)
+            .unwrap();
+        let mut out = Vec::new();
+        assert_eq!(
+            b.decrypt(now, &e1, b"", &mut out),
+            Err(FrameRejected::ExpiredEpoch)
+        );
+        assert_eq!(b.decrypt(now, &e2, b"", &mut out).map(|d| d.epoch), Ok(2));
+        assert_eq!((b.current_epoch(), b.previous_epoch()), (Some(3), Some(2)));
     }
 
     #[test]

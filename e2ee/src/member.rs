@@ -486,6 +486,16 @@ impl Member {
                         directory,
                     )?;
                 }
+                let after = group.members().count() + staged.add_proposals().count()
+                    - staged
+                        .remove_proposals()
+                        .count()
+                        .min(group.members().count());
+                if after > MAX_MEMBERS {
+                    // KV's own clients never commit this (adders check); refuse before
+                    // merging rather than derive an unbounded table for anyone else's.
+                    return Err(E2eeError::TooManyMembers);
+                }
                 let removed = staged.self_removed();
                 // Another member's commit won the epoch: ours (if any) is void.
                 if group.pending_commit().is_some() {
@@ -500,11 +510,6 @@ impl Member {
                     self.frames.retire(now);
                     self.group = None;
                     return Ok(Handled::Removed);
-                }
-                if group.members().count() > MAX_MEMBERS {
-                    // Cannot happen with KV's own clients (adders check); refuse to derive
-                    // an unbounded table for anyone else's.
-                    return Err(E2eeError::TooManyMembers);
                 }
                 self.install_keys(now)?;
                 Ok(Handled::Commit {
