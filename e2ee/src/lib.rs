@@ -28,7 +28,7 @@
 //! commit is discarded when the winner arrives); they still carry the membership tag and the
 //! sender's signature, so a non-member's commit is refused. Welcomes include the ratchet
 //! tree. A committer merges its own commit only when the delivery service accepted it
-//! ([`Member::confirm_commit`]).
+//! ([`Member::confirm_commit`], or [`Member::handle`] of the commit forwarded back to it).
 //!
 //! **Credential.** A `BasicCredential` of 41 bytes: format 1, uid (u64 BE), Ed25519 identity
 //! key; and the leaf's MLS signature key *is* that identity key. A peer accepts a leaf (in a

@@ -153,6 +153,9 @@ pub struct Member {
     signer: SignatureKeyPair,
     credential: CredentialWithKey,
     group: Option<MlsGroup>,
+    /// The bytes of our pending commit: the delivery service's echo of exactly these is its
+    /// acceptance ([`Self::handle`] merges it).
+    pending: Option<Vec<u8>>,
     frames: FrameKeys,
     handshake: HandshakeStats,
 }
@@ -222,6 +225,7 @@ impl Member {
             },
             signer,
             group: None,
+            pending: None,
             frames: FrameKeys::new(),
             handshake: HandshakeStats::default(),
         }
@@ -306,8 +310,9 @@ impl Member {
 
     /// Adds the owners of `key_packages` (each an `MLSMessage`), after checking their
     /// credentials against `directory`. The commit stays pending until the delivery service
-    /// accepted it: then [`Self::confirm_commit`]; if another commit won, [`Self::handle`]
-    /// of that one discards ours.
+    /// accepted it: then [`Self::confirm_commit`], or [`Self::handle`] of the commit itself
+    /// when the service forwards it back to us; if another commit won, [`Self::handle`] of
+    /// that one discards ours.
     pub fn add_members(
         &mut self,
         key_packages: &[&[u8]],
@@ -339,10 +344,7 @@ impl Member {
         let (commit, welcome, _) = group
             .add_members(&self.provider, &self.signer, &kps)
             .map_err(mls)?;
-        Ok(CommitOut {
-            commit: serialize(&commit)?,
-            welcome: Some(serialize(&welcome)?),
-        })
+        self.pending_out(serialize(&commit)?, Some(serialize(&welcome)?))
     }
 
     /// Removes the members with these uids (a kick, a timeout, a leave the server saw).
@@ -359,10 +361,10 @@ impl Member {
         let (commit, welcome, _) = group
             .remove_members(&self.provider, &self.signer, &leaves)
             .map_err(mls)?;
-        Ok(CommitOut {
-            commit: serialize(&commit)?,
-            welcome: welcome.as_ref().map(serialize).transpose()?,
-        })
+        self.pending_out(
+            serialize(&commit)?,
+            welcome.as_ref().map(serialize).transpose()?,
+        )
     }
 
     /// A proposal to remove ourselves, for another member to commit (a member cannot commit
@@ -385,10 +387,19 @@ impl Member {
         let (commit, welcome, _) = group
             .commit_to_pending_proposals(&self.provider, &self.signer)
             .map_err(mls)?;
-        Ok(CommitOut {
-            commit: serialize(&commit)?,
-            welcome: welcome.as_ref().map(serialize).transpose()?,
-        })
+        self.pending_out(
+            serialize(&commit)?,
+            welcome.as_ref().map(serialize).transpose()?,
+        )
+    }
+
+    fn pending_out(
+        &mut self,
+        commit: Vec<u8>,
+        welcome: Option<Vec<u8>>,
+    ) -> Result<CommitOut, E2eeError> {
+        self.pending = Some(commit.clone());
+        Ok(CommitOut { commit, welcome })
     }
 
     /// The delivery service accepted our pending commit: merge it and switch to the new
@@ -399,6 +410,7 @@ impl Member {
             return Err(E2eeError::NoPendingCommit);
         }
         group.merge_pending_commit(&self.provider).map_err(mls)?;
+        self.pending = None;
         self.install_keys(now)?;
         self.epoch().ok_or(E2eeError::NoGroup)
     }
@@ -406,6 +418,7 @@ impl Member {
     /// Drops our pending commit (the delivery service refused it).
     pub fn discard_commit(&mut self) -> Result<(), E2eeError> {
         let group = self.group.as_mut().ok_or(E2eeError::NoGroup)?;
+        self.pending = None;
         group
             .clear_pending_commit(self.provider.storage())
             .map_err(mls)
@@ -439,6 +452,11 @@ impl Member {
         now: Instant,
     ) -> Result<Handled, E2eeError> {
         let body = parse(message)?;
+        if self.group.is_some() && self.pending.as_deref() == Some(message) {
+            // The delivery service forwards our own commit: it won the epoch.
+            let epoch = self.confirm_commit(now)?;
+            return Ok(Handled::Commit { epoch });
+        }
         let group = self.group.as_mut().ok_or(E2eeError::NoGroup)?;
         let msg: openmls::prelude::ProtocolMessage = match body {
             MlsMessageBodyIn::PublicMessage(m) => m.into(),
@@ -503,6 +521,7 @@ impl Member {
                         .clear_pending_commit(self.provider.storage())
                         .map_err(mls)?;
                 }
+                self.pending = None;
                 group
                     .merge_staged_commit(&self.provider, *staged)
                     .map_err(mls)?;

@@ -428,8 +428,13 @@ fn losing_commit_is_discarded_when_the_winner_arrives() {
     let (mut a, mut b, mut c, dir) = three(now);
     // A and B commit for the same epoch; the delivery service orders A's first.
     let win = a.remove_members(&[1003]).unwrap();
-    let _lose = b.remove_members(&[1003]).unwrap();
-    a.confirm_commit(now).unwrap();
+    let lose = b.remove_members(&[1003]).unwrap();
+    // The service forwards the winner to everyone, its author included: that is A's
+    // acceptance.
+    assert_eq!(
+        a.handle(&win.commit, &dir, now).unwrap(),
+        Handled::Commit { epoch: 3 }
+    );
     assert_eq!(
         b.handle(&win.commit, &dir, now).unwrap(),
         Handled::Commit { epoch: 3 }
@@ -437,6 +442,11 @@ fn losing_commit_is_discarded_when_the_winner_arrives() {
     assert_eq!(c.handle(&win.commit, &dir, now).unwrap(), Handled::Removed);
     assert_eq!(a.safety_code(), b.safety_code());
     assert_eq!(b.confirm_commit(now), Err(E2eeError::NoPendingCommit));
+    // The loser's commit, if the service forwarded it anyway, is an epoch behind.
+    assert!(matches!(
+        a.handle(&lose.commit, &dir, now),
+        Err(E2eeError::WrongEpoch { got: 2, ours: 3 })
+    ));
     let f = seal(&mut b, b"after the race");
     assert!(open(&mut a, now, &f).is_ok());
 }

@@ -143,6 +143,9 @@ fn arbitrary_bytes_never_panic_and_are_counted() {
         tries += 1;
         assert!(b.decrypt_frame(now, &bytes, b"", &mut out).is_err());
         assert!(b.handle(&bytes, &dir, now).is_err());
+        assert!(Member::new(77, &common::identity(77))
+            .join(&bytes, &dir, now)
+            .is_err());
     }
     assert_eq!(b.frame_stats().rejected(), tries);
     let h = b.handshake_stats();
