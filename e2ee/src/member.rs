@@ -35,6 +35,9 @@ pub const MAX_MEMBERS: usize = 1024;
 /// Largest MLS message accepted (a Welcome for [`MAX_MEMBERS`] with the ratchet tree is about
 /// 150 kB; this leaves room and still bounds the parser).
 pub const MAX_MESSAGE_LEN: usize = 1 << 20;
+/// Most proposals stored for the next commit (a member could otherwise grow the store
+/// without bound by proposing and never committing).
+pub const MAX_PENDING_PROPOSALS: usize = 64;
 
 /// Why an MLS operation or message was refused. Messages that fail are counted in
 /// [`HandshakeStats`] and leave the group as it was.
@@ -66,6 +69,9 @@ pub enum E2eeError {
     /// The group would exceed [`MAX_MEMBERS`].
     #[error("group would exceed {MAX_MEMBERS} members")]
     TooManyMembers,
+    /// [`MAX_PENDING_PROPOSALS`] proposals already wait for a commit.
+    #[error("too many pending proposals")]
+    TooManyProposals,
     /// No member has this uid.
     #[error("uid {0} is not a member")]
     UnknownMember(u64),
@@ -536,6 +542,9 @@ impl Member {
                 })
             }
             ProcessedMessageContent::ProposalMessage(proposal) => {
+                if group.pending_proposals().count() >= MAX_PENDING_PROPOSALS {
+                    return Err(E2eeError::TooManyProposals);
+                }
                 match proposal.proposal() {
                     Proposal::Add(add) => {
                         let leaf = add.key_package().leaf_node();
@@ -619,6 +628,13 @@ impl Member {
                 credential::credential_identity(&m.credential).map(|(uid, _)| (uid, m.index.u32()))
             })
             .collect()
+    }
+
+    /// Proposals stored for the next commit.
+    pub fn pending_proposals(&self) -> usize {
+        self.group
+            .as_ref()
+            .map_or(0, |g| g.pending_proposals().count())
     }
 
     /// The current epoch's safety code (see [`crate::safety`]).

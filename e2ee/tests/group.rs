@@ -450,3 +450,26 @@ fn losing_commit_is_discarded_when_the_winner_arrives() {
     let f = seal(&mut b, b"after the race");
     assert!(open(&mut a, now, &f).is_ok());
 }
+
+#[test]
+fn stored_proposals_are_bounded() {
+    let now = Instant::now();
+    let (mut a, mut b, _c, dir) = three(now);
+    let mut refused = 0;
+    for _ in 0..kv_e2ee::member::MAX_PENDING_PROPOSALS + 6 {
+        let p = b.propose_leave().unwrap();
+        match a.handle(&p, &dir, now) {
+            Ok(Handled::Proposal) => {}
+            Err(E2eeError::TooManyProposals) => refused += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(a.pending_proposals() <= kv_e2ee::member::MAX_PENDING_PROPOSALS);
+    assert_eq!(refused, 6, "the store holds {}", a.pending_proposals());
+    assert_eq!(a.handshake_stats().other, refused);
+    // Committing them still works (one removal of B, however often it was proposed).
+    let out = a.commit_pending_proposals().unwrap();
+    a.confirm_commit(now).unwrap();
+    assert_eq!(b.handle(&out.commit, &dir, now).unwrap(), Handled::Removed);
+    assert_eq!(a.members().len(), 2);
+}
