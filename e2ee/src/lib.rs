@@ -79,7 +79,8 @@
 //!
 //! **Limits.** [`member::MAX_MEMBERS`] (1024, the server's per-channel cap) bounds rosters,
 //! trees and key tables; [`member::MAX_MESSAGE_LEN`] bounds an MLS message and
-//! [`member::MAX_PENDING_PROPOSALS`] the proposals waiting for a commit; every frame
+//! [`member::MAX_PENDING_PROPOSALS`] the proposals waiting for a commit,
+//! [`member::MAX_KEY_PACKAGES`] the key packages whose private keys are kept; every frame
 //! table is bounded by [`frame::MAX_LEAVES`]. SFrame keys are shared by the group: a member
 //! could forge another member's frames (RFC 9605 §9.5); outsiders cannot.
 #![warn(missing_docs)]

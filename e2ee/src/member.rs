@@ -5,18 +5,20 @@
 //! leaves as its RFC 9420 `MLSMessage` encoding, for a delivery service to order and forward.
 //! No I/O; time only where frame keys need it (`now`).
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use ed25519_dalek::SigningKey;
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::{
-    Ciphersuite, CredentialWithKey, GroupId, KeyPackage, LeafNodeIndex, MlsGroup,
+    Ciphersuite, CredentialWithKey, GroupId, KeyPackage, KeyPackageRef, LeafNodeIndex, MlsGroup,
     MlsGroupCreateConfig, MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut,
     ProcessedMessageContent, Proposal, ProtocolVersion, Sender, SignatureScheme, StagedWelcome,
     MIXED_PLAINTEXT_WIRE_FORMAT_POLICY,
 };
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
+use openmls_traits::storage::StorageProvider as _;
 use openmls_traits::OpenMlsProvider as _;
 
 use crate::credential::{self, verify_leaf, CredentialError, Directory};
@@ -35,6 +37,9 @@ pub const MAX_MEMBERS: usize = 1024;
 /// Largest MLS message accepted (a Welcome for [`MAX_MEMBERS`] with the ratchet tree is about
 /// 150 kB; this leaves room and still bounds the parser).
 pub const MAX_MESSAGE_LEN: usize = 1 << 20;
+/// Most key packages whose private keys are kept at once: each [`Member::key_package`]
+/// beyond this forgets the oldest (a Welcome for it can no longer be read).
+pub const MAX_KEY_PACKAGES: usize = 4;
 /// Most proposals stored for the next commit (a member could otherwise grow the store
 /// without bound by proposing and never committing).
 pub const MAX_PENDING_PROPOSALS: usize = 64;
@@ -162,6 +167,9 @@ pub struct Member {
     /// The bytes of our pending commit: the delivery service's echo of exactly these is its
     /// acceptance ([`Self::handle`] merges it).
     pending: Option<Vec<u8>>,
+    /// Our key packages not yet used by a Welcome, oldest first (their private keys live in
+    /// the provider's storage until a Welcome consumes them or they are forgotten).
+    key_packages: VecDeque<KeyPackageRef>,
     frames: FrameKeys,
     handshake: HandshakeStats,
 }
@@ -232,6 +240,7 @@ impl Member {
             signer,
             group: None,
             pending: None,
+            key_packages: VecDeque::new(),
             frames: FrameKeys::new(),
             handshake: HandshakeStats::default(),
         }
@@ -243,8 +252,9 @@ impl Member {
     }
 
     /// A fresh key package (an `MLSMessage`), for the server to hand to whoever adds us.
-    /// Its private keys stay here until the Welcome that uses it arrives.
-    pub fn key_package(&self) -> Result<Vec<u8>, E2eeError> {
+    /// Its private keys stay here until the Welcome that uses it arrives; at most
+    /// [`MAX_KEY_PACKAGES`] are kept.
+    pub fn key_package(&mut self) -> Result<Vec<u8>, E2eeError> {
         let bundle = KeyPackage::builder()
             .build(
                 MLS_CIPHERSUITE,
@@ -253,7 +263,18 @@ impl Member {
                 self.credential.clone(),
             )
             .map_err(mls)?;
-        serialize(&MlsMessageOut::from(bundle.key_package().clone()))
+        let kp = bundle.key_package();
+        self.key_packages
+            .push_back(kp.hash_ref(self.provider.crypto()).map_err(mls)?);
+        if self.key_packages.len() > MAX_KEY_PACKAGES {
+            if let Some(old) = self.key_packages.pop_front() {
+                self.provider
+                    .storage()
+                    .delete_key_package(&old)
+                    .map_err(mls)?;
+            }
+        }
+        serialize(&MlsMessageOut::from(kp.clone()))
     }
 
     /// Starts a group (epoch 0, us alone) with the id the wiring chooses (e.g. server key and

@@ -273,7 +273,7 @@ fn commits_from_non_members_and_stale_members_are_rejected_and_counted() {
     let mut o = member(6666, &mut dir);
     let mut x = member(6667, &mut dir);
     let mut y = member(6668, &mut dir);
-    let z = member(6669, &mut dir);
+    let mut z = member(6669, &mut dir);
     o.create_group(GROUP, now).unwrap();
     add(&mut o, &mut x, &mut [], &dir, now);
     add(&mut o, &mut y, &mut [&mut x], &dir, now);
@@ -344,7 +344,7 @@ fn credentials_must_match_what_the_server_vouches_for() {
     let mut real = Dir::new();
     let _bob = member(2, &mut real);
     dir.insert(2, real[&2]);
-    let mallory = Member::new(2, &identity(9999));
+    let mut mallory = Member::new(2, &identity(9999));
     let kp = mallory.key_package().unwrap();
     assert_eq!(
         a.add_members(&[&kp], &dir),
@@ -472,4 +472,28 @@ fn stored_proposals_are_bounded() {
     a.confirm_commit(now).unwrap();
     assert_eq!(b.handle(&out.commit, &dir, now).unwrap(), Handled::Removed);
     assert_eq!(a.members().len(), 2);
+}
+
+#[test]
+fn key_packages_kept_are_bounded_oldest_forgotten() {
+    let now = Instant::now();
+    let mut dir = Dir::new();
+    let mut a = member(1, &mut dir);
+    let mut b = member(2, &mut dir);
+    a.create_group(GROUP, now).unwrap();
+    let kps: Vec<Vec<u8>> = (0..kv_e2ee::member::MAX_KEY_PACKAGES + 1)
+        .map(|_| b.key_package().unwrap())
+        .collect();
+    // The oldest was forgotten: a Welcome for it cannot be read.
+    let out = a.add_members(&[&kps[0]], &dir).unwrap();
+    a.discard_commit().unwrap();
+    assert!(matches!(
+        b.join(out.welcome.as_deref().unwrap(), &dir, now),
+        Err(E2eeError::Mls(_))
+    ));
+    // The newest works.
+    let out = a.add_members(&[kps.last().unwrap()], &dir).unwrap();
+    a.confirm_commit(now).unwrap();
+    b.join(out.welcome.as_deref().unwrap(), &dir, now).unwrap();
+    assert_eq!(a.safety_code(), b.safety_code());
 }

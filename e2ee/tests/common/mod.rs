@@ -36,7 +36,10 @@ pub fn add_all(
     dir: &Dir,
     now: Instant,
 ) {
-    let kps: Vec<Vec<u8>> = joiners.iter().map(|j| j.key_package().unwrap()).collect();
+    let kps: Vec<Vec<u8>> = joiners
+        .iter_mut()
+        .map(|j| j.key_package().unwrap())
+        .collect();
     let refs: Vec<&[u8]> = kps.iter().map(Vec::as_slice).collect();
     let out = creator.add_members(&refs, dir).unwrap();
     creator.confirm_commit(now).unwrap();
