@@ -16,6 +16,7 @@ use sframe::frame::{EncryptedFrameView, MediaFrameView, MonotonicCounter};
 use sframe::key::{DecryptionKey, EncryptionKey};
 use sframe::mls::{MlsKeyId, MlsKeyIdBitRange};
 use sframe::CipherSuite;
+use zeroize::Zeroizing;
 
 /// SFrame cipher suite: AES-128-GCM with a full 16-byte tag and HKDF-SHA256, the same
 /// primitives as the MLS ciphersuite (one AES and SHA-2 implementation in the binary).
@@ -160,6 +161,33 @@ pub struct DecryptedFrame {
     pub len: usize,
 }
 
+/// Everything [`FrameKeys`] needs to start an epoch, as the MLS owner hands it out
+/// ([`crate::Member::epoch_update`]): so the threads that send (capture) and receive
+/// (playout) can each keep a `FrameKeys` of their own, fed over a channel, with no lock on
+/// the frame path. The base key is wiped when this is dropped.
+#[derive(Clone)]
+pub struct EpochUpdate {
+    /// The MLS epoch.
+    pub epoch: u64,
+    /// `MLS-Exporter(BASE_KEY_LABEL, "", 16)` of that epoch.
+    pub base_key: Zeroizing<Vec<u8>>,
+    /// Our leaf index (`None`: receive only).
+    pub own_index: Option<u32>,
+    /// `(leaf index, uid)` of every member, ourselves included.
+    pub roster: Vec<(u32, u64)>,
+}
+
+impl std::fmt::Debug for EpochUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the base key.
+        f.debug_struct("EpochUpdate")
+            .field("epoch", &self.epoch)
+            .field("own_index", &self.own_index)
+            .field("members", &self.roster.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// One member's view as a receiver of one sender.
 struct SenderKey {
     uid: u64,
@@ -287,6 +315,17 @@ impl FrameKeys {
             expires: None,
         });
         Ok(())
+    }
+
+    /// [`Self::install_epoch`] from an [`EpochUpdate`].
+    pub fn apply(&mut self, update: &EpochUpdate, now: Instant) -> Result<(), InstallError> {
+        self.install_epoch(
+            update.epoch,
+            &update.base_key,
+            update.own_index,
+            update.roster.iter().copied(),
+            now,
+        )
     }
 
     /// Stops sending: the current epoch becomes the previous one (decrypting for the grace

@@ -19,6 +19,11 @@
 //!   ([`FrameStats`]).
 //! - [`safety`]: [`SafetyCode`], five groups of five digits from the epoch authenticator.
 //!
+//! For the wiring: the MLS owner (the backend thread with the push connection) keeps the
+//! [`Member`]; the capture thread (encrypts) and the playout thread (decrypts) each own a
+//! [`FrameKeys`], fed an [`EpochUpdate`] ([`Member::epoch_update`]) after every epoch change
+//! over a bounded lifecycle channel, so the frame path takes no lock.
+//!
 //! # Design
 //! **Group.** Ciphersuite `MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519`. Every join and
 //! leave is a commit, so a new epoch: a member who left holds no key of the epochs after
@@ -91,6 +96,6 @@ pub mod member;
 pub mod safety;
 
 pub use credential::{CredentialError, Directory};
-pub use frame::{DecryptedFrame, EncryptError, FrameKeys, FrameRejected, FrameStats};
+pub use frame::{DecryptedFrame, EncryptError, EpochUpdate, FrameKeys, FrameRejected, FrameStats};
 pub use member::{CommitOut, E2eeError, Handled, HandshakeStats, Member};
 pub use safety::SafetyCode;

@@ -20,11 +20,12 @@ use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use openmls_traits::storage::StorageProvider as _;
 use openmls_traits::OpenMlsProvider as _;
+use zeroize::Zeroizing;
 
 use crate::credential::{self, verify_leaf, CredentialError, Directory};
 use crate::frame::{
-    DecryptedFrame, EncryptError, FrameKeys, FrameRejected, FrameStats, BASE_KEY_LABEL,
-    CIPHER_SUITE,
+    DecryptedFrame, EncryptError, EpochUpdate, FrameKeys, FrameRejected, FrameStats,
+    BASE_KEY_LABEL, CIPHER_SUITE,
 };
 use crate::safety::SafetyCode;
 
@@ -602,27 +603,37 @@ impl Member {
     /// `MLS-Exporter("SFrame 1.0 Base Key", "", 16)`, each sender's key and salt come from it
     /// and the sender's key id).
     fn install_keys(&mut self, now: Instant) -> Result<(), E2eeError> {
+        let update = self.epoch_update()?;
+        self.frames.apply(&update, now).map_err(mls)
+    }
+
+    /// The current epoch's frame-key material, for [`FrameKeys`] kept elsewhere (the
+    /// capture and playout threads each own one; the MLS owner sends them this after every
+    /// [`Handled::Commit`], join and confirmed commit).
+    pub fn epoch_update(&self) -> Result<EpochUpdate, E2eeError> {
         let group = self.group.as_ref().ok_or(E2eeError::NoGroup)?;
-        let base = group
-            .export_secret(
-                self.provider.crypto(),
-                BASE_KEY_LABEL,
-                b"",
-                CIPHER_SUITE.key_len(),
-            )
-            .map_err(mls)?;
-        let roster = group.members().filter_map(|m| {
-            credential::credential_identity(&m.credential).map(|(uid, _)| (m.index.u32(), uid))
-        });
-        self.frames
-            .install_epoch(
-                group.epoch().as_u64(),
-                &base,
-                Some(group.own_leaf_index().u32()),
-                roster,
-                now,
-            )
-            .map_err(mls)
+        let base_key = Zeroizing::new(
+            group
+                .export_secret(
+                    self.provider.crypto(),
+                    BASE_KEY_LABEL,
+                    b"",
+                    CIPHER_SUITE.key_len(),
+                )
+                .map_err(mls)?,
+        );
+        let roster = group
+            .members()
+            .filter_map(|m| {
+                credential::credential_identity(&m.credential).map(|(uid, _)| (m.index.u32(), uid))
+            })
+            .collect();
+        Ok(EpochUpdate {
+            epoch: group.epoch().as_u64(),
+            base_key,
+            own_index: Some(group.own_leaf_index().u32()),
+            roster,
+        })
     }
 
     fn leaf_of(&self, uid: u64) -> Option<LeafNodeIndex> {

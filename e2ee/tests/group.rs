@@ -497,3 +497,44 @@ fn key_packages_kept_are_bounded_oldest_forgotten() {
     b.join(out.welcome.as_deref().unwrap(), &dir, now).unwrap();
     assert_eq!(a.safety_code(), b.safety_code());
 }
+
+#[test]
+fn frame_keys_split_across_threads_follow_the_epochs() {
+    // The wiring: the MLS owner keeps the Member; capture and playout each own FrameKeys,
+    // fed with EpochUpdates. Everything moves between threads.
+    fn assert_send<T: Send>() {}
+    assert_send::<Member>();
+    assert_send::<FrameKeys>();
+    assert_send::<kv_e2ee::EpochUpdate>();
+
+    let now = Instant::now();
+    let (mut a, mut b, _c, dir) = three(now);
+    let mut a_capture = FrameKeys::new();
+    let mut b_playout = FrameKeys::new();
+    a_capture.apply(&a.epoch_update().unwrap(), now).unwrap();
+    b_playout.apply(&b.epoch_update().unwrap(), now).unwrap();
+    let sender = std::thread::spawn(move || {
+        let mut w = Vec::new();
+        a_capture
+            .encrypt(b"from the capture thread", AAD, &mut w)
+            .unwrap();
+        (a_capture, w)
+    });
+    let (mut a_capture, w) = sender.join().unwrap();
+    let mut out = Vec::new();
+    assert_eq!(b_playout.decrypt(now, &w, AAD, &mut out).unwrap().uid, 1001);
+    assert_eq!(out, b"from the capture thread");
+    assert!(!format!("{:?}", a.epoch_update().unwrap()).contains("base_key"));
+
+    // An epoch change reaches both halves.
+    let out_c = a.remove_members(&[1003]).unwrap();
+    a.confirm_commit(now).unwrap();
+    b.handle(&out_c.commit, &dir, now).unwrap();
+    a_capture.apply(&a.epoch_update().unwrap(), now).unwrap();
+    b_playout.apply(&b.epoch_update().unwrap(), now).unwrap();
+    a_capture.encrypt(b"epoch 3", AAD, &mut out).unwrap();
+    let w = out.clone();
+    assert_eq!(b_playout.decrypt(now, &w, AAD, &mut out).unwrap().epoch, 3);
+    // And the Member's own keys agree with the split ones.
+    assert!(b.decrypt_frame(now, &w, AAD, &mut out).is_ok());
+}
