@@ -40,9 +40,10 @@ pub const GRACE_PERIOD: Duration = Duration::from_secs(3);
 /// Bytes of the authentication tag.
 pub const TAG_LEN: usize = 16;
 /// Most bytes protection adds to a frame: the SFrame header (1 config byte, up to 2 key-id
-/// bytes, up to 8 counter bytes) and the tag. Typical: 19 or 20 (key id of one byte for up
-/// to 16 leaves, counter of one byte for an epoch's first 5 s at 50 frames/s, two bytes up
-/// to 21 minutes, three up to 93 hours).
+/// bytes, up to 8 counter bytes) and the tag. Typical: 19 to 21 (key id of one byte for up
+/// to 16 leaves; counter of one byte for an epoch's first 256 frames, two up to 65 536,
+/// three up to 2^24: at 100 frames/s, full-rate and low-rate repeats, 2.5 s, 11 minutes,
+/// 46 hours).
 pub const MAX_OVERHEAD: usize = 1 + 2 + 8 + TAG_LEN;
 
 /// Why a received frame was dropped. Each has a counter in [`FrameStats`].

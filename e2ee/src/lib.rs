@@ -54,12 +54,14 @@
 //! **Frame format and overhead.** A protected frame is the SFrame ciphertext: a config byte
 //! (key id and counter lengths, or the values themselves when below 8), the key id (0–2
 //! bytes), the counter (0–8 bytes, +1 per frame, per sender and epoch), the encrypted Opus
-//! frame and a 16-byte tag. Added: 17–27 bytes, 19 or 20 in practice (up to 16 leaves, the
-//! first 21 minutes of an epoch). Authenticated but not sent: caller-supplied bytes, for
+//! frame and a 16-byte tag. Added: 17–27 bytes, 19–21 in practice (up to 16 leaves; the
+//! counter takes 1 byte for 256 frames, 2 up to 65 536, 3 beyond). Authenticated but not sent: caller-supplied bytes, for
 //! which the wiring passes the frame's own sequence number and timestamp, so a relay cannot
 //! relabel frames. A frame is protected once, before redundancy packing: every redundant
 //! copy in later payloads is the same ciphertext, and the 504-byte payload keeps its layout
-//! (at 48 kb/s, 20 ms frames, three frames fit where four plain ones did).
+//! (at 48 kb/s, 20 ms frames, three frames fit where four plain ones did). The low-rate
+//! repeats (the second encoder's frames) are frames of their own, each protected once the
+//! same way, with the same position bytes as the full-rate frame of that sequence number.
 //!
 //! **Replay window.** Per sender and epoch, the newest counter and a 128-bit map behind it
 //! (sframe's `ReplayAttackProtection`): a counter seen before is `replayed`, one more than
