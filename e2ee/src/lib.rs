@@ -88,7 +88,9 @@
 //! trees and key tables; [`member::MAX_MESSAGE_LEN`] bounds an MLS message and
 //! [`member::MAX_PENDING_PROPOSALS`] the proposals waiting for a commit,
 //! [`member::MAX_KEY_PACKAGES`] the key packages whose private keys are kept; every frame
-//! table is bounded by [`frame::MAX_LEAVES`]. SFrame keys are shared by the group: a member
+//! table is bounded by [`frame::MAX_LEAVES`]. The one clock involved is openmls' own: it
+//! checks key-package and leaf lifetimes (84 days, with an hour's margin for skew) against
+//! the system clock. SFrame keys are shared by the group: a member
 //! could forge another member's frames (RFC 9605 §9.5); outsiders cannot.
 #![warn(missing_docs)]
 
