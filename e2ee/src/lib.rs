@@ -90,8 +90,10 @@
 //! [`member::MAX_KEY_PACKAGES`] the key packages whose private keys are kept; every frame
 //! table is bounded by [`frame::MAX_LEAVES`]. The one clock involved is openmls' own: it
 //! checks key-package and leaf lifetimes (84 days, with an hour's margin for skew) against
-//! the system clock. SFrame keys are shared by the group: a member
-//! could forge another member's frames (RFC 9605 §9.5); outsiders cannot.
+//! the system clock.
+//!
+//! **Not protected against members.** SFrame keys are shared by the group: a member could
+//! forge another member's frames (RFC 9605 §9.5); outsiders cannot.
 #![warn(missing_docs)]
 
 pub mod credential;
