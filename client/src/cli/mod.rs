@@ -25,7 +25,7 @@ pub const DEFAULT_SERVER: &str = "127.0.0.1:8085";
 
 /// Command line of `kv`.
 #[derive(Debug, Parser)]
-#[command(name = "kv", version, about = "KV headless voice client")]
+#[command(name = "kv", version = crate::VERSION, about = "KV headless voice client")]
 struct Cli {
     /// Control address of the server.
     #[arg(long, global = true, default_value = DEFAULT_SERVER, value_name = "HOST:PORT")]

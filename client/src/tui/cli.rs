@@ -19,7 +19,7 @@ use clap::Parser;
 
 /// Terminal client for KV voice chat.
 #[derive(Debug, Parser)]
-#[command(name = "kv-tui", version, about)]
+#[command(name = "kv-tui", version = crate::VERSION, about)]
 struct Args {
     /// Server control address [default: the settings' server, else 127.0.0.1:8085].
     #[arg(long)]

@@ -5,7 +5,7 @@
 
 mod sqlite;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, DB_FILE};
 
 use thiserror::Error;
 
