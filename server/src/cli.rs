@@ -226,6 +226,11 @@ pub async fn serve(config: Config) -> Result<(), ServerError> {
     let stop = stop_signal();
     let server = Server::bind(config).await?;
     let mut out = std::io::stdout().lock();
+    // Before the two lines scripts wait for, so they have it once they have those.
+    if let Some(addr) = server.metrics_addr() {
+        let _ = writeln!(out, "metrics on {addr}");
+        tracing::info!(%addr, "metrics listening");
+    }
     let printed = writeln!(out, "listening on {}", server.local_addr())
         .and_then(|_| writeln!(out, "admin uid: {}", server.admin_uid()))
         .and_then(|_| out.flush());

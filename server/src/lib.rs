@@ -20,6 +20,8 @@
 //!   identity file; [`files`]: owner-only files; [`ids`]: random ids.
 //! - [`config`]: every tunable in one struct, with the defaults of the flags;
 //!   [`settings`]: the configuration file and how the flags override it.
+//! - [`metrics`]: Prometheus counters (relay workers publish per-worker atomics) and the
+//!   tiny HTTP responder of `--metrics`.
 //! - [`backup`]: `kv-server backup FILE`, an online copy of the database.
 
 pub mod backup;
@@ -34,6 +36,7 @@ pub mod files;
 pub mod ids;
 pub mod keys;
 pub mod limit;
+pub mod metrics;
 pub mod register_rate;
 pub mod server;
 pub mod settings;

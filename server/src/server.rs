@@ -51,6 +51,8 @@ pub struct Server {
     config: Config,
     /// Sends the stop signal to every task.
     trigger: ShutdownTrigger,
+    /// The Prometheus listener (`--metrics`), if asked for.
+    metrics: Option<TcpListener>,
 }
 
 impl Server {
@@ -77,6 +79,20 @@ impl Server {
             what: "reading the listener address",
             source,
         })?;
+
+        let metrics = match config.metrics {
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| ServerError::Io {
+                            what: "binding the metrics listener",
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
 
         let (trigger, shutdown) = shutdown::channel();
         // Never more than a reply may list (clients reject longer CHANNEL_INFO and
@@ -137,7 +153,13 @@ impl Server {
             public_key,
             config,
             trigger,
+            metrics,
         })
+    }
+
+    /// The address the metrics listener is bound to, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The address the control listener is bound to (the real port when 0 was asked).
@@ -163,8 +185,17 @@ impl Server {
             control,
             config,
             trigger,
+            metrics,
             ..
         } = self;
+        if let Some(listener) = metrics {
+            let m = control.metrics().clone();
+            tokio::spawn(crate::metrics::http::serve(
+                listener,
+                m,
+                trigger.subscribe(),
+            ));
+        }
         let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
         let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
         let per_ip = PerIpLimit::new(config.max_connections_per_ip);

@@ -288,6 +288,11 @@ impl ChannelRelay {
         self.index.get(&uid).and_then(|&i| self.members[i].addr)
     }
 
+    /// Members, bound or not yet.
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
     /// Members with a proven address.
     pub fn bound_count(&self) -> usize {
         self.by_addr.len()

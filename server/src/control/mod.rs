@@ -33,13 +33,14 @@ pub mod users;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use kv_proto::{ControlReply, ControlRequest, ErrorCode, Perms};
 
 use crate::channel::Registry;
 use crate::fds::FdBudget;
+use crate::metrics::Metrics;
 use crate::register_rate::RegisterRate;
 use crate::store::{ChannelRecord, Store, StoreResult, UserRecord};
 
@@ -118,12 +119,16 @@ pub struct Control<S: Store> {
     generation: AtomicU64,
     /// File descriptors channels may still use.
     fds: FdBudget,
+    /// What `/metrics` exports (requests are counted by `connection`).
+    metrics: Arc<Metrics>,
 }
 
 impl<S: Store> Control<S> {
     /// Wraps the store and registry.
     pub fn new(store: S, registry: Registry, public_key: [u8; 32], policy: Policy) -> Self {
+        let metrics = Arc::new(Metrics::new(registry.metrics()));
         Self {
+            metrics,
             store: Mutex::new(store),
             registry: RwLock::new(registry),
             public_key,
@@ -134,6 +139,11 @@ impl<S: Store> Control<S> {
             generation: AtomicU64::new(0),
             fds: FdBudget::unlimited(),
         }
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Same, with a descriptor budget for channel sockets.
