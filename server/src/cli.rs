@@ -221,10 +221,61 @@ pub fn stop_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
+/// SIGHUP, watched from the moment this is called (`None` where it cannot be).
+fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP; no configuration reloads");
+            None
+        }
+    }
+}
+
+/// On every SIGHUP: reads the configuration again (flags still on top) and applies it. A
+/// file that does not load changes nothing.
+async fn reload_on_hangup(
+    hangup: Option<tokio::signal::unix::Signal>,
+    source: ConfigSource,
+    reloader: crate::reload::Reloader,
+) {
+    let Some(mut hangup) = hangup else { return };
+    let reloader = std::sync::Arc::new(reloader);
+    while hangup.recv().await.is_some() {
+        let (source, reloader) = (source.clone(), reloader.clone());
+        // File reading and the server's locks: off the async threads.
+        let done = tokio::task::spawn_blocking(move || {
+            let file = source.file();
+            let file = file.as_deref().map(|p| p.display().to_string());
+            match source.load() {
+                Ok((config, _)) => {
+                    let r = reloader.apply(config);
+                    for key in &r.need_restart {
+                        tracing::warn!(key, "changed in the configuration; restart to apply");
+                    }
+                    tracing::info!(file, applied = ?r.applied, "configuration reloaded");
+                }
+                Err(e) => tracing::error!(file, "configuration not reloaded: {e}"),
+            }
+        })
+        .await;
+        if done.is_err() {
+            tracing::error!("configuration reload failed");
+        }
+    }
+}
+
 /// Runs a server with `config` until SIGINT/SIGTERM, printing the two start-up lines.
-pub async fn serve(config: Config) -> Result<(), ServerError> {
+/// With a `source`, SIGHUP reads it again and applies what can change ([`crate::reload`]).
+pub async fn serve(config: Config, source: Option<ConfigSource>) -> Result<(), ServerError> {
     let stop = stop_signal();
-    let server = Server::bind(config).await?;
+    // Installed before the start-up lines: SIGHUP's default action would end the server.
+    let hangup = hangup_signal();
+    let server = Server::bind(config.clone()).await?;
+    if let Some(source) = source {
+        tokio::spawn(reload_on_hangup(hangup, source, server.reloader(config)));
+    }
     let mut out = std::io::stdout().lock();
     // Before the two lines scripts wait for, so they have it once they have those.
     if let Some(addr) = server.metrics_addr() {
@@ -292,7 +343,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, Some(source))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

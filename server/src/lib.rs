@@ -22,6 +22,7 @@
 //!   [`settings`]: the configuration file and how the flags override it.
 //! - [`metrics`]: Prometheus counters (relay workers publish per-worker atomics) and the
 //!   tiny HTTP responder of `--metrics`.
+//! - [`reload`]: what SIGHUP re-reads from the configuration file and applies.
 //! - [`backup`]: `kv-server backup FILE`, an online copy of the database.
 
 pub mod backup;
@@ -38,6 +39,7 @@ pub mod keys;
 pub mod limit;
 pub mod metrics;
 pub mod register_rate;
+pub mod reload;
 pub mod server;
 pub mod settings;
 pub mod shutdown;

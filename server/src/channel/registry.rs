@@ -33,7 +33,7 @@ struct ChannelHandle {
 }
 
 /// How often silent members are looked for: a tenth of the timeout, within [20 ms, 1 s].
-fn sweep_interval(peer_timeout: Duration) -> Duration {
+pub(crate) fn sweep_interval(peer_timeout: Duration) -> Duration {
     (peer_timeout / 10).clamp(Duration::from_millis(20), Duration::from_secs(1))
 }
 
@@ -249,6 +249,15 @@ impl Registry {
             }
         }
         Err(last)
+    }
+
+    /// New limits: for channels opened from now on, and a sender to each worker to hand
+    /// them to its open channels (`CommandSender::configure`; the caller sends after
+    /// releasing the registry lock, as the send may wait).
+    pub fn set_limits(&mut self, relay: RelayConfig, max_channels: usize) -> Vec<CommandSender> {
+        self.relay_config = relay;
+        self.max_channels = max_channels;
+        self.workers.iter().map(WorkerHandle::sender).collect()
     }
 
     /// Number of open channels.

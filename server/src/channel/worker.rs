@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::batch::{BatchSink, RecvBatch, SendQueue, RECV_BATCH};
-use super::relay::{Admission, ChannelRelay, JoinError, RelayStats};
+use super::relay::{Admission, ChannelRelay, JoinError, RelayConfig, RelayStats};
 use crate::epoll::{Epoll, Events};
 use crate::metrics::{DropReason, WorkerCounters};
 use crate::shutdown::Shutdown;
@@ -94,6 +94,8 @@ enum WorkerCommand {
     },
     /// Pass a command to one of its channels.
     Channel { chid: u64, cmd: ChannelCommand },
+    /// New limits for every channel, and the sweep period that goes with the timeout.
+    Configure { relay: RelayConfig, sweep: Duration },
 }
 
 /// How a worker is woken from `epoll_wait`: an eventfd.
@@ -143,6 +145,17 @@ pub struct CommandSender {
 }
 
 impl CommandSender {
+    /// Gives every channel of the worker new limits (and the sweep period they imply),
+    /// waiting while the queue is full.
+    pub fn configure(&self, relay: RelayConfig) -> Result<(), WorkerGone> {
+        let sweep = super::registry::sweep_interval(relay.peer_timeout);
+        self.commands
+            .send(WorkerCommand::Configure { relay, sweep })
+            .map_err(|_| WorkerGone)?;
+        self.waker.wake();
+        Ok(())
+    }
+
     /// Passes `cmd` to channel `chid`, waiting while the queue is full.
     pub fn send(&self, chid: u64, cmd: ChannelCommand) -> Result<(), WorkerGone> {
         self.commands
@@ -240,6 +253,14 @@ impl WorkerHandle {
             relay: Box::new(relay),
             bound,
         })
+    }
+
+    /// A sender for commands that may wait (sent without the registry lock held).
+    pub fn sender(&self) -> CommandSender {
+        CommandSender {
+            commands: self.commands.clone(),
+            waker: self.waker.clone(),
+        }
     }
 
     /// Passes `cmd` to channel `chid` on this worker.
@@ -445,6 +466,12 @@ impl Worker {
                     bound,
                 }) => self.open(chid, socket, relay, bound),
                 Ok(WorkerCommand::Channel { chid, cmd }) => self.command(chid, cmd),
+                Ok(WorkerCommand::Configure { relay, sweep }) => {
+                    self.sweep = sweep;
+                    for chan in self.slots.iter_mut().flatten() {
+                        chan.relay.set_config(relay.clone());
+                    }
+                }
                 Err(TryRecvError::Empty) => return true,
                 Err(TryRecvError::Disconnected) => return false,
             }

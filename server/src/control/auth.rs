@@ -78,7 +78,7 @@ impl<S: Store> Control<S> {
         match (req.actor(), signer) {
             (Some(actor), Some(signer)) => allow(actor == signer),
             (Some(actor), None) => {
-                allow(self.policy.allow_unsigned)?;
+                allow(self.policy().allow_unsigned)?;
                 // An unknown actor falls through to the command, which answers PARAM.
                 match db(self.store().user(actor))? {
                     Some(u) => allow(u.key.is_none()),
@@ -86,7 +86,7 @@ impl<S: Store> Control<S> {
                 }
             }
             (None, Some(_)) => Ok(()),
-            (None, None) => allow(!req.is_change() || self.policy.allow_unsigned),
+            (None, None) => allow(!req.is_change() || self.policy().allow_unsigned),
         }
     }
 }

@@ -107,8 +107,8 @@ pub struct Control<S: Store> {
     registry: RwLock<Registry>,
     /// Ed25519 public key, for SERVER_INFO and to check that signed requests name us.
     public_key: [u8; 32],
-    /// The rules.
-    policy: Policy,
+    /// The rules. Behind a lock because SIGHUP replaces them; read as a copy, never held.
+    policy: RwLock<Policy>,
     /// Nonces of accepted signed requests.
     replay: Mutex<replay::ReplayCache>,
     /// Sign-ups per IP.
@@ -133,11 +133,39 @@ impl<S: Store> Control<S> {
             registry: RwLock::new(registry),
             public_key,
             register_rate: RegisterRate::new(policy.register_rate),
-            policy,
+            policy: RwLock::new(policy),
             replay: Mutex::new(replay::ReplayCache::new(replay::CAPACITY)),
             info_cache: info_cache::InfoCache::default(),
             generation: AtomicU64::new(0),
             fds: FdBudget::unlimited(),
+        }
+    }
+
+    /// The rules in force now.
+    pub fn policy(&self) -> Policy {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the rules (configuration reload); requests from now on follow them.
+    pub fn set_policy(&self, policy: Policy) {
+        self.register_rate.set_per_minute(policy.register_rate);
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
+    }
+
+    /// Replaces the relay limits of every channel, open ones included, and the channel cap
+    /// (configuration reload). Members stay; a lower `max_members` only refuses new JOINs.
+    pub fn set_relay_limits(&self, relay: crate::channel::RelayConfig, max_channels: usize) {
+        let senders = self
+            .registry_write()
+            .set_limits(relay.clone(), max_channels);
+        // Outside the lock: a worker's full queue may make this wait.
+        for s in senders {
+            if s.configure(relay.clone()).is_err() {
+                tracing::debug!("a relay worker is gone; not reconfigured");
+            }
         }
     }
 
