@@ -168,6 +168,11 @@ impl ConfigSource {
     }
 }
 
+/// `kv-server`'s command line, for generated shell completions and man pages (`kv-dist`).
+pub fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
+}
+
 /// The platform's data directory for kv-server (XDG on Linux).
 pub fn default_data_dir() -> Option<PathBuf> {
     directories::ProjectDirs::from("", "", "kv-server").map(|d| d.data_dir().to_path_buf())

@@ -65,6 +65,11 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// `kv`'s command line, for generated shell completions and man pages (`kv-dist`).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 /// Entry point of `kv`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -38,6 +38,11 @@ struct Args {
     url: Option<String>,
 }
 
+/// `kv-tui`'s command line, for generated shell completions and man pages (`kv-dist`).
+pub fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
+}
+
 /// Splits `kv://host:port/channel` (port and channel optional; a channel is an id or a
 /// name, percent-escapes not needed for plain names).
 fn parse_url(url: &str) -> anyhow::Result<(String, Option<JoinTarget>)> {
