@@ -132,6 +132,7 @@ impl Server {
 
         let control =
             Control::new(store, registry, public_key, policy_of(&config)).with_fd_budget(budget);
+        control.load_bans()?;
         let admin_uid = bootstrap_admin(&control, &dir)?;
         if config.allow_unsigned {
             tracing::warn!("--allow-unsigned: key-less users act through unsigned requests");

@@ -6,6 +6,7 @@
 //! `kv: <message>`, with exit status 1 (2 for bad usage, from clap). `join --json` prints
 //! one JSON object per line on stdout (see [`json`]).
 
+mod admin;
 #[cfg(feature = "embedded-server")]
 mod bench;
 mod join;
@@ -60,6 +61,12 @@ enum Command {
     },
     /// Join a channel: stream the input, record what is heard.
     Join(join::JoinArgs),
+    /// Moderation, as a perm_admin holder (e.g. `--identity DATA_DIR/admin.key`).
+    Admin {
+        /// What to do.
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
     /// Measure CPU per frame and mouth-to-ear latency through an in-process server.
     #[cfg(feature = "embedded-server")]
     Bench(bench::BenchArgs),
@@ -211,6 +218,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             me.client(&ctx.control).delete(me.uid, chid)?;
         }
         Command::Join(args) => return join::run(&ctx, &cli.server, args),
+        Command::Admin { command } => admin::run(&ctx, command)?,
         #[cfg(feature = "embedded-server")]
         Command::Bench(_) => {}
     }

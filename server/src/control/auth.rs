@@ -75,6 +75,18 @@ impl<S: Store> Control<S> {
             // A keyed sign-up must prove it holds the key it registers.
             return allow(signer == Some(0));
         }
+        use ControlRequest as R;
+        if matches!(
+            req,
+            R::Ban { .. }
+                | R::Unban { .. }
+                | R::SetPerms { .. }
+                | R::ListBans { .. }
+                | R::ListUsers { .. }
+        ) {
+            // Moderation is signed, always (even with --allow-unsigned).
+            allow(signer.is_some())?;
+        }
         match (req.actor(), signer) {
             (Some(actor), Some(signer)) => allow(actor == signer),
             (Some(actor), None) => {

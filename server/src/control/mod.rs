@@ -28,6 +28,7 @@ pub mod channels;
 pub mod connection;
 pub mod info;
 pub mod info_cache;
+pub mod moderation;
 pub mod replay;
 pub mod users;
 
@@ -121,6 +122,8 @@ pub struct Control<S: Store> {
     fds: FdBudget,
     /// What `/metrics` exports (requests are counted by `connection`).
     metrics: Arc<Metrics>,
+    /// Bans, as the JOIN and REGISTER checks read them (the store has them too).
+    bans: RwLock<moderation::BanList>,
 }
 
 impl<S: Store> Control<S> {
@@ -129,6 +132,7 @@ impl<S: Store> Control<S> {
         let metrics = Arc::new(Metrics::new(registry.metrics()));
         Self {
             metrics,
+            bans: RwLock::new(moderation::BanList::default()),
             store: Mutex::new(store),
             registry: RwLock::new(registry),
             public_key,
@@ -193,6 +197,9 @@ impl<S: Store> Control<S> {
         if let Err(code) = self.authorize(&req, signer) {
             return ControlReply::Error(code);
         }
+        if let Err(code) = self.check_bans(&req, origin) {
+            return ControlReply::Error(code);
+        }
         let change = req.is_change();
         let reply = self
             .dispatch(req, origin)
@@ -244,6 +251,16 @@ impl<S: Store> Control<S> {
                 perms: u.perms,
                 name: u.name,
             }),
+            R::Ban {
+                auid,
+                target,
+                secs,
+                reason,
+            } => self.ban(auid, target, secs, &reason, origin),
+            R::Unban { auid, id } => self.unban(auid, id),
+            R::SetPerms { auid, uid, perms } => self.set_perms(auid, uid, perms),
+            R::ListBans { auid, after } => self.list_bans(auid, after, origin),
+            R::ListUsers { auid, after } => self.list_users(auid, after),
             // A SIGNED envelope is opened in `apply`; one inside another never decodes.
             R::Signed(_) => Err(ErrorCode::Inval),
         }
@@ -257,6 +274,16 @@ impl<S: Store> Control<S> {
     /// The open channels, for opening and closing. Never taken while holding the store.
     fn registry_write(&self) -> RwLockWriteGuard<'_, Registry> {
         write_politely(&self.registry)
+    }
+
+    /// The bans, for reading.
+    fn bans(&self) -> RwLockReadGuard<'_, moderation::BanList> {
+        self.bans.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The bans, for a change (never held while taking the store or the registry).
+    fn bans_mut(&self) -> RwLockWriteGuard<'_, moderation::BanList> {
+        self.bans.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The store. A poisoned lock means a handler panicked; the state is still consistent

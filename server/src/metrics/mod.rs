@@ -128,6 +128,11 @@ pub fn command_label(c: CommandType) -> &'static str {
         C::Signed => "signed",
         C::JoinKex => "join_kex",
         C::ListChannels => "list_channels",
+        C::Ban => "ban",
+        C::Unban => "unban",
+        C::SetPerms => "set_perms",
+        C::ListBans => "list_bans",
+        C::ListUsers => "list_users",
     }
 }
 
