@@ -37,8 +37,15 @@ fn main() {
                 if let Some(p) = git(&dir, &["rev-parse", "--git-path", &name]) {
                     let p = dir.join(p);
                     // A path that does not exist would make cargo rerun this every build.
-                    if p.exists() {
-                        println!("cargo::rerun-if-changed={}", p.display());
+                    // A branch that is only in packed-refs gets a loose file at its next
+                    // commit: watch the directory it will appear in.
+                    let watch = if p.exists() {
+                        Some(p.as_path())
+                    } else {
+                        p.parent().filter(|d| d.exists())
+                    };
+                    if let Some(w) = watch {
+                        println!("cargo::rerun-if-changed={}", w.display());
                     }
                 }
             }

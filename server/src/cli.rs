@@ -2,7 +2,9 @@
 //!
 //! On start it prints exactly two lines to stdout, `listening on IP:PORT` (the real port
 //! when `--listen` asked for port 0) and `admin uid: N`, so scripts and tests can find the
-//! server. The uid is printed for scripts; it grants nothing (acting as the admin needs the
+//! server; with `--metrics`, `metrics on IP:PORT` comes before them. The configuration
+//! comes from the flags over the file ([`crate::settings`]); SIGHUP reads it again
+//! ([`crate::reload`]). `kv-server backup FILE` copies the database ([`crate::backup`]). The uid is printed for scripts; it grants nothing (acting as the admin needs the
 //! key in `admin.key`). Logs go to stderr; `RUST_LOG` sets the level (default `info`), and
 //! no secret or uid is logged at `info`.
 

@@ -3,7 +3,8 @@
 //!
 //! Commands are grouped by what they act on: [`users`] (REGISTER, REGISTER_KEY, SET_KEY,
 //! UNREGISTER, names, USER_INFO), [`channels`] (CREATE, DELETE, JOIN, JOIN_KEX, LEAVE, GET_PORT,
-//! GET_CHANNELS, names, CHANNEL_INFO) and [`info`] (SERVER_INFO). [`auth`] decides who a
+//! GET_CHANNELS, names, CHANNEL_INFO), [`info`] (SERVER_INFO) and [`moderation`] (BAN,
+//! UNBAN, SET_PERMS, LIST_BANS, LIST_USERS, and the ban check of JOIN and REGISTER). [`auth`] decides who a
 //! request acts as (a SIGNED envelope's verified signer, or an unsigned request for a
 //! key-less user with `--allow-unsigned`), with [`replay`] remembering accepted nonces.
 //! Checks run in one order everywhere: the request must decode (INVAL/NOIMPL), a SIGNED

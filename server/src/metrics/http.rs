@@ -106,15 +106,20 @@ async fn exchange(mut stream: TcpStream, metrics: &Metrics) {
     let mut buf = vec![0u8; MAX_HEAD];
     let mut len = 0;
     let complete = loop {
-        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-            break true;
-        }
         if len == buf.len() {
             break false;
         }
         match stream.read(&mut buf[len..]).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => len += n,
+            Ok(n) => {
+                // Only the new bytes (and the three before them) can complete the head:
+                // trickled bytes cost no rescans.
+                let from = len.saturating_sub(3);
+                len += n;
+                if buf[from..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break true;
+                }
+            }
         }
     };
     let asked = if complete {
