@@ -62,6 +62,12 @@ impl BanList {
             .collect()
     }
 
+    /// Adds a ban in id order (concurrent BANs may finish out of order; paging needs it).
+    fn insert(&mut self, ban: BanEntry) {
+        let at = self.bans.partition_point(|b| b.id < ban.id);
+        self.bans.insert(at, ban);
+    }
+
     fn remove(&mut self, id: u64) -> bool {
         let before = self.bans.len();
         self.bans.retain(|b| b.id != id);
@@ -157,7 +163,7 @@ impl<S: Store> Control<S> {
         };
         entry.id = db(self.store().insert_ban(&entry))?;
         let id = entry.id;
-        self.bans_mut().bans.push(entry);
+        self.bans_mut().insert(entry);
         if let BanTarget::User(uid) = target {
             // Queued under the registry lock, awaited after it is released.
             let pending = self.registry().remove_everywhere(uid);
@@ -264,5 +270,16 @@ mod tests {
         );
         assert!(list.address(ip("10.2.0.1"), 0).is_none());
         assert_eq!(list.expired(6_000), vec![1]);
+        let mut list = list;
+        for id in [7, 5, 6] {
+            list.insert(BanEntry {
+                id,
+                target: BanTarget::User(id),
+                expires_unix_ms: 0,
+                reason: String::new(),
+            });
+        }
+        let ids: Vec<u64> = list.bans.iter().map(|b| b.id).collect();
+        assert_eq!(ids, [1, 2, 5, 6, 7]);
     }
 }
