@@ -1,9 +1,10 @@
 //! Finds the tools some whole-system tests need, so those tests are `#[ignore]`d with a
 //! reason when a tool is missing, instead of passing without running (`make test` installs
-//! both, so CI always runs them):
+//! them all, so CI always runs them):
 //!
 //! - `kv_no_tmux`: tmux (the real-terminal tests);
-//! - `kv_no_pulse`: PulseAudio's `pulseaudio`, `pactl`, `paplay`, `parec` (the device tests).
+//! - `kv_no_pulse`: PulseAudio's `pulseaudio`, `pactl`, `paplay`, `parec` (the device tests);
+//! - `kv_no_systemd_analyze`: `systemd-analyze` (the check of the systemd unit).
 
 use std::path::PathBuf;
 
@@ -18,6 +19,7 @@ fn which(tool: &str) -> Option<PathBuf> {
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(kv_no_tmux)");
     println!("cargo::rustc-check-cfg=cfg(kv_no_pulse)");
+    println!("cargo::rustc-check-cfg=cfg(kv_no_systemd_analyze)");
     println!("cargo::rerun-if-env-changed=PATH");
     println!("cargo::rerun-if-changed=build.rs");
     let found = |tools: &[&str], cfg: &str| {
@@ -32,4 +34,5 @@ fn main() {
     };
     found(&["tmux"], "kv_no_tmux");
     found(&["pulseaudio", "pactl", "paplay", "parec"], "kv_no_pulse");
+    found(&["systemd-analyze"], "kv_no_systemd_analyze");
 }

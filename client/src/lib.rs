@@ -16,3 +16,7 @@ pub mod identity;
 pub mod latency;
 pub mod session;
 pub mod tui;
+
+/// The version `kv --version` and `kv-tui --version` print: the package's, and the git
+/// revision it was built from when built from a checkout (see `build.rs`).
+pub const VERSION: &str = env!("KV_VERSION");

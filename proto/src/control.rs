@@ -12,9 +12,10 @@ use crate::error::{DecodeError, ErrorCode};
 /// this length (WIRE.md §1).
 pub const SEED_FIELDS_LEN: usize = 32;
 
-/// Upper bound on an unsigned request's size: type, three `u64`s and the longest string.
+/// Upper bound on an unsigned request's size: type, four `u64`s, an address and the longest
+/// string (BAN, the longest request).
 /// It is also the most a SIGNED envelope may carry inside.
-pub const MAX_PLAIN_REQUEST_LEN: usize = 4 + 3 * 8 + 8 + crate::MAX_NAME_LEN;
+pub const MAX_PLAIN_REQUEST_LEN: usize = 4 + 4 * 8 + 16 + 8 + crate::MAX_NAME_LEN;
 
 /// Upper bound on any request's size: a SIGNED envelope around the longest plain request.
 /// A server never needs to buffer more than this for one request.
@@ -29,6 +30,12 @@ pub const MAX_LISTED_MEMBERS: u64 = 1 << 12;
 
 /// Most channels one LIST_CHANNELS reply carries; a longer list is paged (`next`).
 pub const LIST_PAGE: usize = 256;
+
+/// Most users one LIST_USERS reply carries.
+pub const USER_PAGE: usize = 256;
+
+/// Most bans one LIST_BANS reply carries.
+pub const BAN_PAGE: usize = 64;
 
 /// Feature bits reported by SERVER_INFO, so clients can probe before using an extension.
 pub mod features {
@@ -47,6 +54,8 @@ pub mod features {
     pub const JOIN_KEX: u64 = 1 << 5;
     /// LIST_CHANNELS is served: channels with names, owners and member counts, paged.
     pub const LIST_CHANNELS: u64 = 1 << 6;
+    /// Moderation is served: BAN, UNBAN, SET_PERMS, LIST_BANS, LIST_USERS.
+    pub const MODERATION: u64 = 1 << 7;
 }
 
 /// Command type numbers: the seed's 0–7, then our extensions.
@@ -93,6 +102,16 @@ pub enum CommandType {
     JoinKex = 18,
     /// Extension: a page of channels with name, owner and bound-member count.
     ListChannels = 19,
+    /// Extension: ban a user or an address prefix, with a reason and an expiry.
+    Ban = 20,
+    /// Extension: lift a ban.
+    Unban = 21,
+    /// Extension: set a user's permission bits.
+    SetPerms = 22,
+    /// Extension: a page of bans in force.
+    ListBans = 23,
+    /// Extension: a page of users with permissions and names.
+    ListUsers = 24,
 }
 
 impl CommandType {
@@ -120,6 +139,11 @@ impl CommandType {
             17 => Signed,
             18 => JoinKex,
             19 => ListChannels,
+            20 => Ban,
+            21 => Unban,
+            22 => SetPerms,
+            23 => ListBans,
+            24 => ListUsers,
             _ => return None,
         })
     }
@@ -262,6 +286,142 @@ pub enum ControlRequest {
         /// Only channels with a greater id.
         after: u64,
     },
+    /// BAN (extension): `auid` (perm_admin) bans `target` for `secs` seconds (0: until
+    /// lifted). A banned user's (or address's) JOIN and REGISTER are ACCESS; a banned user
+    /// is removed from its channels. Replies the ban's id.
+    Ban {
+        /// Requesting user.
+        auid: u64,
+        /// Who is banned.
+        target: BanTarget,
+        /// How long, in seconds; 0 = until UNBAN.
+        secs: u64,
+        /// Why (at most 64 bytes of UTF-8), shown by LIST_BANS.
+        reason: String,
+    },
+    /// UNBAN (extension): `auid` (perm_admin) lifts ban `id`.
+    Unban {
+        /// Requesting user.
+        auid: u64,
+        /// The ban, as BAN or LIST_BANS gave it.
+        id: u64,
+    },
+    /// SET_PERMS (extension): `auid` (perm_admin) sets `uid`'s permission bits.
+    SetPerms {
+        /// Requesting user.
+        auid: u64,
+        /// User whose permissions are set.
+        uid: u64,
+        /// The new bits.
+        perms: u64,
+    },
+    /// LIST_BANS (extension): up to [`BAN_PAGE`] bans in force with ids above `after`.
+    ListBans {
+        /// Requesting user (perm_admin).
+        auid: u64,
+        /// Only bans with a greater id.
+        after: u64,
+    },
+    /// LIST_USERS (extension): up to [`USER_PAGE`] users with ids above `after`, in id order.
+    ListUsers {
+        /// Requesting user (perm_admin).
+        auid: u64,
+        /// Only users with a greater id.
+        after: u64,
+    },
+}
+
+/// Who a ban is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BanTarget {
+    /// A user id.
+    User(u64),
+    /// Every address in a prefix. IPv4 is written IPv4-mapped (`::ffff:a.b.c.d`, prefix
+    /// 96 + the IPv4 prefix length), so one form covers both families.
+    Net {
+        /// The network's address (bits past the prefix are ignored).
+        addr: std::net::Ipv6Addr,
+        /// Prefix length, 1 to 128.
+        prefix: u8,
+    },
+}
+
+impl BanTarget {
+    /// The address prefix `addr/prefix` of either family (IPv4 is mapped); `None` when
+    /// the length does not fit the family or is 0 (which would ban everyone).
+    pub fn net(addr: std::net::IpAddr, prefix: u8) -> Option<BanTarget> {
+        let (addr, prefix) = match addr {
+            std::net::IpAddr::V4(v4) if (1..=32).contains(&prefix) => {
+                (v4.to_ipv6_mapped(), prefix + 96)
+            }
+            std::net::IpAddr::V6(v6) if (1..=128).contains(&prefix) => (v6, prefix),
+            _ => return None,
+        };
+        Some(BanTarget::Net { addr, prefix })
+    }
+
+    /// True when this is an address ban covering `ip`.
+    pub fn covers(&self, ip: std::net::IpAddr) -> bool {
+        let BanTarget::Net { addr, prefix } = *self else {
+            return false;
+        };
+        let ip = match ip {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            std::net::IpAddr::V6(v6) => v6,
+        };
+        let mask = if prefix >= 128 {
+            u128::MAX
+        } else {
+            !(u128::MAX >> prefix)
+        };
+        u128::from(ip) & mask == u128::from(addr) & mask
+    }
+}
+
+impl std::fmt::Display for BanTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            BanTarget::User(uid) => write!(f, "user {uid}"),
+            BanTarget::Net { addr, prefix } => match addr.to_ipv4_mapped() {
+                Some(v4) if prefix >= 96 => write!(f, "{v4}/{}", prefix - 96),
+                _ => write!(f, "{addr}/{prefix}"),
+            },
+        }
+    }
+}
+
+/// Writes a ban target as BAN carries it: `uid`, `prefix`, 16 address bytes.
+fn put_target(out: &mut Vec<u8>, t: &BanTarget) {
+    match *t {
+        BanTarget::User(uid) => {
+            put_u64(out, uid);
+            put_u64(out, 0);
+            out.extend_from_slice(&[0u8; 16]);
+        }
+        BanTarget::Net { addr, prefix } => {
+            put_u64(out, 0);
+            put_u64(out, u64::from(prefix));
+            out.extend_from_slice(&addr.octets());
+        }
+    }
+}
+
+/// Reads what [`put_target`] wrote: a uid (prefix 0) or a prefix of 1 to 128 (uid 0).
+fn target(r: &mut Reader<'_>) -> Result<BanTarget, DecodeError> {
+    let uid = r.u64()?;
+    let prefix = r.u64()?;
+    let mut octets = [0u8; 16];
+    octets.copy_from_slice(r.bytes(16)?);
+    match (uid, prefix) {
+        (0, 1..=128) => Ok(BanTarget::Net {
+            addr: std::net::Ipv6Addr::from(octets),
+            prefix: prefix as u8,
+        }),
+        (uid, 0) if uid != 0 && octets == [0u8; 16] => Ok(BanTarget::User(uid)),
+        _ => Err(DecodeError::Invalid(
+            "a ban names a user or an address prefix",
+        )),
+    }
 }
 
 impl ControlRequest {
@@ -289,6 +449,11 @@ impl ControlRequest {
             R::Signed(_) => CommandType::Signed,
             R::JoinKex { .. } => CommandType::JoinKex,
             R::ListChannels { .. } => CommandType::ListChannels,
+            R::Ban { .. } => CommandType::Ban,
+            R::Unban { .. } => CommandType::Unban,
+            R::SetPerms { .. } => CommandType::SetPerms,
+            R::ListBans { .. } => CommandType::ListBans,
+            R::ListUsers { .. } => CommandType::ListUsers,
         }
     }
 
@@ -315,7 +480,13 @@ impl ControlRequest {
             | R::SetUserName { uid, .. }
             | R::SetChannelName { uid, .. } => Some(*uid),
             R::Register { auid, .. } | R::RegisterKey { auid, .. } => (*auid != 0).then_some(*auid),
-            R::Unregister { auid, .. } | R::SetKey { auid, .. } => Some(*auid),
+            R::Unregister { auid, .. }
+            | R::SetKey { auid, .. }
+            | R::Ban { auid, .. }
+            | R::Unban { auid, .. }
+            | R::SetPerms { auid, .. }
+            | R::ListBans { auid, .. }
+            | R::ListUsers { auid, .. } => Some(*auid),
             R::GetPort { .. }
             | R::GetChannels
             | R::ServerInfo
@@ -339,6 +510,8 @@ impl ControlRequest {
             | R::GetChannelName { .. }
             | R::ChannelInfo { .. }
             | R::ListChannels { .. }
+            | R::ListBans { .. }
+            | R::ListUsers { .. }
             | R::UserInfo { .. } => false,
             R::Signed(s) => s.inner.is_change(),
             _ => true,
@@ -421,6 +594,29 @@ impl ControlRequest {
                 put_u64(out, *chid);
                 out.extend_from_slice(client_kex);
             }
+            R::Ban {
+                auid,
+                target,
+                secs,
+                reason,
+            } => {
+                check_name(reason)?;
+                put_u64(out, *auid);
+                put_target(out, target);
+                put_u64(out, *secs);
+                put_string(out, reason);
+            }
+            R::Unban { auid, id: a }
+            | R::ListBans { auid, after: a }
+            | R::ListUsers { auid, after: a } => {
+                put_u64(out, *auid);
+                put_u64(out, *a);
+            }
+            R::SetPerms { auid, uid, perms } => {
+                put_u64(out, *auid);
+                put_u64(out, *uid);
+                put_u64(out, *perms);
+            }
             // Written whole above.
             R::Signed(_) => {}
         }
@@ -493,6 +689,29 @@ impl ControlRequest {
                 chid: r.u64()?,
                 client_kex: key(&mut r)?,
             },
+            CommandType::Ban => R::Ban {
+                auid: r.u64()?,
+                target: target(&mut r)?,
+                secs: r.u64()?,
+                reason: r.string()?,
+            },
+            CommandType::Unban => R::Unban {
+                auid: r.u64()?,
+                id: r.u64()?,
+            },
+            CommandType::SetPerms => R::SetPerms {
+                auid: r.u64()?,
+                uid: r.u64()?,
+                perms: r.u64()?,
+            },
+            CommandType::ListBans => R::ListBans {
+                auid: r.u64()?,
+                after: r.u64()?,
+            },
+            CommandType::ListUsers => R::ListUsers {
+                auid: r.u64()?,
+                after: r.u64()?,
+            },
             CommandType::Signed => {
                 let (signed, used) = crate::signed::SignedRequest::decode(buf)?;
                 return Ok((R::Signed(Box::new(signed)), used));
@@ -555,6 +774,48 @@ pub struct ChannelPage {
     pub next: u64,
 }
 
+/// One ban of a LIST_BANS page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanEntry {
+    /// The ban's id (for UNBAN).
+    pub id: u64,
+    /// Who is banned.
+    pub target: BanTarget,
+    /// Until when, unix milliseconds; 0 = until lifted.
+    pub expires_unix_ms: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// LIST_BANS's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanPage {
+    /// Bans in id order, at most [`BAN_PAGE`].
+    pub bans: Vec<BanEntry>,
+    /// The `after` for the next page, or 0 when this page ends the list.
+    pub next: u64,
+}
+
+/// One user of a LIST_USERS page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserEntry {
+    /// User id.
+    pub id: u64,
+    /// Permission bits.
+    pub perms: u64,
+    /// Display name ("" when never named).
+    pub name: String,
+}
+
+/// LIST_USERS's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPage {
+    /// Users in id order, at most [`USER_PAGE`].
+    pub users: Vec<UserEntry>,
+    /// The `after` for the next page, or 0 when this page ends the list.
+    pub next: u64,
+}
+
 /// A decoded control reply. Which shape a reply has depends on the request's type, so
 /// decoding takes the [`CommandType`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -573,6 +834,10 @@ pub enum ControlReply {
     ChannelInfo(ChannelInfo),
     /// LIST_CHANNELS.
     ChannelPage(ChannelPage),
+    /// LIST_BANS.
+    BanPage(BanPage),
+    /// LIST_USERS.
+    UserPage(UserPage),
     /// USER_INFO: permission bits and display name.
     UserInfo {
         /// Permission bits.
@@ -633,6 +898,27 @@ impl ControlReply {
                 put_u64(out, 1);
                 put_u64(out, *perms);
                 put_string(out, name);
+            }
+            ControlReply::BanPage(page) => {
+                put_u64(out, 1);
+                put_u64(out, page.bans.len() as u64);
+                for b in &page.bans {
+                    put_u64(out, b.id);
+                    put_target(out, &b.target);
+                    put_u64(out, b.expires_unix_ms);
+                    put_string(out, &b.reason);
+                }
+                put_u64(out, page.next);
+            }
+            ControlReply::UserPage(page) => {
+                put_u64(out, 1);
+                put_u64(out, page.users.len() as u64);
+                for u in &page.users {
+                    put_u64(out, u.id);
+                    put_u64(out, u.perms);
+                    put_string(out, &u.name);
+                }
+                put_u64(out, page.next);
             }
         }
     }
@@ -715,6 +1001,43 @@ impl ControlReply {
                     next: r.u64()?,
                 })
             }
+            CommandType::ListBans => {
+                let count = r.u64()?;
+                if count > BAN_PAGE as u64 {
+                    return Err(DecodeError::Invalid("too many bans in a page"));
+                }
+                let mut bans = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    bans.push(BanEntry {
+                        id: r.u64()?,
+                        target: target(&mut r)?,
+                        expires_unix_ms: r.u64()?,
+                        reason: r.string()?,
+                    });
+                }
+                ControlReply::BanPage(BanPage {
+                    bans,
+                    next: r.u64()?,
+                })
+            }
+            CommandType::ListUsers => {
+                let count = r.u64()?;
+                if count > USER_PAGE as u64 {
+                    return Err(DecodeError::Invalid("too many users in a page"));
+                }
+                let mut users = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    users.push(UserEntry {
+                        id: r.u64()?,
+                        perms: r.u64()?,
+                        name: r.string()?,
+                    });
+                }
+                ControlReply::UserPage(UserPage {
+                    users,
+                    next: r.u64()?,
+                })
+            }
             CommandType::UserInfo => {
                 let perms = r.u64()?;
                 ControlReply::UserInfo {
@@ -773,7 +1096,50 @@ mod tests {
                 client_kex
             }),
             u.prop_map(|after| R::ListChannels { after }),
+            (u, ban_target(), u, name()).prop_map(|(auid, target, secs, reason)| R::Ban {
+                auid,
+                target,
+                secs,
+                reason
+            }),
+            (u, u).prop_map(|(auid, id)| R::Unban { auid, id }),
+            (u, u, u).prop_map(|(auid, uid, perms)| R::SetPerms { auid, uid, perms }),
+            (u, u).prop_map(|(auid, after)| R::ListBans { auid, after }),
+            (u, u).prop_map(|(auid, after)| R::ListUsers { auid, after }),
         ]
+    }
+
+    fn ban_target() -> impl Strategy<Value = BanTarget> {
+        prop_oneof![
+            (1u64..).prop_map(BanTarget::User),
+            (any::<[u8; 16]>(), 1u8..=128).prop_map(|(o, prefix)| BanTarget::Net {
+                addr: o.into(),
+                prefix
+            }),
+        ]
+    }
+
+    #[test]
+    fn ban_prefixes_cover_their_networks() {
+        use std::net::IpAddr;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let t = BanTarget::net(ip("10.1.2.0"), 24).unwrap();
+        assert!(t.covers(ip("10.1.2.77")));
+        assert!(!t.covers(ip("10.1.3.1")));
+        assert!(!t.covers(ip("2001:db8::1")));
+        assert_eq!(t.to_string(), "10.1.2.0/24");
+        let t = BanTarget::net(ip("2001:db8::"), 64).unwrap();
+        assert!(t.covers(ip("2001:db8::ffff:1")));
+        assert!(!t.covers(ip("2001:db8:0:1::1")));
+        assert!(
+            BanTarget::net(ip("10.0.0.0"), 0).is_none(),
+            "nobody bans everyone"
+        );
+        assert!(BanTarget::net(ip("10.0.0.0"), 33).is_none());
+        assert!(!BanTarget::User(5).covers(ip("10.0.0.1")));
+        assert!(BanTarget::net(ip("10.0.0.1"), 32)
+            .unwrap()
+            .covers(ip("10.0.0.1")));
     }
 
     proptest! {
@@ -799,7 +1165,7 @@ mod tests {
         }
 
         #[test]
-        fn reply_decode_never_panics(ty in 0u32..21, bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        fn reply_decode_never_panics(ty in 0u32..26, bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             if let Some(cmd) = CommandType::from_u32(ty) {
                 let _ = ControlReply::decode(cmd, &bytes);
             }
@@ -819,7 +1185,8 @@ mod tests {
         #[test]
         fn rich_replies_round_trip(ids in proptest::collection::vec(1u64.., 0..20),
                                    n in name(), owner in any::<u64>(), port in 1u64..65536,
-                                   key in any::<[u8; 32]>(), perms in any::<u64>()) {
+                                   key in any::<[u8; 32]>(), perms in any::<u64>(),
+                                   target in ban_target()) {
             let members: Vec<(u64, String)> = ids.iter().map(|&u| (u, n.clone())).collect();
             let page = ChannelPage {
                 channels: ids.iter().map(|&id| ChannelSummary { id, owner, members: port, name: n.clone() }).collect(),
@@ -832,6 +1199,14 @@ mod tests {
                 (CommandType::ChannelInfo, ControlReply::ChannelInfo(ChannelInfo { name: n.clone(), owner, port, members })),
                 (CommandType::UserInfo, ControlReply::UserInfo { perms, name: n.clone() }),
                 (CommandType::ListChannels, ControlReply::ChannelPage(page)),
+                (CommandType::ListBans, ControlReply::BanPage(BanPage {
+                    bans: ids.iter().take(BAN_PAGE).map(|&id| BanEntry { id, target, expires_unix_ms: perms, reason: n.clone() }).collect(),
+                    next: owner,
+                })),
+                (CommandType::ListUsers, ControlReply::UserPage(UserPage {
+                    users: ids.iter().map(|&id| UserEntry { id, perms, name: n.clone() }).collect(),
+                    next: port,
+                })),
             ];
             for (cmd, reply) in cases {
                 let mut buf = Vec::new();

@@ -31,7 +31,8 @@ pub mod signed;
 pub mod voice;
 
 pub use control::{
-    ChannelInfo, ChannelPage, ChannelSummary, CommandType, ControlReply, ControlRequest, ServerInfo,
+    BanEntry, BanPage, BanTarget, ChannelInfo, ChannelPage, ChannelSummary, CommandType,
+    ControlReply, ControlRequest, ServerInfo, UserEntry, UserPage,
 };
 pub use error::{DecodeError, ErrorCode};
 pub use packet::{Datagram, SystemOp, SystemPacket, PACKET_SIZE};

@@ -44,6 +44,8 @@ pub struct Config {
     pub register_rate: u32,
     /// How long a control connection may stay silent before its first byte.
     pub first_byte_timeout: Duration,
+    /// Where the Prometheus metrics listener binds; `None`: no listener.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Config {
@@ -65,6 +67,7 @@ impl Config {
             max_channels_per_user: 8,
             register_rate: 30,
             first_byte_timeout: Duration::from_secs(2),
+            metrics: None,
         }
     }
 }

@@ -18,8 +18,14 @@
 //! - [`store`]: users and channels behind the [`store::Store`] trait, kept in SQLite.
 //! - [`keys`]: the server's Ed25519 key that signs system packets, and the admin's
 //!   identity file; [`files`]: owner-only files; [`ids`]: random ids.
-//! - [`config`]: every tunable in one struct, with the defaults of the flags.
+//! - [`config`]: every tunable in one struct, with the defaults of the flags;
+//!   [`settings`]: the configuration file and how the flags override it.
+//! - [`metrics`]: Prometheus counters (relay workers publish per-worker atomics) and the
+//!   tiny HTTP responder of `--metrics`.
+//! - [`reload`]: what SIGHUP re-reads from the configuration file and applies.
+//! - [`backup`]: `kv-server backup FILE`, an online copy of the database.
 
+pub mod backup;
 pub mod channel;
 pub mod cli;
 pub mod config;
@@ -31,11 +37,18 @@ pub mod files;
 pub mod ids;
 pub mod keys;
 pub mod limit;
+pub mod metrics;
 pub mod register_rate;
+pub mod reload;
 pub mod server;
+pub mod settings;
 pub mod shutdown;
 pub mod store;
 
 pub use config::Config;
+
+/// The version `--version` prints: the package's, and the git revision it was built from
+/// when built from a checkout (see `build.rs`).
+pub const VERSION: &str = env!("KV_VERSION");
 pub use error::ServerError;
 pub use server::Server;

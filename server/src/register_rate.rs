@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -25,8 +26,8 @@ struct Bucket {
 /// Sign-up budget per network.
 #[derive(Debug)]
 pub struct RegisterRate {
-    /// Sign-ups per minute (and the burst); 0 = unlimited.
-    per_minute: u32,
+    /// Sign-ups per minute (and the burst); 0 = unlimited. Atomic: SIGHUP changes it.
+    per_minute: AtomicU32,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
 }
 
@@ -34,17 +35,23 @@ impl RegisterRate {
     /// `per_minute` sign-ups per network per minute; 0 switches the limit off.
     pub fn new(per_minute: u32) -> Self {
         Self {
-            per_minute,
+            per_minute: AtomicU32::new(per_minute),
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Changes the limit (configuration reload); buckets keep their tokens, up to the new cap.
+    pub fn set_per_minute(&self, per_minute: u32) {
+        self.per_minute.store(per_minute, Ordering::Relaxed);
+    }
+
     /// Takes one sign-up from `ip`'s budget at `now`; false when it is used up.
     pub fn allow(&self, ip: IpAddr, now: Instant) -> bool {
-        if self.per_minute == 0 {
+        let per_minute = self.per_minute.load(Ordering::Relaxed);
+        if per_minute == 0 {
             return true;
         }
-        let cap = f64::from(self.per_minute);
+        let cap = f64::from(per_minute);
         let rate = cap / 60.0;
         let refill = |b: &Bucket| {
             (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate).min(cap)

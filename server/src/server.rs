@@ -29,6 +29,7 @@ use crate::error::ServerError;
 use crate::fds::{self, FdBudget, Spare};
 use crate::keys;
 use crate::limit::PerIpLimit;
+use crate::reload::Reloader;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::store::{SqliteStore, Store};
 
@@ -51,6 +52,8 @@ pub struct Server {
     config: Config,
     /// Sends the stop signal to every task.
     trigger: ShutdownTrigger,
+    /// The Prometheus listener (`--metrics`), if asked for.
+    metrics: Option<TcpListener>,
 }
 
 impl Server {
@@ -78,21 +81,29 @@ impl Server {
             source,
         })?;
 
-        let (trigger, shutdown) = shutdown::channel();
-        // Never more than a reply may list (clients reject longer CHANNEL_INFO and
-        // GET_CHANNELS replies).
-        let relay_config = RelayConfig {
-            peer_timeout: config.peer_timeout,
-            max_members: config.max_members.min(MAX_LISTED_MEMBERS as usize),
-            max_member_pps: config.max_member_pps,
+        let metrics = match config.metrics {
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| ServerError::Io {
+                            what: "binding the metrics listener",
+                            source,
+                        })?,
+                )
+            }
+            None => None,
         };
+
+        let (trigger, shutdown) = shutdown::channel();
+        let (relay_config, max_channels) = relay_config_of(&config);
         let mut registry = Registry::new(
             tokio::runtime::Handle::current(),
             local.ip(),
             config.udp_ports.clone(),
             key,
             relay_config,
-            config.max_channels.min(MAX_LISTED_CHANNELS as usize),
+            max_channels,
             shutdown,
         );
         let mut store = store;
@@ -119,13 +130,9 @@ impl Server {
             }
         }
 
-        let policy = Policy {
-            default_perms: config.default_perms,
-            allow_unsigned: config.allow_unsigned,
-            max_channels_per_user: config.max_channels_per_user,
-            register_rate: config.register_rate,
-        };
-        let control = Control::new(store, registry, public_key, policy).with_fd_budget(budget);
+        let control =
+            Control::new(store, registry, public_key, policy_of(&config)).with_fd_budget(budget);
+        control.load_bans()?;
         let admin_uid = bootstrap_admin(&control, &dir)?;
         if config.allow_unsigned {
             tracing::warn!("--allow-unsigned: key-less users act through unsigned requests");
@@ -137,7 +144,19 @@ impl Server {
             public_key,
             config,
             trigger,
+            metrics,
         })
+    }
+
+    /// Applies reloaded configurations to this server (SIGHUP); `started_with` is the
+    /// configuration it was bound with.
+    pub fn reloader(&self, started_with: Config) -> Reloader {
+        Reloader::new(self.control.clone(), started_with)
+    }
+
+    /// The address the metrics listener is bound to, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The address the control listener is bound to (the real port when 0 was asked).
@@ -163,8 +182,17 @@ impl Server {
             control,
             config,
             trigger,
+            metrics,
             ..
         } = self;
+        if let Some(listener) = metrics {
+            let m = control.metrics().clone();
+            tokio::spawn(crate::metrics::http::serve(
+                listener,
+                m,
+                trigger.subscribe(),
+            ));
+        }
         let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
         let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
         let per_ip = PerIpLimit::new(config.max_connections_per_ip);
@@ -255,6 +283,27 @@ impl Server {
     /// A listener for the stop signal, for embedders that run other tasks beside it.
     pub fn shutdown(&self) -> Shutdown {
         self.trigger.subscribe()
+    }
+}
+
+/// The relay limits and the channel cap of `config`: never more than a reply may list
+/// (clients reject longer CHANNEL_INFO and GET_CHANNELS replies).
+pub(crate) fn relay_config_of(config: &Config) -> (RelayConfig, usize) {
+    let relay = RelayConfig {
+        peer_timeout: config.peer_timeout,
+        max_members: config.max_members.min(MAX_LISTED_MEMBERS as usize),
+        max_member_pps: config.max_member_pps,
+    };
+    (relay, config.max_channels.min(MAX_LISTED_CHANNELS as usize))
+}
+
+/// The control plane's rules in `config`.
+pub(crate) fn policy_of(config: &Config) -> Policy {
+    Policy {
+        default_perms: config.default_perms,
+        allow_unsigned: config.allow_unsigned,
+        max_channels_per_user: config.max_channels_per_user,
+        register_rate: config.register_rate,
     }
 }
 

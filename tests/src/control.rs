@@ -65,3 +65,25 @@ pub fn request(addr: SocketAddr, req: &ControlRequest) -> ControlReply {
 pub fn request_padded(addr: SocketAddr, req: &ControlRequest) -> ControlReply {
     decode_reply(req, &exchange(addr, &encode_padded(req)))
 }
+
+/// `req` sent from loopback address `from` (another "host" in 127.0.0.0/8) to `to`.
+pub fn request_from(
+    from: std::net::Ipv4Addr,
+    to: SocketAddr,
+    req: &ControlRequest,
+) -> ControlReply {
+    use socket2::{Domain, Socket, Type};
+    use std::io::{Read, Write};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    sock.bind(&SocketAddr::from((from, 0)).into())
+        .expect("bind a loopback address");
+    sock.connect_timeout(&to.into(), std::time::Duration::from_secs(5))
+        .expect("connect");
+    let mut s: std::net::TcpStream = sock.into();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(&encode(req)).expect("send");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    decode_reply(req, &out)
+}

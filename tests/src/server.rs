@@ -31,6 +31,8 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     /// The bootstrap admin's uid, from the `admin uid:` line.
     pub admin_uid: u64,
+    /// The metrics listener (`--metrics`), from the `metrics on` line.
+    pub metrics_addr: Option<SocketAddr>,
     /// Data directory (a temporary one unless given).
     pub data_dir: PathBuf,
     /// The process.
@@ -111,10 +113,11 @@ impl ServerProcess {
     /// `RLIMIT_NOFILE`) of the server process set to `nofile`.
     pub fn start_limited(data_dir: &Path, args: Vec<String>, nofile: Option<u64>) -> Self {
         let stderr = Arc::new(Mutex::new(String::new()));
-        let (child, addr, admin_uid) = spawn(data_dir, &args, &stderr, nofile);
+        let (child, addr, admin_uid, metrics_addr) = spawn(data_dir, &args, &stderr, nofile);
         Self {
             addr,
             admin_uid,
+            metrics_addr,
             admin_key: admin_key(data_dir, admin_uid),
             data_dir: data_dir.to_path_buf(),
             child,
@@ -168,9 +171,11 @@ impl ServerProcess {
         if self.child.try_wait().expect("server status").is_none() {
             self.terminate();
         }
-        let (child, addr, admin_uid) = spawn(&self.data_dir, &self.args, &self.stderr, self.nofile);
+        let (child, addr, admin_uid, metrics_addr) =
+            spawn(&self.data_dir, &self.args, &self.stderr, self.nofile);
         self.child = child;
         self.addr = addr;
+        self.metrics_addr = metrics_addr;
         self.admin_uid = admin_uid;
         self.admin_key = admin_key(&self.data_dir, admin_uid);
     }
@@ -325,13 +330,14 @@ fn admin_key(dir: &Path, uid: u64) -> SigningKey {
     id.key
 }
 
-/// Spawns the binary and waits for its two start-up lines.
+/// Spawns the binary and waits for its two start-up lines (and the `metrics on` line
+/// before them, when there is one).
 fn spawn(
     data_dir: &Path,
     args: &[String],
     log: &Arc<Mutex<String>>,
     nofile: Option<u64>,
-) -> (Child, SocketAddr, u64) {
+) -> (Child, SocketAddr, u64, Option<SocketAddr>) {
     let mut cmd = Command::new(server_bin());
     if let Some(n) = nofile {
         use std::os::unix::process::CommandExt;
@@ -392,13 +398,15 @@ fn spawn(
             }
         }
     });
-    let (mut addr, mut admin) = (None, None);
+    let (mut addr, mut admin, mut metrics) = (None, None, None);
     let deadline = Instant::now() + START_TIMEOUT;
     while addr.is_none() || admin.is_none() {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => {
-                if let Some(a) = line.strip_prefix("listening on ") {
+                if let Some(a) = line.strip_prefix("metrics on ") {
+                    metrics = Some(a.trim().parse::<SocketAddr>().expect("metrics address"));
+                } else if let Some(a) = line.strip_prefix("listening on ") {
                     addr = Some(a.trim().parse::<SocketAddr>().expect("listen address"));
                 } else if let Some(u) = line.strip_prefix("admin uid: ") {
                     admin = Some(u.trim().parse::<u64>().expect("admin uid"));
@@ -419,5 +427,6 @@ fn spawn(
         child,
         addr.unwrap_or_else(|| unreachable!()),
         admin.unwrap_or_else(|| unreachable!()),
+        metrics,
     )
 }

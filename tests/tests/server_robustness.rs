@@ -23,7 +23,7 @@ fn thousand_random_tcp_requests_then_a_valid_one() {
         // Half the time, a real command type so decoding goes past the first word; some
         // of those name the admin, so real (permission-checked) work happens.
         if i % 2 == 0 && len >= 4 {
-            let ty: u32 = rng.random_range(0..20);
+            let ty: u32 = rng.random_range(0..25);
             bytes[..4].copy_from_slice(&ty.to_be_bytes());
             if i % 4 == 0 && len >= 12 {
                 bytes[4..12].copy_from_slice(&admin.to_be_bytes());

@@ -6,6 +6,7 @@
 //! `kv: <message>`, with exit status 1 (2 for bad usage, from clap). `join --json` prints
 //! one JSON object per line on stdout (see [`json`]).
 
+mod admin;
 #[cfg(feature = "embedded-server")]
 mod bench;
 mod join;
@@ -25,7 +26,7 @@ pub const DEFAULT_SERVER: &str = "127.0.0.1:8085";
 
 /// Command line of `kv`.
 #[derive(Debug, Parser)]
-#[command(name = "kv", version, about = "KV headless voice client")]
+#[command(name = "kv", version = crate::VERSION, about = "KV headless voice client")]
 struct Cli {
     /// Control address of the server.
     #[arg(long, global = true, default_value = DEFAULT_SERVER, value_name = "HOST:PORT")]
@@ -60,9 +61,20 @@ enum Command {
     },
     /// Join a channel: stream the input, record what is heard.
     Join(join::JoinArgs),
+    /// Moderation, as a perm_admin holder (e.g. `--identity DATA_DIR/admin.key`).
+    Admin {
+        /// What to do.
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
     /// Measure CPU per frame and mouth-to-ear latency through an in-process server.
     #[cfg(feature = "embedded-server")]
     Bench(bench::BenchArgs),
+}
+
+/// `kv`'s command line, for generated shell completions and man pages (`kv-dist`).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// Entry point of `kv`.
@@ -206,6 +218,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             me.client(&ctx.control).delete(me.uid, chid)?;
         }
         Command::Join(args) => return join::run(&ctx, &cli.server, args),
+        Command::Admin { command } => admin::run(&ctx, command)?,
         #[cfg(feature = "embedded-server")]
         Command::Bench(_) => {}
     }

@@ -557,6 +557,69 @@ impl ControlClient {
             other => Err(self.unexpected(other)),
         }
     }
+    /// BAN (extension, perm_admin): bans `target` for `secs` seconds (0: until lifted);
+    /// returns the ban's id.
+    pub fn ban(
+        &self,
+        auid: u64,
+        target: kv_proto::BanTarget,
+        secs: u64,
+        reason: &str,
+    ) -> Result<u64, ControlError> {
+        let subject = match target {
+            kv_proto::BanTarget::User(uid) => Subject::User(uid),
+            kv_proto::BanTarget::Net { .. } => Subject::Unknown,
+        };
+        let req = ControlRequest::Ban {
+            auid,
+            target,
+            secs,
+            reason: reason.to_owned(),
+        };
+        self.value(req, subject)
+    }
+
+    /// UNBAN (extension, perm_admin): lifts ban `id`.
+    pub fn unban(&self, auid: u64, id: u64) -> Result<(), ControlError> {
+        self.value(ControlRequest::Unban { auid, id }, Subject::Unknown)
+            .map(drop)
+    }
+
+    /// SET_PERMS (extension, perm_admin): sets `uid`'s permission bits.
+    pub fn set_perms(&self, auid: u64, uid: u64, perms: Perms) -> Result<(), ControlError> {
+        let req = ControlRequest::SetPerms {
+            auid,
+            uid,
+            perms: perms.bits(),
+        };
+        self.value(req, Subject::User(uid)).map(drop)
+    }
+
+    /// LIST_BANS (extension, perm_admin): a page of the bans in force after `after`.
+    pub fn list_bans(&self, auid: u64, after: u64) -> Result<kv_proto::BanPage, ControlError> {
+        match self.request(&ControlRequest::ListBans { auid, after })? {
+            ControlReply::BanPage(page) => Ok(page),
+            ControlReply::Error(code) => Err(Self::server_error(
+                CommandType::ListBans,
+                code,
+                Subject::Unknown,
+            )),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// LIST_USERS (extension, perm_admin): a page of users after `after` (0: the first).
+    pub fn list_users(&self, auid: u64, after: u64) -> Result<kv_proto::UserPage, ControlError> {
+        match self.request(&ControlRequest::ListUsers { auid, after })? {
+            ControlReply::UserPage(page) => Ok(page),
+            ControlReply::Error(code) => Err(Self::server_error(
+                CommandType::ListUsers,
+                code,
+                Subject::Unknown,
+            )),
+            other => Err(self.unexpected(other)),
+        }
+    }
 }
 
 /// Names the server would refuse (INVAL), refused here with a clearer message.

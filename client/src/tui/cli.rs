@@ -19,7 +19,7 @@ use clap::Parser;
 
 /// Terminal client for KV voice chat.
 #[derive(Debug, Parser)]
-#[command(name = "kv-tui", version, about)]
+#[command(name = "kv-tui", version = crate::VERSION, about)]
 struct Args {
     /// Server control address [default: the settings' server, else 127.0.0.1:8085].
     #[arg(long)]
@@ -36,6 +36,11 @@ struct Args {
     demo: bool,
     /// `kv://HOST:PORT/CHANNEL`: server and channel (id or name) to join at once.
     url: Option<String>,
+}
+
+/// `kv-tui`'s command line, for generated shell completions and man pages (`kv-dist`).
+pub fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
 }
 
 /// Splits `kv://host:port/channel` (port and channel optional; a channel is an id or a

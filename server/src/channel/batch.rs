@@ -200,6 +200,8 @@ pub struct SendQueue {
     len: usize,
     /// Datagrams handed to the kernel.
     pub sent: u64,
+    /// Their bytes.
+    pub sent_bytes: u64,
     /// Datagrams the kernel refused (full socket buffer, or an error): voice is dropped,
     /// never queued.
     pub dropped: u64,
@@ -239,6 +241,7 @@ impl SendQueue {
                 copied: 0,
                 len: 0,
                 sent: 0,
+                sent_bytes: 0,
                 dropped: 0,
             }
         }
@@ -263,7 +266,12 @@ impl SendQueue {
                 )
             };
             if n > 0 {
-                at += n as usize;
+                let n = n as usize;
+                self.sent_bytes += self.iovs[at..at + n]
+                    .iter()
+                    .map(|v| v.iov_len as u64)
+                    .sum::<u64>();
+                at += n;
                 self.sent += n as u64;
             } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
                 // The first message was refused (EAGAIN: the socket buffer is full, or a

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
@@ -17,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::relay::{Admission, ChannelRelay, JoinError, RelayConfig, VoiceKeys};
 use super::worker::{BoundCount, ChannelCommand, CommandSender, Queued, WorkerHandle};
+use crate::metrics::RelayMetrics;
 use crate::shutdown::Shutdown;
 
 /// A running channel.
@@ -31,7 +33,7 @@ struct ChannelHandle {
 }
 
 /// How often silent members are looked for: a tenth of the timeout, within [20 ms, 1 s].
-fn sweep_interval(peer_timeout: Duration) -> Duration {
+pub(crate) fn sweep_interval(peer_timeout: Duration) -> Duration {
     (peer_timeout / 10).clamp(Duration::from_millis(20), Duration::from_secs(1))
 }
 
@@ -121,6 +123,8 @@ pub struct Registry {
     workers: Vec<WorkerHandle>,
     /// Tasks that end with each worker, awaited on server shutdown.
     tasks: Vec<JoinHandle<()>>,
+    /// The workers' counters, for `/metrics`.
+    metrics: Arc<RelayMetrics>,
 }
 
 impl Registry {
@@ -134,18 +138,30 @@ impl Registry {
         max_channels: usize,
         shutdown: Shutdown,
     ) -> Self {
+        let metrics = Arc::new(RelayMetrics::default());
+        let keys = VoiceKeys::random(&key);
+        // The X25519 session key's signature.
+        metrics
+            .signatures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self {
             runtime,
             ip,
             udp_ports,
-            keys: VoiceKeys::random(&key),
+            keys,
             relay_config,
             max_channels,
             shutdown,
             channels: HashMap::new(),
             workers: Vec::new(),
             tasks: Vec::new(),
+            metrics,
         }
+    }
+
+    /// The relay's counters (for `/metrics`).
+    pub fn metrics(&self) -> Arc<RelayMetrics> {
+        self.metrics.clone()
     }
 
     /// Starts the workers if they are not running: one per core, at most one per channel
@@ -158,7 +174,9 @@ impl Registry {
         let count = cores.min(self.max_channels).max(1);
         let sweep = sweep_interval(self.relay_config.peer_timeout);
         for i in 0..count {
-            let (w, task) = WorkerHandle::spawn(i, sweep, self.shutdown.clone(), &self.runtime)?;
+            let counters = self.metrics.add_worker();
+            let (w, task) =
+                WorkerHandle::spawn(i, sweep, self.shutdown.clone(), &self.runtime, counters)?;
             self.workers.push(w);
             self.tasks.push(task);
         }
@@ -231,6 +249,15 @@ impl Registry {
             }
         }
         Err(last)
+    }
+
+    /// New limits: for channels opened from now on, and a sender to each worker to hand
+    /// them to its open channels (`CommandSender::configure`; the caller sends after
+    /// releasing the registry lock, as the send may wait).
+    pub fn set_limits(&mut self, relay: RelayConfig, max_channels: usize) -> Vec<CommandSender> {
+        self.relay_config = relay;
+        self.max_channels = max_channels;
+        self.workers.iter().map(WorkerHandle::sender).collect()
     }
 
     /// Number of open channels.

@@ -234,9 +234,7 @@ impl ChannelRelay {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        // A quarter second of packets, at least 20: voice bursts after a stall fit.
-        let burst = (f64::from(config.max_member_pps) / 4.0).max(20.0);
-        let rx_rate = f64::from(config.max_member_pps) * RX_SENDERS;
+        let (burst, rx_rate, rx_burst) = Self::budgets(&config);
         Self {
             chid,
             cookies: CookieJar::new(keys.cookie_secret, chid, now),
@@ -249,10 +247,28 @@ impl ChannelRelay {
             epoch: (now, unix_ms),
             burst,
             rx_rate,
-            rx_burst: (rx_rate / 4.0).max(64.0),
+            rx_burst,
             announce: TokenBucket::new(now, ANNOUNCE_BURST),
             stats: RelayStats::default(),
         }
+    }
+
+    /// Replaces the limits (configuration reload). Members stay, even above a lowered
+    /// `max_members`; rate buckets keep their tokens and refill at the new rate.
+    pub fn set_config(&mut self, config: RelayConfig) {
+        let (burst, rx_rate, rx_burst) = Self::budgets(&config);
+        self.burst = burst;
+        self.rx_rate = rx_rate;
+        self.rx_burst = rx_burst;
+        self.config = config;
+    }
+
+    /// A member's send burst, and the receive rate and burst per destination.
+    fn budgets(config: &RelayConfig) -> (f64, f64, f64) {
+        // A quarter second of packets, at least 20: voice bursts after a stall fit.
+        let burst = (f64::from(config.max_member_pps) / 4.0).max(20.0);
+        let rx_rate = f64::from(config.max_member_pps) * RX_SENDERS;
+        (burst, rx_rate, (rx_rate / 4.0).max(64.0))
     }
 
     /// The channel id.
@@ -286,6 +302,11 @@ impl ChannelRelay {
     /// The address `uid` is bound to, if it has proven one.
     pub fn bound_addr(&self, uid: u64) -> Option<SocketAddr> {
         self.index.get(&uid).and_then(|&i| self.members[i].addr)
+    }
+
+    /// Members, bound or not yet.
+    pub fn member_count(&self) -> usize {
+        self.members.len()
     }
 
     /// Members with a proven address.

@@ -28,8 +28,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::batch::{BatchSink, RecvBatch, SendQueue, RECV_BATCH};
-use super::relay::{Admission, ChannelRelay, JoinError};
+use super::relay::{Admission, ChannelRelay, JoinError, RelayConfig, RelayStats};
 use crate::epoll::{Epoll, Events};
+use crate::metrics::{DropReason, WorkerCounters};
 use crate::shutdown::Shutdown;
 
 /// Requests from the control plane to one channel.
@@ -93,6 +94,8 @@ enum WorkerCommand {
     },
     /// Pass a command to one of its channels.
     Channel { chid: u64, cmd: ChannelCommand },
+    /// New limits for every channel, and the sweep period that goes with the timeout.
+    Configure { relay: RelayConfig, sweep: Duration },
 }
 
 /// How a worker is woken from `epoll_wait`: an eventfd.
@@ -142,6 +145,17 @@ pub struct CommandSender {
 }
 
 impl CommandSender {
+    /// Gives every channel of the worker new limits (and the sweep period they imply),
+    /// waiting while the queue is full.
+    pub fn configure(&self, relay: RelayConfig) -> Result<(), WorkerGone> {
+        let sweep = super::registry::sweep_interval(relay.peer_timeout);
+        self.commands
+            .send(WorkerCommand::Configure { relay, sweep })
+            .map_err(|_| WorkerGone)?;
+        self.waker.wake();
+        Ok(())
+    }
+
     /// Passes `cmd` to channel `chid`, waiting while the queue is full.
     pub fn send(&self, chid: u64, cmd: ChannelCommand) -> Result<(), WorkerGone> {
         self.commands
@@ -175,6 +189,7 @@ impl WorkerHandle {
         sweep: Duration,
         shutdown: Shutdown,
         runtime: &Handle,
+        counters: Arc<WorkerCounters>,
     ) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
         let waker = Arc::new(Waker::new()?);
         let epoll = Epoll::new()?;
@@ -191,6 +206,7 @@ impl WorkerHandle {
             queue: SendQueue::new(),
             sweep,
             shutdown: shutdown.clone(),
+            counters,
         };
         std::thread::Builder::new()
             .name(format!("kv-relay-{index}"))
@@ -239,6 +255,14 @@ impl WorkerHandle {
         })
     }
 
+    /// A sender for commands that may wait (sent without the registry lock held).
+    pub fn sender(&self) -> CommandSender {
+        CommandSender {
+            commands: self.commands.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
     /// Passes `cmd` to channel `chid` on this worker.
     pub fn command(&self, chid: u64, cmd: ChannelCommand) -> Result<(), WorkerGone> {
         self.send(WorkerCommand::Channel { chid, cmd })
@@ -280,13 +304,36 @@ struct Chan {
     relay: Box<ChannelRelay>,
     /// The relay's bound-member count as the control plane reads it (LIST_CHANNELS).
     bound: BoundCount,
+    /// Members as last added to the worker's gauge.
+    members: usize,
+    /// The relay's statistics as last added to the worker's counters.
+    published: RelayStats,
 }
 
 impl Chan {
-    /// Publishes the bound-member count; called after each turn that may change it.
-    fn publish(&self) {
-        self.bound
-            .store(self.relay.bound_count(), Ordering::Relaxed);
+    /// Publishes the bound-member count, and what changed since the last time to the
+    /// worker's metrics; called after each turn that may change them (a batch, a command,
+    /// a sweep), never per packet.
+    fn publish(&mut self, counters: &WorkerCounters) {
+        let bound = self.relay.bound_count();
+        let was = self.bound.swap(bound, Ordering::Relaxed);
+        WorkerCounters::shift(&counters.bound, bound as i64 - was as i64);
+        let members = self.relay.member_count();
+        WorkerCounters::shift(&counters.members, members as i64 - self.members as i64);
+        self.members = members;
+        let stats = self.relay.stats();
+        if *stats != self.published {
+            counters.add_stats(&self.published, stats);
+            self.published = stats.clone();
+        }
+    }
+
+    /// Takes the channel out of the worker's gauges (it is closing).
+    fn unpublish(&self, counters: &WorkerCounters) {
+        let bound = self.bound.swap(0, Ordering::Relaxed);
+        WorkerCounters::shift(&counters.bound, -(bound as i64));
+        WorkerCounters::shift(&counters.members, -(self.members as i64));
+        WorkerCounters::shift(&counters.channels, -1);
     }
 }
 
@@ -311,6 +358,8 @@ struct Worker {
     /// Peer-timeout sweep period.
     sweep: Duration,
     shutdown: Shutdown,
+    /// This worker's metrics (it is their only writer).
+    counters: Arc<WorkerCounters>,
 }
 
 impl Worker {
@@ -322,6 +371,7 @@ impl Worker {
             // Cannot fail on a valid epoll descriptor and buffer; a failed wait reports no
             // events and the loop goes on to its shutdown check and sweep.
             let _ = self.epoll.wait(&mut events, wait);
+            let busy_since = Instant::now();
             for token in events.tokens() {
                 if token == WAKE_TOKEN {
                     self.waker.reset();
@@ -340,11 +390,28 @@ impl Worker {
                 for chan in self.slots.iter_mut().flatten() {
                     let mut sink = BatchSink::new(&mut self.queue, chan.socket.as_raw_fd());
                     chan.relay.handle_timeout(now, &mut sink);
-                    chan.publish();
+                    drop(sink);
+                    chan.publish(&self.counters);
                 }
                 next_sweep = now + self.sweep;
             }
+            self.publish_turn(busy_since);
         }
+    }
+
+    /// Publishes the turn's sends and its working time (the worker is the counters' only
+    /// writer, so totals are stored, not added).
+    fn publish_turn(&self, busy_since: Instant) {
+        let c = &self.counters;
+        c.packets_out.store(self.queue.sent, Ordering::Relaxed);
+        c.bytes_out.store(self.queue.sent_bytes, Ordering::Relaxed);
+        let send_buffer = DropReason::ALL
+            .iter()
+            .position(|r| *r == DropReason::SendBuffer)
+            .unwrap_or(0);
+        c.drops[send_buffer].store(self.queue.dropped, Ordering::Relaxed);
+        let busy = busy_since.elapsed().as_nanos() as u64;
+        c.busy_ns.fetch_add(busy, Ordering::Relaxed);
     }
 
     /// The hot path: drains channel `slot`'s socket in batches and forwards.
@@ -367,14 +434,20 @@ impl Worker {
             }
             let now = Instant::now();
             let mut sink = BatchSink::new(&mut self.queue, fd);
+            let mut bytes = 0u64;
             for i in 0..n {
                 let (src, data) = self.recv.get(i);
+                bytes += data.len() as u64;
                 let Some(src) = src else { continue };
                 sink.set_current(data);
                 chan.relay.handle_datagram(now, src, data, &mut sink);
             }
+            self.counters
+                .packets_in
+                .fetch_add(n as u64, Ordering::Relaxed);
+            self.counters.bytes_in.fetch_add(bytes, Ordering::Relaxed);
             // Before the sink flushes, so whoever gets an ACK for a bind sees it counted.
-            chan.publish();
+            chan.publish(&self.counters);
             drop(sink);
             if n < RECV_BATCH {
                 break;
@@ -393,6 +466,12 @@ impl Worker {
                     bound,
                 }) => self.open(chid, socket, relay, bound),
                 Ok(WorkerCommand::Channel { chid, cmd }) => self.command(chid, cmd),
+                Ok(WorkerCommand::Configure { relay, sweep }) => {
+                    self.sweep = sweep;
+                    for chan in self.slots.iter_mut().flatten() {
+                        chan.relay.set_config(relay.clone());
+                    }
+                }
                 Err(TryRecvError::Empty) => return true,
                 Err(TryRecvError::Disconnected) => return false,
             }
@@ -412,11 +491,15 @@ impl Worker {
             tracing::error!(chid, error = %e, "cannot watch channel socket");
             return;
         }
+        let published = relay.stats().clone();
         self.slots[slot] = Some(Chan {
             socket,
             relay,
             bound,
+            members: 0,
+            published,
         });
+        WorkerCounters::shift(&self.counters.channels, 1);
         self.by_chid.insert(chid, slot);
     }
 
@@ -436,7 +519,9 @@ impl Worker {
                 admission,
                 reply,
             } => {
-                let _ = reply.send(chan.relay.join(now, uid, admission));
+                let joined = chan.relay.join(now, uid, admission);
+                chan.publish(&self.counters);
+                let _ = reply.send(joined);
             }
             ChannelCommand::Leave {
                 uid,
@@ -445,7 +530,7 @@ impl Worker {
             } => {
                 let left = chan.relay.leave(now, uid, notify_leaver, &mut sink);
                 // Before the reply, so a listing after the LEAVE no longer counts it.
-                chan.publish();
+                chan.publish(&self.counters);
                 let _ = reply.send(left);
             }
             ChannelCommand::Members { bound_only, reply } => {
@@ -467,6 +552,7 @@ impl Worker {
 
     fn close(&mut self, slot: usize) {
         if let Some(chan) = self.slots[slot].take() {
+            chan.unpublish(&self.counters);
             self.epoll.delete(chan.socket.as_raw_fd());
             self.by_chid.remove(&chan.relay.chid());
             tracing::debug!(chid = chan.relay.chid(), stats = ?chan.relay.stats(), "channel stopped");

@@ -75,10 +75,22 @@ impl<S: Store> Control<S> {
             // A keyed sign-up must prove it holds the key it registers.
             return allow(signer == Some(0));
         }
+        use ControlRequest as R;
+        if matches!(
+            req,
+            R::Ban { .. }
+                | R::Unban { .. }
+                | R::SetPerms { .. }
+                | R::ListBans { .. }
+                | R::ListUsers { .. }
+        ) {
+            // Moderation is signed, always (even with --allow-unsigned).
+            allow(signer.is_some())?;
+        }
         match (req.actor(), signer) {
             (Some(actor), Some(signer)) => allow(actor == signer),
             (Some(actor), None) => {
-                allow(self.policy.allow_unsigned)?;
+                allow(self.policy().allow_unsigned)?;
                 // An unknown actor falls through to the command, which answers PARAM.
                 match db(self.store().user(actor))? {
                     Some(u) => allow(u.key.is_none()),
@@ -86,7 +98,7 @@ impl<S: Store> Control<S> {
                 }
             }
             (None, Some(_)) => Ok(()),
-            (None, None) => allow(!req.is_change() || self.policy.allow_unsigned),
+            (None, None) => allow(!req.is_change() || self.policy().allow_unsigned),
         }
     }
 }

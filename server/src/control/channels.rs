@@ -27,7 +27,7 @@ impl<S: Store> Control<S> {
             return Ok(());
         }
         let owned = db(self.store().channels_owned(uid))?.len();
-        if owned >= self.policy.max_channels_per_user {
+        if owned >= self.policy().max_channels_per_user {
             tracing::debug!(uid, owned, "channel quota reached");
             return Err(ErrorCode::Serv);
         }
@@ -71,7 +71,7 @@ impl<S: Store> Control<S> {
                 && (perms.contains(Perms::ADMIN)
                     || store
                         .channels_owned(uid)
-                        .is_ok_and(|c| c.len() < self.policy.max_channels_per_user));
+                        .is_ok_and(|c| c.len() < self.policy().max_channels_per_user));
             still_ok && db(store.insert_channel(&record)).unwrap_or(false)
         };
         if !stored {
@@ -114,7 +114,7 @@ impl<S: Store> Control<S> {
         self.existing_channel(chid)?;
         allow(uid == juid || Perms(user.perms).contains(Perms::ADD_USER))?;
         let admission = Admission {
-            legacy: client_kex.is_none() && self.policy.allow_unsigned && joiner.key.is_none(),
+            legacy: client_kex.is_none() && self.policy().allow_unsigned && joiner.key.is_none(),
             client_kex,
         };
         // The lock is released before the worker's answer is awaited (see `Registry::ask`).

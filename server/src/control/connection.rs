@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use super::{Control, Origin};
+use crate::metrics::command_label;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
@@ -85,21 +86,33 @@ pub async fn handle<S: Store + 'static>(
     let reply = match read {
         Read::Request(req) => {
             let cmd = req.reply_type();
+            let arrived = std::time::Instant::now();
             let _permit = if cmd == kv_proto::CommandType::ChannelInfo {
                 limits.channel_info.clone().acquire_owned().await.ok()
             } else {
                 None
             };
             let origin = Origin::now(peer.ip());
+            let metrics = control.metrics().clone();
             let reply = tokio::task::spawn_blocking(move || control.apply(req, &origin))
                 .await
                 .unwrap_or(ControlReply::Error(ErrorCode::Serv));
+            metrics.record(command_label(cmd), &reply, arrived.elapsed());
             tracing::debug!(%peer, ?cmd, reply = %summary(&reply), "handled");
             reply
         }
         Read::Reject(code, why) => {
             tracing::debug!(%peer, %code, why, "rejected");
-            ControlReply::Error(code)
+            let reply = ControlReply::Error(code);
+            let command = if code == ErrorCode::NoImpl {
+                "unknown"
+            } else {
+                "invalid"
+            };
+            control
+                .metrics()
+                .record(command, &reply, std::time::Duration::ZERO);
+            reply
         }
         Read::Shutdown => return,
     };

@@ -13,7 +13,8 @@ pub const FEATURES: u64 = features::NAMES
     | features::USER_INFO
     | features::SIGNED_REQUESTS
     | features::JOIN_KEX
-    | features::LIST_CHANNELS;
+    | features::LIST_CHANNELS
+    | features::MODERATION;
 
 impl<S: Store> Control<S> {
     /// Protocol version, feature bits and the key that signs system packets. Needs no

@@ -3,7 +3,8 @@
 //!
 //! Commands are grouped by what they act on: [`users`] (REGISTER, REGISTER_KEY, SET_KEY,
 //! UNREGISTER, names, USER_INFO), [`channels`] (CREATE, DELETE, JOIN, JOIN_KEX, LEAVE, GET_PORT,
-//! GET_CHANNELS, names, CHANNEL_INFO) and [`info`] (SERVER_INFO). [`auth`] decides who a
+//! GET_CHANNELS, names, CHANNEL_INFO), [`info`] (SERVER_INFO) and [`moderation`] (BAN,
+//! UNBAN, SET_PERMS, LIST_BANS, LIST_USERS, and the ban check of JOIN and REGISTER). [`auth`] decides who a
 //! request acts as (a SIGNED envelope's verified signer, or an unsigned request for a
 //! key-less user with `--allow-unsigned`), with [`replay`] remembering accepted nonces.
 //! Checks run in one order everywhere: the request must decode (INVAL/NOIMPL), a SIGNED
@@ -28,18 +29,20 @@ pub mod channels;
 pub mod connection;
 pub mod info;
 pub mod info_cache;
+pub mod moderation;
 pub mod replay;
 pub mod users;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use kv_proto::{ControlReply, ControlRequest, ErrorCode, Perms};
 
 use crate::channel::Registry;
 use crate::fds::FdBudget;
+use crate::metrics::Metrics;
 use crate::register_rate::RegisterRate;
 use crate::store::{ChannelRecord, Store, StoreResult, UserRecord};
 
@@ -106,8 +109,8 @@ pub struct Control<S: Store> {
     registry: RwLock<Registry>,
     /// Ed25519 public key, for SERVER_INFO and to check that signed requests name us.
     public_key: [u8; 32],
-    /// The rules.
-    policy: Policy,
+    /// The rules. Behind a lock because SIGHUP replaces them; read as a copy, never held.
+    policy: RwLock<Policy>,
     /// Nonces of accepted signed requests.
     replay: Mutex<replay::ReplayCache>,
     /// Sign-ups per IP.
@@ -118,22 +121,62 @@ pub struct Control<S: Store> {
     generation: AtomicU64,
     /// File descriptors channels may still use.
     fds: FdBudget,
+    /// What `/metrics` exports (requests are counted by `connection`).
+    metrics: Arc<Metrics>,
+    /// Bans, as the JOIN and REGISTER checks read them (the store has them too).
+    bans: RwLock<moderation::BanList>,
 }
 
 impl<S: Store> Control<S> {
     /// Wraps the store and registry.
     pub fn new(store: S, registry: Registry, public_key: [u8; 32], policy: Policy) -> Self {
+        let metrics = Arc::new(Metrics::new(registry.metrics()));
         Self {
+            metrics,
+            bans: RwLock::new(moderation::BanList::default()),
             store: Mutex::new(store),
             registry: RwLock::new(registry),
             public_key,
             register_rate: RegisterRate::new(policy.register_rate),
-            policy,
+            policy: RwLock::new(policy),
             replay: Mutex::new(replay::ReplayCache::new(replay::CAPACITY)),
             info_cache: info_cache::InfoCache::default(),
             generation: AtomicU64::new(0),
             fds: FdBudget::unlimited(),
         }
+    }
+
+    /// The rules in force now.
+    pub fn policy(&self) -> Policy {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the rules (configuration reload); requests from now on follow them.
+    pub fn set_policy(&self, policy: Policy) {
+        self.register_rate.set_per_minute(policy.register_rate);
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
+    }
+
+    /// Replaces the relay limits of every channel, open ones included, and the channel cap
+    /// (configuration reload). Members stay; a lower `max_members` only refuses new JOINs.
+    pub fn set_relay_limits(&self, relay: crate::channel::RelayConfig, max_channels: usize) {
+        let senders = self
+            .registry_write()
+            .set_limits(relay.clone(), max_channels);
+        // Outside the lock: a worker's full queue may make this wait.
+        for s in senders {
+            if s.configure(relay.clone()).is_err() {
+                tracing::debug!("a relay worker is gone; not reconfigured");
+            }
+        }
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Same, with a descriptor budget for channel sockets.
@@ -153,6 +196,9 @@ impl<S: Store> Control<S> {
             other => (other, None),
         };
         if let Err(code) = self.authorize(&req, signer) {
+            return ControlReply::Error(code);
+        }
+        if let Err(code) = self.check_bans(&req, origin) {
             return ControlReply::Error(code);
         }
         let change = req.is_change();
@@ -206,6 +252,16 @@ impl<S: Store> Control<S> {
                 perms: u.perms,
                 name: u.name,
             }),
+            R::Ban {
+                auid,
+                target,
+                secs,
+                reason,
+            } => self.ban(auid, target, secs, &reason, origin),
+            R::Unban { auid, id } => self.unban(auid, id),
+            R::SetPerms { auid, uid, perms } => self.set_perms(auid, uid, perms),
+            R::ListBans { auid, after } => self.list_bans(auid, after, origin),
+            R::ListUsers { auid, after } => self.list_users(auid, after),
             // A SIGNED envelope is opened in `apply`; one inside another never decodes.
             R::Signed(_) => Err(ErrorCode::Inval),
         }
@@ -219,6 +275,16 @@ impl<S: Store> Control<S> {
     /// The open channels, for opening and closing. Never taken while holding the store.
     fn registry_write(&self) -> RwLockWriteGuard<'_, Registry> {
         write_politely(&self.registry)
+    }
+
+    /// The bans, for reading.
+    fn bans(&self) -> RwLockReadGuard<'_, moderation::BanList> {
+        self.bans.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The bans, for a change (never held while taking the store or the registry).
+    fn bans_mut(&self) -> RwLockWriteGuard<'_, moderation::BanList> {
+        self.bans.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The store. A poisoned lock means a handler panicked; the state is still consistent

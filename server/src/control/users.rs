@@ -35,7 +35,7 @@ impl<S: Store> Control<S> {
                 tracing::debug!(ip = %origin.ip, "sign-up rate exceeded");
                 return Err(ErrorCode::Serv);
             }
-            self.policy.default_perms.bits()
+            self.policy().default_perms.bits()
         } else {
             let admin = self.existing_user(auid)?;
             let held = Perms(admin.perms);

@@ -5,7 +5,7 @@
 
 mod sqlite;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, DB_FILE};
 
 use thiserror::Error;
 
@@ -90,4 +90,14 @@ pub trait Store: Send {
     fn admin_id(&self) -> StoreResult<Option<u64>>;
     /// Remembers the bootstrap admin's id.
     fn set_admin_id(&mut self, id: u64) -> StoreResult<()>;
+    /// Sets a user's permission bits; false if there is no such user.
+    fn set_user_perms(&mut self, id: u64, perms: u64) -> StoreResult<bool>;
+    /// Up to `limit` users after `after` in LIST_USERS order (unsigned id order).
+    fn users_after(&self, after: u64, limit: usize) -> StoreResult<Vec<UserRecord>>;
+    /// Every ban, expired ones included, in id order.
+    fn bans(&self) -> StoreResult<Vec<kv_proto::BanEntry>>;
+    /// Records a ban (its `id` is ignored) and returns the id it got.
+    fn insert_ban(&mut self, ban: &kv_proto::BanEntry) -> StoreResult<u64>;
+    /// Deletes a ban; false if there was none with this id.
+    fn delete_ban(&mut self, id: u64) -> StoreResult<bool>;
 }

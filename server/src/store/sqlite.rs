@@ -13,7 +13,7 @@ use super::{ChannelRecord, Store, StoreError, StoreResult, UserRecord};
 pub const DB_FILE: &str = "kv.sqlite3";
 
 /// Schema version in `PRAGMA user_version`; bumped with every schema change.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -34,6 +34,14 @@ CREATE TABLE IF NOT EXISTS meta (
     value INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS channels_by_owner ON channels (owner);
+CREATE TABLE IF NOT EXISTS bans (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    uid     INTEGER NOT NULL,
+    prefix  INTEGER NOT NULL,
+    addr    BLOB NOT NULL,
+    expires INTEGER NOT NULL,
+    reason  TEXT NOT NULL DEFAULT ''
+);
 ";
 
 /// Version 1 had no user keys.
@@ -102,7 +110,112 @@ fn to_port(v: i64) -> StoreResult<u16> {
     u16::try_from(v).map_err(|_| StoreError::Corrupt("channel port out of range"))
 }
 
+/// A ban's target as stored: `uid` (0 for an address ban), `prefix` (0 for a user ban),
+/// 16 address bytes.
+fn to_target(uid: i64, prefix: i64, addr: &[u8]) -> StoreResult<kv_proto::BanTarget> {
+    let octets = <[u8; 16]>::try_from(addr).map_err(|_| StoreError::Corrupt("ban address"))?;
+    match (uid, prefix) {
+        (0, 1..=128) => Ok(kv_proto::BanTarget::Net {
+            addr: octets.into(),
+            prefix: prefix as u8,
+        }),
+        (uid, 0) if uid != 0 => Ok(kv_proto::BanTarget::User(uid as u64)),
+        _ => Err(StoreError::Corrupt("ban target")),
+    }
+}
+
 impl Store for SqliteStore {
+    fn set_user_perms(&mut self, id: u64, perms: u64) -> StoreResult<bool> {
+        let n = self.conn.execute(
+            "UPDATE users SET perms = ?2 WHERE id = ?1",
+            params![id as i64, perms as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn users_after(&self, after: u64, limit: usize) -> StoreResult<Vec<UserRecord>> {
+        // Ids are stored as i64. Unsigned order is the non-negative ones, then the
+        // negative ones (ids of 2^63 and up), each ascending.
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, perms, name, key FROM users \
+             WHERE (id < 0) > ?1 OR ((id < 0) = ?1 AND id > ?2) \
+             ORDER BY (id < 0), id LIMIT ?3",
+        )?;
+        let high = after >= 1 << 63;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![high, after as i64, limit], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<Vec<u8>>>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, perms, name, key) = row?;
+            out.push(UserRecord {
+                id,
+                perms,
+                name,
+                key: to_key(key)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn bans(&self) -> StoreResult<Vec<kv_proto::BanEntry>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, uid, prefix, addr, expires, reason FROM bans ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, uid, prefix, addr, expires, reason) = row?;
+            out.push(kv_proto::BanEntry {
+                id: id as u64,
+                target: to_target(uid, prefix, &addr)?,
+                expires_unix_ms: expires as u64,
+                reason,
+            });
+        }
+        Ok(out)
+    }
+
+    fn insert_ban(&mut self, ban: &kv_proto::BanEntry) -> StoreResult<u64> {
+        let (uid, prefix, addr) = match ban.target {
+            kv_proto::BanTarget::User(uid) => (uid as i64, 0i64, [0u8; 16]),
+            kv_proto::BanTarget::Net { addr, prefix } => (0, i64::from(prefix), addr.octets()),
+        };
+        self.conn.execute(
+            "INSERT INTO bans (uid, prefix, addr, expires, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                uid,
+                prefix,
+                addr.to_vec(),
+                ban.expires_unix_ms as i64,
+                ban.reason
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid() as u64)
+    }
+
+    fn delete_ban(&mut self, id: u64) -> StoreResult<bool> {
+        let n = self
+            .conn
+            .execute("DELETE FROM bans WHERE id = ?1", params![id as i64])?;
+        Ok(n == 1)
+    }
+
     fn user(&self, id: u64) -> StoreResult<Option<UserRecord>> {
         self.conn
             .query_row(
