@@ -23,9 +23,6 @@
 pub const PERCENTILE: f64 = 0.98;
 /// How far back the statistics look.
 pub const WINDOW_MS: u64 = 3_000;
-/// The largest required delay of the window is held instead of the percentile when it is
-/// at most this much above it, ms.
-pub const TAIL_COVER_MS: f64 = 5.0;
 /// Margin on top of the percentile, for the playout clock's own scheduling noise.
 pub const SAFETY_MS: f64 = 1.5;
 /// Most samples kept: a 3 s window of 2.5 ms frames (1200); more frames than that in the
@@ -110,13 +107,6 @@ impl DelayManager {
             let k = (((n - 1) as f64) * PERCENTILE).ceil() as usize;
             *w.select_nth_unstable_by(k.min(n - 1), f64::total_cmp).1
         };
-        let max = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        // The few frames beyond the percentile are covered too when that costs at most
-        // TAIL_COVER_MS: a few ms of delay are not heard, a concealed frame is (one in a
-        // hundred costs about half a PESQ point). On a clean link that tail is the two
-        // machines' scheduling noise; under loss and jitter it is a frame or a spike away,
-        // and the percentile holds.
-        let q = if max - q <= TAIL_COVER_MS { max } else { q };
         let min = w.iter().copied().fold(f64::INFINITY, f64::min);
         self.jitter_ms = q - min;
         self.base_ms = Some(min);
