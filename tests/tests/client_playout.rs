@@ -246,7 +246,8 @@ fn no_adjustment_after_the_first_talk_spurt_on_a_clean_minute() {
     };
     let spread = r.score.tail_lag_spread_ms.expect("lag spread");
     let steady = r.late_after_first_spurt == Some(0) && r.machine.stalls == 0;
-    if !steady {
+    let held = r.adjustments_after_first_spurt == Some(0) && spread <= 3.0;
+    if !steady && !held {
         // Three runs and the machine never kept time (late frames on loopback, stalls of
         // threads at the clients' priority): zero cannot be asked of the playout then. The
         // engine before issue 8 re-synchronised at spurts (lag spread 17–28 ms); a few
