@@ -304,6 +304,22 @@ impl ServerProcess {
         }
     }
 
+    /// `n` freshly signed-up users JOINed to `chid`, each with its own UDP peer (not yet
+    /// bound: call [`crate::udp::UdpPeer::bind`]).
+    pub fn joined_peers(&self, chid: u64, n: usize) -> Vec<crate::udp::UdpPeer> {
+        (0..n)
+            .map(|_| {
+                let uid = self.signup();
+                let port = self.ok(&ControlRequest::Join {
+                    uid,
+                    juid: uid,
+                    chid,
+                });
+                crate::udp::UdpPeer::new(self.udp_addr(port), uid)
+            })
+            .collect()
+    }
+
     /// The address of a channel socket on this server.
     pub fn udp_addr(&self, port: u64) -> SocketAddr {
         SocketAddr::new(self.addr.ip(), u16::try_from(port).expect("port fits u16"))

@@ -68,17 +68,7 @@ fn counters_move_with_a_call() {
     // A call: two bound members, one talking.
     let key = s.public_key();
     let ch = s.ok(&Req::Create { uid: s.admin_uid });
-    let peers: Vec<UdpPeer> = (0..2)
-        .map(|_| {
-            let uid = s.signup();
-            let port = s.ok(&Req::Join {
-                uid,
-                juid: uid,
-                chid: ch,
-            });
-            UdpPeer::new(s.udp_addr(port), uid)
-        })
-        .collect();
+    let peers = s.joined_peers(ch, 2);
     for p in &peers {
         p.bind(&key);
     }

@@ -21,18 +21,7 @@ fn unix_ms() -> u64 {
 /// A channel owned by the admin with `n` signed-up users joined (not yet bound).
 fn channel(s: &ServerProcess, n: usize) -> (u64, Vec<UdpPeer>) {
     let ch = s.ok(&Req::Create { uid: s.admin_uid });
-    let peers = (0..n)
-        .map(|_| {
-            let uid = s.signup();
-            let port = s.ok(&Req::Join {
-                uid,
-                juid: uid,
-                chid: ch,
-            });
-            UdpPeer::new(s.udp_addr(port), uid)
-        })
-        .collect();
-    (ch, peers)
+    (ch, s.joined_peers(ch, n))
 }
 
 /// A channel with `n` members, all bound, announcements drained.
