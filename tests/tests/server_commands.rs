@@ -592,7 +592,6 @@ fn request_dribbled_byte_by_byte() {
 fn list_channels_pages_every_channel_with_bound_member_counts() {
     use kv_proto::control::LIST_PAGE;
     use kv_proto::ChannelPage;
-    use kv_tests::udp::UdpPeer;
 
     let s = ServerProcess::start_with(&["--max-channels", "400"]);
     let page = |after: u64| match s.request(&Req::ListChannels { after }) {
@@ -634,19 +633,10 @@ fn list_channels_pages_every_channel_with_bound_member_counts() {
     // Two members bound in the first channel: counted (without asking its worker).
     let ch = created[0];
     let key = s.public_key();
-    let peers: Vec<UdpPeer> = (0..2)
-        .map(|_| {
-            let u = s.signup();
-            let port = s.ok(&Req::Join {
-                uid: u,
-                juid: u,
-                chid: ch,
-            });
-            let p = UdpPeer::new(s.udp_addr(port), u);
-            p.bind(&key);
-            p
-        })
-        .collect();
+    let peers = s.joined_peers(ch, 2);
+    for p in &peers {
+        p.bind(&key);
+    }
     let members = |p: &ChannelPage| p.channels.iter().find(|c| c.id == ch).map(|c| c.members);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
