@@ -333,10 +333,11 @@ mod tests {
     fn talking_follows_spurts_and_gain_is_clamped() {
         let mut tx = TxPipeline::new(TxConfig {
             mode: TransmitMode::PushToTalk,
-            ..TxConfig::default()
+            ..TxConfig::with_frame_ms(20)
         })
         .unwrap();
         let mut rx = RxPipeline::new(RxConfig::default());
+        // (20 ms frames, one per step of 20 ms.)
         let tone: Vec<f32> = (0..960).map(|i| 0.2 * (i as f32 * 0.06).sin()).collect();
         let mut payload = [0u8; 504];
         let mut out = [0.0f32; 960];
