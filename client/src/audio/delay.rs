@@ -45,12 +45,17 @@ pub const HOLD_MS: u64 = 10_000;
 /// Most distinct levels the hold remembers (a step function of time; only a hostile or
 /// pathological stream changes it this often, and then the oldest level is forgotten early).
 const HOLD_LEVELS: usize = 32;
-/// A link calm for this long (every frame within [`CALM_SPREAD_MS`] of the fastest) forgets
-/// everything older: after an impairment stops, the delay comes down in seconds, not after
-/// the hold.
+/// A link calm for this long (nearly every frame within [`CALM_SPREAD_MS`] of the fastest)
+/// forgets the hold and everything older: after an impairment stops, the delay comes down in
+/// seconds, not after the hold.
 pub const CALM_MS: u64 = 2_000;
 /// See [`CALM_MS`].
 pub const CALM_SPREAD_MS: f64 = 3.0;
+/// Share of the calm period's frames that must be within [`CALM_SPREAD_MS`]: loss of even
+/// 2 % is not calm, a few frames late behind a stalled thread are.
+const CALM_PERCENTILE: f64 = 0.98;
+/// Frames the calm period must have (a pause is no evidence either way).
+const CALM_MIN_SAMPLES: usize = 50;
 /// Samples needed before the percentile is trusted; until then the target is the largest
 /// required delay seen, plus the margin.
 pub const MIN_SAMPLES: usize = 10;
@@ -72,8 +77,6 @@ pub struct DelayManager {
     /// strictly decreasing from the front: the front is the highest of the last [`HOLD_MS`].
     hold: [(u64, f64); HOLD_LEVELS],
     hold_len: usize,
-    /// When a frame last required more than [`CALM_SPREAD_MS`] over the fastest.
-    rough_at_ms: Option<u64>,
 }
 
 impl Default for DelayManager {
@@ -95,7 +98,6 @@ impl DelayManager {
             base_ms: None,
             hold: [(0, 0.0); HOLD_LEVELS],
             hold_len: 0,
-            rough_at_ms: None,
         }
     }
 
@@ -106,7 +108,6 @@ impl DelayManager {
         self.target_ms = None;
         self.base_ms = None;
         self.hold_len = 0;
-        self.rough_at_ms = None;
     }
 
     /// Records that a frame played at `now_ms` required `required_ms` of delay, and updates
@@ -126,18 +127,8 @@ impl DelayManager {
         let at = (self.head + self.len) % MAX_SAMPLES;
         self.samples[at] = (now_ms, required_ms);
         self.len += 1;
-        if self
-            .base_ms
-            .is_some_and(|b| required_ms > b + CALM_SPREAD_MS)
-        {
-            self.rough_at_ms = Some(now_ms);
-        }
-        let calm = self
-            .rough_at_ms
-            .is_some_and(|r| now_ms.saturating_sub(r) >= CALM_MS);
-        if calm && self.hold_len > 0 {
+        if self.is_calm(now_ms) {
             // The impairment is over: forget it now.
-            self.rough_at_ms = None;
             self.hold_len = 0;
             while self.len > 1 && now_ms.saturating_sub(self.samples[self.head].0) > CALM_MS {
                 self.head = (self.head + 1) % MAX_SAMPLES;
@@ -145,6 +136,34 @@ impl DelayManager {
             }
         }
         self.update(now_ms);
+    }
+
+    /// Whether something is held that the last [`CALM_MS`] no longer needs: enough frames,
+    /// nearly all of them ([`CALM_PERCENTILE`]: a stalled thread's few late frames do not
+    /// count) within [`CALM_SPREAD_MS`] of the fastest. Bounded work, as [`Self::update`].
+    fn is_calm(&mut self, now_ms: u64) -> bool {
+        let Some(base) = self.base_ms else {
+            return false;
+        };
+        if self.hold_len == 0 || self.hold[0].1 <= CALM_SPREAD_MS {
+            return false;
+        }
+        let mut m = 0;
+        for i in 0..self.len {
+            let (t, v) = self.samples[(self.head + i) % MAX_SAMPLES];
+            if now_ms.saturating_sub(t) <= CALM_MS {
+                self.scratch[m] = v;
+                m += 1;
+            }
+        }
+        if m < CALM_MIN_SAMPLES {
+            return false;
+        }
+        let k = (((m - 1) as f64) * CALM_PERCENTILE).ceil() as usize;
+        let q = *self.scratch[..m]
+            .select_nth_unstable_by(k.min(m - 1), f64::total_cmp)
+            .1;
+        q <= base + CALM_SPREAD_MS
     }
 
     /// Notes the window's level, forgets levels older than the hold, and returns the highest

@@ -28,7 +28,7 @@ fn log_worthy(count: u64) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RxConfig {
     /// Extra delay held on top of what the arrival statistics ask, ms. Default `None` (0):
-    /// the playout holds the 98th percentile of the delays frames required plus 1.5 ms
+    /// the playout holds the 99.5th percentile of the delays frames required plus 1.5 ms
     /// ([`super::delay`]). `Some(ms)` adds a fixed margin, e.g. to measure the trade-off.
     pub min_delay_ms: Option<u32>,
     /// Largest jitter-buffer delay. Default 400 ms: beyond that a conversation breaks down

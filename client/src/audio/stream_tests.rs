@@ -241,8 +241,9 @@ fn a_delay_spike_is_waited_out_then_the_delay_decays_quickly() {
     // concealed in their slots (the timeline does not chase a one-off spike); the spike's
     // late frames are dropped, and the delay is back where it was.
     assert!(s.concealed <= 15 + END_CONCEALED, "{s:?}");
-    // (A resync and quiet cuts of one block each: 10 with 10 ms frames.)
-    assert!(s.adjustments <= 10, "{s:?}");
+    // (A resync, the delay following the spike in quiet audio until the link has been calm
+    // for 2 s, then quiet cuts of one block each back down: 13 measured.)
+    assert!(s.adjustments <= 16, "{s:?}");
     // Before the spike and 5 s after it, the delay is the clean one.
     let before = lag_over_ms(&input, &out, 1, 4);
     let after = lag_over_ms(&input, &out, 11, 15);
