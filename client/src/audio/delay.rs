@@ -19,7 +19,8 @@
 //! 3.65 against 3.91.)
 //!
 //! Two rules keep it still and let it come down:
-//! - *Hold.* The level reached is held for [`HOLD_MS`] after the window last asked for it.
+//! - *Hold.* The level reached is held for [`HOLD_MS`] after the window last asked for it
+//!   (up to [`HOLD_UP_TO_MS`]).
 //!   A window's percentile flaps between two levels as rare double losses enter and leave
 //!   it, and following it moves the timing twice per flap; a link whose character has not
 //!   changed keeps one delay.
@@ -42,6 +43,11 @@ pub const MAX_SAMPLES: usize = 1200;
 /// flap. Holding the highest of the recent past keeps the delay still while the link's
 /// character does not change.
 pub const HOLD_MS: u64 = 10_000;
+/// Highest level held: the most loss recovery can use (the redundancy's 150 ms). More is a
+/// long stall of the network or of this machine, which the window alone follows, so that it
+/// is forgotten after [`WINDOW_MS`] (seen in a test on a loaded machine: a listener whose
+/// receive thread stalled for 600 ms held 620 ms for 10 s).
+pub const HOLD_UP_TO_MS: f64 = 150.0;
 /// Most distinct levels the hold remembers (a step function of time; only a hostile or
 /// pathological stream changes it this often, and then the oldest level is forgotten early).
 const HOLD_LEVELS: usize = 32;
@@ -200,7 +206,8 @@ impl DelayManager {
             *w.select_nth_unstable_by(k.min(n - 1), f64::total_cmp).1
         };
         let min = w.iter().copied().fold(f64::INFINITY, f64::min);
-        let level = self.hold_level(now_ms, q - min);
+        let raw = q - min;
+        let level = self.hold_level(now_ms, raw.min(HOLD_UP_TO_MS)).max(raw);
         self.jitter_ms = level;
         self.base_ms = Some(min);
         self.target_ms = Some(min + level + SAFETY_MS);
