@@ -20,8 +20,10 @@
 //!   its limiter keeps peaks under full scale. The analogue input-volume controller of
 //!   AGC2 is off: the client does not turn the system's microphone volume.
 //!
-//! Sans-IO: 48 kHz mono f32 in and out, in place, no added delay (each 10 ms chunk comes
-//! out of the call it goes into; measured in the benchmark).
+//! Sans-IO: 48 kHz mono f32 in and out, in place: each 10 ms chunk comes out of the call
+//! it goes into, nothing is buffered. The echo canceller's band split and 4 ms blocks do
+//! delay the signal by 430 samples (9.0 ms) while it is on; with it off the chain adds no
+//! delay (measured in `echo_tests` and the benchmark).
 
 use aec3::api::config::EchoCanceller3Config;
 use aec3::audio_processing::gain_controller2::GainController2Config;
@@ -73,6 +75,14 @@ impl HighPass {
         }
     }
 }
+
+/// Gain ahead of AGC2, dB. AGC2's adaptive digital gain only raises (0…50 dB): in WebRTC
+/// the analogue input-volume controller brings a hot microphone down. The client turns no
+/// system volume, so every talker is first lowered by 13 dB: a loud one (speech at
+/// −10 dBFS) then arrives at AGC2's own target (about −22 dBFS) and a quiet one (−45)
+/// within its reach, and all come out within ±3 dB of the target (measured in
+/// BENCHMARKS.md). Digital and in f32, so nothing is lost on the way down.
+pub const AGC_PRE_GAIN_DB: f32 = -13.0;
 
 /// Which stages run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,13 +268,17 @@ impl MicProcessor {
             }
         }
         self.high_pass.process(chunk);
-        let produced = self
-            .pipeline
+        if self.cfg.agc {
+            let g = 10f32.powf(AGC_PRE_GAIN_DB / 20.0);
+            for s in chunk.iter_mut() {
+                *s *= g;
+            }
+        }
+        // Nothing produced (the graph's first call) is silence in `out`.
+        self.pipeline
             .process_capture_frame(chunk, &mut self.out)
             .map_err(graph_error)?;
-        if produced {
-            chunk.copy_from_slice(&self.out);
-        }
+        chunk.copy_from_slice(&self.out);
         Ok(())
     }
 

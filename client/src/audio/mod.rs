@@ -44,3 +44,5 @@ pub use wav::{read_wav_mono_48k, WavFormat, WavSink};
 
 #[cfg(test)]
 mod chain_tests;
+#[cfg(test)]
+mod echo_tests;
