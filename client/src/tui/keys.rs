@@ -209,6 +209,13 @@ const BINDINGS: &[(&str, Intent, &str, &[&str])] = &[
         &["s"],
     ),
     (
+        "aec",
+        Intent::ToggleAec,
+        "echo cancellation on/off",
+        &["e"],
+    ),
+    ("agc", Intent::ToggleAgc, "automatic gain on/off", &["g"]),
+    (
         "volume-up",
         Intent::VolumeUp,
         "selected member louder",
