@@ -78,8 +78,7 @@ fn the_far_end_does_not_hear_itself_back_with_echo_cancellation() {
     }
     let (on, off) = (levels[0], levels[1]);
     // Measured: -22 dBFS without AEC, -54 to -71 dBFS with it (in process, without the
-    // threads'
-    // timing between playout and capture: -64 dBFS and below).
+    // threads' timing between playout and capture: -64 dBFS and below).
     assert!(off > -40.0, "the rig fed back no echo ({off:.1} dBFS)");
     assert!(on < -40.0, "residual echo at {on:.1} dBFS");
     assert!(off - on > 15.0, "AEC removed only {:.1} dB", off - on);
