@@ -78,11 +78,11 @@ impl HighPass {
 
 /// Gain ahead of AGC2, dB. AGC2's adaptive digital gain only raises (0…50 dB): in WebRTC
 /// the analogue input-volume controller brings a hot microphone down. The client turns no
-/// system volume, so every talker is first lowered by 13 dB: a loud one (speech at
+/// system volume, so every talker is first lowered by 11 dB: a loud one (speech at
 /// −10 dBFS) then arrives at AGC2's own target (about −22 dBFS) and a quiet one (−45)
 /// within its reach, and all come out within ±3 dB of the target (measured in
 /// BENCHMARKS.md). Digital and in f32, so nothing is lost on the way down.
-pub const AGC_PRE_GAIN_DB: f32 = -13.0;
+pub const AGC_PRE_GAIN_DB: f32 = -11.0;
 
 /// Which stages run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
