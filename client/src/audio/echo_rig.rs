@@ -135,7 +135,11 @@ impl RoomConvolver {
 
     /// Convolves the next [`BLOCK`] input samples into `out` (same length).
     pub fn process(&mut self, input: &[f32], out: &mut [f32]) {
-        assert_eq!(input.len(), BLOCK, "RoomConvolver takes {BLOCK}-sample blocks");
+        assert_eq!(
+            input.len(),
+            BLOCK,
+            "RoomConvolver takes {BLOCK}-sample blocks"
+        );
         assert_eq!(out.len(), BLOCK);
         if self.parts.is_empty() {
             out.fill(0.0);
@@ -255,13 +259,25 @@ mod tests {
     fn streaming_convolution_matches_the_direct_sum() {
         let r = RoomResponse::synthetic(3);
         let mut rng = StdRng::seed_from_u64(9);
-        let x: Vec<f32> = (0..BLOCK * 40).map(|_| rng.random_range(-0.5..0.5)).collect();
+        let x: Vec<f32> = (0..BLOCK * 40)
+            .map(|_| rng.random_range(-0.5..0.5))
+            .collect();
         let y = r.apply(&x);
-        for &i in &[0usize, 500, r.direct_delay, r.direct_delay + 3000, x.len() - 1] {
+        for &i in &[
+            0usize,
+            500,
+            r.direct_delay,
+            r.direct_delay + 3000,
+            x.len() - 1,
+        ] {
             let direct: f32 = (0..=i.min(r.taps.len() - 1))
                 .map(|k| r.taps[k] * x[i - k])
                 .sum();
-            assert!((y[i] - direct).abs() < 1e-4, "sample {i}: {} vs {direct}", y[i]);
+            assert!(
+                (y[i] - direct).abs() < 1e-4,
+                "sample {i}: {} vs {direct}",
+                y[i]
+            );
         }
     }
 }

@@ -57,12 +57,20 @@ fn echo_of_far_end_speech_is_removed_after_two_seconds() {
         let out = run(AEC_ONLY, &s.far, &s.mic);
         let residual = level_dbfs(&out[from..]);
         let erle = echo - residual;
-        println!("seed {seed}: echo {echo:.1} dBFS, residual {residual:.1} dBFS, ERLE {erle:.1} dB");
+        println!(
+            "seed {seed}: echo {echo:.1} dBFS, residual {residual:.1} dBFS, ERLE {erle:.1} dB"
+        );
         assert!(erle >= 20.0, "seed {seed}: ERLE {erle:.1} dB");
-        assert!(residual <= -40.0, "seed {seed}: residual {residual:.1} dBFS");
+        assert!(
+            residual <= -40.0,
+            "seed {seed}: residual {residual:.1} dBFS"
+        );
         let off = run(NOTHING, &s.far, &s.mic);
         let passed = echo - level_dbfs(&off[from..]);
-        assert!(passed.abs() < 3.0, "without AEC the echo changed by {passed:.1} dB");
+        assert!(
+            passed.abs() < 3.0,
+            "without AEC the echo changed by {passed:.1} dB"
+        );
     }
 }
 
@@ -80,9 +88,15 @@ fn double_talk_keeps_the_near_end_and_removes_the_echo_around_it() {
     let kept = level_dbfs(&out[near_at..near_end]) - level_dbfs(&clean[near_at..near_end]);
     println!("double talk: residual before {residual:.1} dBFS, near end {kept:+.1} dB");
     assert!(residual <= -40.0, "residual {residual:.1} dBFS");
-    assert!(kept > -10.0, "near end lost {kept:.1} dB during double talk");
+    assert!(
+        kept > -10.0,
+        "near end lost {kept:.1} dB during double talk"
+    );
     let off = run(NOTHING, &s.far, &s.mic);
-    assert!(level_dbfs(&off[2 * 48_000..near_at]) > -35.0, "the rig made no echo");
+    assert!(
+        level_dbfs(&off[2 * 48_000..near_at]) > -35.0,
+        "the rig made no echo"
+    );
 }
 
 #[test]
@@ -114,11 +128,17 @@ fn gain_control_evens_out_quiet_and_loud_talkers_without_clipping() {
         levels.push(level);
         let off = run(NOTHING, &silent, &x);
         let off_level = speech_level_dbfs(&off[tail..]);
-        assert!((off_level - input_dbfs).abs() < 2.0, "off path level {off_level:.1}");
+        assert!(
+            (off_level - input_dbfs).abs() < 2.0,
+            "off path level {off_level:.1}"
+        );
     }
     let spread = levels.iter().copied().fold(f32::MIN, f32::max)
         - levels.iter().copied().fold(f32::MAX, f32::min);
-    assert!(spread < 8.0, "35 dB of input range came out {spread:.1} dB apart");
+    assert!(
+        spread < 8.0,
+        "35 dB of input range came out {spread:.1} dB apart"
+    );
 }
 
 #[test]
@@ -129,7 +149,13 @@ fn the_chain_buffers_nothing() {
     let x = asset("speech.wav");
     let silent = vec![0.0; x.len()];
     for (cfg, most) in [
-        (MicConfig { aec: false, agc: true }, 0i64),
+        (
+            MicConfig {
+                aec: false,
+                agc: true,
+            },
+            0i64,
+        ),
         (MicConfig::default(), CHUNK as i64 - 1),
     ] {
         let out = run(cfg, &silent, &x);

@@ -241,7 +241,7 @@ impl MicProcessor {
     /// Callers interleave [`Self::render`] and this per chunk (see [`Self::process_chunk`])
     /// when there is a far end.
     pub fn process(&mut self, pcm: &mut [f32]) -> Result<(), AudioError> {
-        if pcm.len() % CHUNK != 0 {
+        if !pcm.len().is_multiple_of(CHUNK) {
             return Err(AudioError::FrameLength {
                 expected: CHUNK * pcm.len().div_ceil(CHUNK),
                 got: pcm.len(),
@@ -332,7 +332,10 @@ mod tests {
         let at_300 = through_high_pass(300.0);
         let at_1k = through_high_pass(1000.0);
         assert!(at_30 < -15.0, "30 Hz only {at_30:.1} dB down");
-        assert!((at_80 + 3.0).abs() < 0.5, "80 Hz {at_80:.1} dB, not the -3 dB corner");
+        assert!(
+            (at_80 + 3.0).abs() < 0.5,
+            "80 Hz {at_80:.1} dB, not the -3 dB corner"
+        );
         assert!(at_300.abs() < 1.0, "300 Hz changed by {at_300:.1} dB");
         assert!(at_1k.abs() < 1.0, "1 kHz changed by {at_1k:.1} dB");
     }
@@ -365,7 +368,10 @@ mod tests {
         let before = rms_dbfs(&x[4800..]);
         p.process(&mut x).unwrap();
         let change = rms_dbfs(&x[4800..]) - before;
-        assert!(change.abs() < 0.5, "off path changed the level by {change:.2} dB");
+        assert!(
+            change.abs() < 0.5,
+            "off path changed the level by {change:.2} dB"
+        );
         p.set_aec(true).unwrap();
         p.render(&[0.0; CHUNK]).unwrap();
         p.process(&mut x[..CHUNK]).unwrap();

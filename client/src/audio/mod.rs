@@ -18,9 +18,9 @@
 pub mod bench;
 pub mod delay;
 pub mod device;
+pub mod echo_rig;
 pub mod error;
 pub mod format;
-pub mod echo_rig;
 pub mod jitter;
 pub mod mic;
 pub mod mixer;
@@ -36,8 +36,8 @@ pub mod wav;
 
 pub use error::AudioError;
 pub use format::SAMPLE_RATE;
-pub use rx::{PeerStats, RxConfig, RxPipeline};
 pub use mic::{MicConfig, MicProcessor};
+pub use rx::{PeerStats, RxConfig, RxPipeline};
 pub use tx::{InputLevel, TxConfig, TxPipeline};
 pub use vad::TransmitMode;
 pub use wav::{read_wav_mono_48k, WavFormat, WavSink};

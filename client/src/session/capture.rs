@@ -18,8 +18,8 @@ use ringbuf::HeapCons;
 use crate::audio::device::InputStream;
 
 use super::clock::sleep_until;
-use super::mic_path::{MicPath, RunningMic};
 use super::events::SessionEvent;
+use super::mic_path::{MicPath, RunningMic};
 use super::shared::{lock, Shared};
 
 /// Where the capture thread reads samples.

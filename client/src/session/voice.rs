@@ -312,9 +312,9 @@ impl VoiceSession {
             playout::run(s, sink, rx, drain, played)
         })?);
         let s = shared.clone();
-        session
-            .threads
-            .push(spawn("kv-capture", move || capture::run(s, socket, input, mic))?);
+        session.threads.push(spawn("kv-capture", move || {
+            capture::run(s, socket, input, mic)
+        })?);
         tracing::info!(uid = cfg.uid, chid = cfg.chid, %voice_addr, "voice session started");
         Ok((session, receiver))
     }

@@ -189,7 +189,10 @@ mod tests {
         let s = Settings::load(dir.path()).unwrap();
         assert_eq!(s.mode, TransmitMode::Continuous);
         assert!(s.denoise);
-        assert!(s.aec && s.agc, "echo cancellation and gain control are on by default");
+        assert!(
+            s.aec && s.agc,
+            "echo cancellation and gain control are on by default"
+        );
         std::fs::write(dir.path().join(FILE_NAME), "mdoe = \"continuous\"\n").unwrap();
         let err = Settings::load(dir.path()).unwrap_err();
         assert!(err.to_string().contains("mdoe"), "{err}");

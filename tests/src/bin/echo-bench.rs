@@ -245,7 +245,11 @@ fn main() -> ExitCode {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&dir).expect("output dir");
-    let fars = ["speech-en-us-m.wav", "speech-en-gb-f.wav", "speech-de-m.wav"];
+    let fars = [
+        "speech-en-us-m.wav",
+        "speech-en-gb-f.wav",
+        "speech-de-m.wav",
+    ];
     let near = asset("speech.wav");
     let near_at = 7 * 48_000;
     let from = 2 * 48_000;
@@ -370,25 +374,35 @@ fn main() -> ExitCode {
         .collect();
 
     println!();
-    println!("Echo rig: {} rooms (seeds {seeds:?}), far-end samples {:?}; near end speech.wav from 7 s.", seeds.len(), &fars[..seeds.len().min(3)]);
+    println!(
+        "Echo rig: {} rooms (seeds {seeds:?}), far-end samples {:?}; near end speech.wav from 7 s.",
+        seeds.len(),
+        &fars[..seeds.len().min(3)]
+    );
     println!("Figures are the median over the rooms (min…max).");
     println!();
-    println!("| measure | target | {} | {} |", engines[0].name(), engines[1].name());
+    println!(
+        "| measure | target | {} | {} |",
+        engines[0].name(),
+        engines[1].name()
+    );
     println!("|---|---|---|---|");
     let row = |name: &str, target: &str, f: &dyn Fn(usize) -> String| {
         println!("| {name} | {target} | {} | {} |", f(0), f(1));
     };
-    row("echo return loss enhancement, far end only, after 2 s", "≥ 30 dB", &|i| {
-        format!("{} dB", range(&figures[i].erle))
+    row(
+        "echo return loss enhancement, far end only, after 2 s",
+        "≥ 30 dB",
+        &|i| format!("{} dB", range(&figures[i].erle)),
+    );
+    row("near-end PESQ-WB during double talk", "≥ 3.5", &|i| {
+        range(&figures[i].pesq_dt)
     });
     row(
-        "near-end PESQ-WB during double talk",
-        "≥ 3.5",
-        &|i| range(&figures[i].pesq_dt),
+        "residual echo sent back, far end only",
+        "≤ −45 dBFS",
+        &|i| format!("{} dBFS", range(&figures[i].residual)),
     );
-    row("residual echo sent back, far end only", "≤ −45 dBFS", &|i| {
-        format!("{} dBFS", range(&figures[i].residual))
-    });
     row(
         "AGC output level for speech at −45…−10 dBFS (target −22 dBFS)",
         "within ±3 dB",
