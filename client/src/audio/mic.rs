@@ -268,6 +268,10 @@ impl MicProcessor {
             }
         }
         self.high_pass.process(chunk);
+        if !self.cfg.aec && !self.cfg.agc {
+            // Nothing else to do: the graph's bypassed nodes would only copy.
+            return Ok(());
+        }
         if self.cfg.agc {
             let g = 10f32.powf(AGC_PRE_GAIN_DB / 20.0);
             for s in chunk.iter_mut() {
