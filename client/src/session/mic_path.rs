@@ -107,6 +107,10 @@ impl EchoRoom {
 /// graph is not `Send`).
 pub(crate) struct MicPath {
     cfg: MicConfig,
+    /// The input is a device. A file (or silence) with echo cancellation and gain control
+    /// off is sent exactly as recorded, without even the high-pass filter: the playout
+    /// tests and benchmarks compare what arrives with the file itself.
+    device_input: bool,
     far_end: HeapCons<f32>,
     room: Option<EchoRoom>,
 }
@@ -157,6 +161,7 @@ impl MicPath {
 /// The two ends, for a session with `cfg` (and the echo test room of `echo_test_seed`).
 pub(crate) fn mic_path(
     cfg: MicConfig,
+    device_input: bool,
     echo_test_seed: Option<u64>,
 ) -> Result<(PlayedTap, MicPath), AudioError> {
     let (far_prod, far_cons) = HeapRb::<f32>::new(FAR_END_RING).split();
@@ -190,6 +195,7 @@ pub(crate) fn mic_path(
         },
         MicPath {
             cfg,
+            device_input,
             far_end: far_cons,
             room,
         },
@@ -218,14 +224,22 @@ impl RunningMic {
 
     fn run(&mut self, shared: &Shared, pcm: &mut [f32]) -> Result<(), AudioError> {
         let far_end = &mut self.path.far_end;
-        let Some(processor) = self.processor.as_mut() else {
-            // Keep the ring fresh for nobody.
+        let (aec, agc) = (
+            shared.aec.load(Ordering::Relaxed),
+            shared.agc.load(Ordering::Relaxed),
+        );
+        let Some(processor) = self
+            .processor
+            .as_mut()
+            .filter(|_| self.path.device_input || aec || agc)
+        else {
+            // Nothing to do: keep the ring fresh for later.
             let n = far_end.occupied_len();
             far_end.skip(n);
             return Ok(());
         };
-        processor.set_aec(shared.aec.load(Ordering::Relaxed))?;
-        processor.set_agc(shared.agc.load(Ordering::Relaxed))?;
+        processor.set_aec(aec)?;
+        processor.set_agc(agc)?;
         let aec = processor.config().aec;
         if aec {
             let queued = shared.output_queued.load(Ordering::Relaxed);

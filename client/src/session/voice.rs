@@ -50,7 +50,7 @@ pub struct SessionConfig {
     /// Playback settings (jitter buffer, limiter).
     pub rx: RxConfig,
     /// Echo cancellation and gain control (see [`Self::mic_defaults`]); the high-pass
-    /// filter always runs.
+    /// filter runs ahead of them on a device input, or when either is on.
     pub mic: MicConfig,
     /// Test rig: feed our own playback back into our capture through the synthetic room
     /// of this seed ([`crate::audio::echo_rig`]); `None` in normal use.
@@ -196,7 +196,8 @@ impl VoiceSession {
         // device never leaves a ghost member in the channel.
         let tx = TxPipeline::new(cfg.tx.clone()).map_err(|e| SessionError::Audio(e.to_string()))?;
         let rx = RxPipeline::new(cfg.rx);
-        let mic = mic_path(cfg.mic, cfg.echo_test_seed)
+        let device_input = matches!(cfg.input, InputSource::Device(_));
+        let mic = mic_path(cfg.mic, device_input, cfg.echo_test_seed)
             .map_err(|e| SessionError::Audio(e.to_string()))?;
         let sink = match &cfg.output {
             OutputSink::Discard => PlayoutSink::Discard,
