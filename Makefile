@@ -2,7 +2,8 @@
 #
 #   make demo   - build and start kv-tui --demo (embedded server, a bot speaking, you joined)
 #   make test   - install what the build needs, then run every test of the workspace
-#   make bench  - the benchmarks of BENCHMARKS.md (playout quality: about 12 minutes)
+#   make bench  - the benchmarks of BENCHMARKS.md (playout quality: about 12 minutes; echo
+#                 cancellation and gain control: under a minute)
 #   make venv   - the Python the playout meter needs (PESQ-WB), in target/pyenv
 #   make install - release binaries, the systemd unit, an example config, shell completions
 #                 and man pages, under PREFIX (default /usr/local), staged in DESTDIR
@@ -18,8 +19,11 @@ CARGO ?= cargo
 # C code against numpy (python3-dev, a C compiler); espeak-ng and sox make the speech samples;
 # opus-tools (opusenc/opusdec) gives the "Opus alone" reference the meter is checked against.
 # systemd provides systemd-analyze, which checks the unit (tests/tests/dist_files.rs).
+# libspeexdsp-dev: SpeexDSP, which the echo benchmark (kv-tests' echo-bench) measures the
+# client's echo canceller against.
 DEB_PACKAGES := pkg-config cmake libasound2-dev libopus-dev tmux pulseaudio pulseaudio-utils \
-  libasound2-plugins python3-venv python3-dev gcc espeak-ng sox opus-tools systemd
+  libasound2-plugins python3-venv python3-dev gcc espeak-ng sox opus-tools systemd \
+  libspeexdsp-dev
 
 # The meter's Python. System Pythons are often externally managed (PEP 668), so it gets its
 # own venv; tests and the bench find it through KV_PYTHON.
@@ -81,6 +85,7 @@ bench: deps venv
 	$(CARGO) run --release -p kv-bench -- relay
 	$(CARGO) build --release -p kv-client -p kv-server
 	$(CARGO) run --release -p kv-tests --bin playout-bench
+	$(CARGO) run --release -p kv-tests --bin echo-bench
 
 # Generated files (completions, man pages) come from the binaries' own flag definitions
 # (`kv-dist`, dist/src/main.rs), so they cannot drift from the real flags.

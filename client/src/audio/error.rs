@@ -55,4 +55,7 @@ pub enum AudioError {
     /// The audio backend (ALSA, PulseAudio, …) reported an error opening or running a stream.
     #[error("audio device: {0}")]
     Device(String),
+    /// The microphone's processing (high-pass, echo canceller, gain control) failed.
+    #[error("microphone processing: {0}")]
+    Mic(String),
 }

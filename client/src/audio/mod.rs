@@ -1,6 +1,8 @@
 //! The audio engine: everything between a microphone (or WAV file) and a voice payload, and
 //! between voice payloads and a speaker (or WAV file).
 //!
+//! - [`mic`]: the microphone's clean-up before [`tx`] (high-pass, echo cancellation, gain
+//!   control); [`echo_rig`]: the synthetic room the echo tests and benchmark play through.
 //! - [`tx`]: capture pipeline (denoise → transmit gate → Opus → payload with redundancy).
 //! - [`vad`]: the transmit gate (continuous, voice-activated with hangover, push-to-talk).
 //! - [`rx`]: receive pipeline (per-sender jitter buffer + decoder + recovery, mixed).
@@ -16,9 +18,11 @@
 pub mod bench;
 pub mod delay;
 pub mod device;
+pub mod echo_rig;
 pub mod error;
 pub mod format;
 pub mod jitter;
+pub mod mic;
 pub mod mixer;
 pub mod priority;
 pub mod quality;
@@ -32,6 +36,7 @@ pub mod wav;
 
 pub use error::AudioError;
 pub use format::SAMPLE_RATE;
+pub use mic::{MicConfig, MicProcessor};
 pub use rx::{PeerStats, RxConfig, RxPipeline};
 pub use tx::{InputLevel, TxConfig, TxPipeline};
 pub use vad::TransmitMode;
@@ -39,3 +44,5 @@ pub use wav::{read_wav_mono_48k, WavFormat, WavSink};
 
 #[cfg(test)]
 mod chain_tests;
+#[cfg(test)]
+mod echo_tests;

@@ -46,6 +46,16 @@ pub(super) struct JoinArgs {
     /// Switch noise suppression off.
     #[arg(long)]
     no_denoise: bool,
+    /// Echo cancellation: `auto` (default) is on when both input and output are devices.
+    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
+    aec: Switch,
+    /// Automatic gain control: `auto` (default) is on when the input is a device.
+    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
+    agc: Switch,
+    /// (test) Feed our own playback back into our capture through the synthetic room of
+    /// this seed (20-40 ms direct sound, 150-300 ms tail): the end-to-end echo test.
+    #[arg(long, hide = true, value_name = "SEED")]
+    echo_test_seed: Option<u64>,
     /// Print events as one JSON object per line.
     #[arg(long)]
     json: bool,
@@ -67,6 +77,24 @@ pub(super) struct JoinArgs {
     /// (dev) Write the output WAV as 32-bit float (bit-exact mix, for measurements).
     #[arg(long, hide = true)]
     float_wav: bool,
+}
+
+/// On, off, or decided by the media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum Switch {
+    Auto,
+    On,
+    Off,
+}
+
+impl Switch {
+    fn resolve(self, auto: bool) -> bool {
+        match self {
+            Switch::Auto => auto,
+            Switch::On => true,
+            Switch::Off => false,
+        }
+    }
 }
 
 impl JoinArgs {
@@ -149,6 +177,10 @@ pub(super) fn run(target: &Target, server: &str, args: JoinArgs) -> Result<ExitC
     let mut cfg = SessionConfig::new(server, me.uid, args.chid);
     cfg.control = Some(me.client(&target.control));
     cfg.tx = args.tx_config();
+    let mic = SessionConfig::mic_defaults(&input, &output);
+    cfg.mic.aec = args.aec.resolve(mic.aec);
+    cfg.mic.agc = args.agc.resolve(mic.agc);
+    cfg.echo_test_seed = args.echo_test_seed;
     cfg.input = input;
     cfg.output = output;
     cfg.voice_addr = args.voice_addr;

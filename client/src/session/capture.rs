@@ -19,6 +19,7 @@ use crate::audio::device::InputStream;
 
 use super::clock::sleep_until;
 use super::events::SessionEvent;
+use super::mic_path::{MicPath, RunningMic};
 use super::shared::{lock, Shared};
 
 /// Where the capture thread reads samples.
@@ -49,11 +50,15 @@ struct Sender {
     packet: [u8; PACKET_SIZE],
     talking: bool,
     errors: u64,
+    /// High-pass, echo cancellation and gain control, ahead of the pipeline.
+    mic: RunningMic,
 }
 
 impl Sender {
     /// One frame through the pipeline, and out when the gate is open.
     fn frame(&mut self, pcm: &mut [f32], at: Instant) {
+        // Also while muted: the echo canceller keeps following the room.
+        self.mic.frame(&self.shared, pcm);
         if self.shared.muted.load(Ordering::Relaxed) {
             // Silence, not a gap: the gate closes the spurt properly and sequence
             // numbers stay contiguous.
@@ -98,7 +103,7 @@ impl Sender {
     }
 }
 
-pub(crate) fn run(shared: Arc<Shared>, socket: UdpSocket, input: CaptureInput) {
+pub(crate) fn run(shared: Arc<Shared>, socket: UdpSocket, input: CaptureInput, mic: MicPath) {
     let frame = lock(&shared.tx).frame_samples();
     let mut sender = Sender {
         shared: shared.clone(),
@@ -107,6 +112,7 @@ pub(crate) fn run(shared: Arc<Shared>, socket: UdpSocket, input: CaptureInput) {
         packet: [0; PACKET_SIZE],
         talking: false,
         errors: 0,
+        mic: mic.start(),
     };
     let mut pcm = vec![0.0f32; frame];
     match input {

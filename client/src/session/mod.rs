@@ -16,6 +16,7 @@ pub mod events;
 pub(crate) mod handoff;
 pub mod link;
 mod media;
+mod mic_path;
 mod net;
 mod playout;
 mod shared;

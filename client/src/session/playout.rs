@@ -22,6 +22,7 @@ use crate::audio::{device::OutputStream, RxPipeline, WavSink};
 use super::clock::sleep_until;
 use super::events::{SessionEvent, SessionStats};
 use super::handoff::PacketDrain;
+use super::mic_path::PlayedTap;
 use super::shared::{lock, Shared};
 
 /// Samples per block: 5 ms at 48 kHz. The block is the grain of the playout: a frame is
@@ -199,6 +200,7 @@ pub(crate) fn run(
     mut sink: PlayoutSink,
     mut rx: RxPipeline,
     mut drain: PacketDrain,
+    mut played: PlayedTap,
 ) -> Result<(), String> {
     let mut block = [0.0f32; BLOCK];
     let mut talkers = BTreeSet::new();
@@ -255,12 +257,13 @@ pub(crate) fn run(
             block.fill(0.0);
         }
         match &mut sink {
-            PlayoutSink::Discard => {}
+            PlayoutSink::Discard => played.played(&block),
             PlayoutSink::Wav(w) => {
                 if let Err(e) = w.write(&block) {
                     result = Err(e.to_string());
                     break;
                 }
+                played.played(&block);
             }
             PlayoutSink::Device { .. } if pace == Pace::Drop => {
                 shared.late_blocks.fetch_add(1, Ordering::Relaxed);
@@ -269,6 +272,11 @@ pub(crate) fn run(
                 // Never blocks: with the queue target kept above, there is room.
                 let n = out.push_slice(&block);
                 queue.pushed(n);
+                // The echo canceller's reference: exactly what the device will play.
+                played.played(&block[..n]);
+                shared
+                    .output_queued
+                    .store(out.occupied_len(), Ordering::Relaxed);
                 if n < block.len() {
                     shared.late_blocks.fetch_add(1, Ordering::Relaxed);
                 }

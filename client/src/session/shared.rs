@@ -1,7 +1,7 @@
 //! State shared by a session's threads and its owner.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,13 @@ pub(crate) struct Shared {
     pub muted: AtomicBool,
     /// Output is replaced by silence (the mixer keeps running so buffers stay fresh).
     pub deafened: AtomicBool,
+    /// Echo cancellation on (read by the capture thread every frame).
+    pub aec: AtomicBool,
+    /// Gain control on (likewise).
+    pub agc: AtomicBool,
+    /// Samples queued for the playback device, published by the playout thread: the echo
+    /// canceller's delay hint (0 for a file or no output).
+    pub output_queued: AtomicUsize,
     pub tx: Mutex<TxPipeline>,
     /// Changes for the receive pipeline, which the playout thread owns.
     pub rx_control: RxControl,
@@ -90,6 +97,9 @@ impl Shared {
             stop: AtomicBool::new(false),
             muted: AtomicBool::new(false),
             deafened: AtomicBool::new(false),
+            aec: AtomicBool::new(false),
+            agc: AtomicBool::new(false),
+            output_queued: AtomicUsize::new(0),
             tx: Mutex::new(tx),
             rx_control,
             rx_stats: Mutex::new(Vec::new()),

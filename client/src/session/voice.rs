@@ -12,7 +12,8 @@ use kv_proto::control::features;
 use kv_proto::ErrorCode;
 
 use crate::audio::{
-    self, InputLevel, PeerStats, RxConfig, RxPipeline, TransmitMode, TxConfig, TxPipeline, WavSink,
+    self, InputLevel, MicConfig, PeerStats, RxConfig, RxPipeline, TransmitMode, TxConfig,
+    TxPipeline, WavSink,
 };
 use crate::control::{ControlClient, ControlError};
 
@@ -22,6 +23,7 @@ use super::events::{EventSink, SessionEvent, SessionStats};
 use super::handoff::{handoff, RxCommand};
 use super::link::{self, Link};
 use super::media::{InputSource, OutputSink};
+use super::mic_path::{mic_path, MicPath, PlayedTap};
 use super::playout::{self, PlayoutSink};
 use super::shared::{lock, EndReason, Shared};
 
@@ -47,6 +49,12 @@ pub struct SessionConfig {
     pub tx: TxConfig,
     /// Playback settings (jitter buffer, limiter).
     pub rx: RxConfig,
+    /// Echo cancellation and gain control (see [`Self::mic_defaults`]); the high-pass
+    /// filter runs ahead of them on a device input, or when either is on.
+    pub mic: MicConfig,
+    /// Test rig: feed our own playback back into our capture through the synthetic room
+    /// of this seed ([`crate::audio::echo_rig`]); `None` in normal use.
+    pub echo_test_seed: Option<u64>,
     /// Send voice here instead of the channel's port on the control host. For tests that
     /// put a lossy relay in between; `None` in normal use.
     pub voice_addr: Option<SocketAddr>,
@@ -68,9 +76,25 @@ impl SessionConfig {
             output: OutputSink::Discard,
             tx: TxConfig::default(),
             rx: RxConfig::default(),
+            mic: Self::mic_defaults(&InputSource::Silence, &OutputSink::Discard),
+            echo_test_seed: None,
             voice_addr: None,
             control_timeout: crate::control::DEFAULT_TIMEOUT,
             control: None,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// The default clean-up for these media: echo cancellation when both are devices (a
+    /// speaker can only echo into a microphone), gain control when the input is a
+    /// device (a file is a recording at the level it was made; tests and benchmarks
+    /// measure the chain on it unchanged).
+    pub fn mic_defaults(input: &InputSource, output: &OutputSink) -> MicConfig {
+        let mic = matches!(input, InputSource::Device(_));
+        MicConfig {
+            aec: mic && matches!(output, OutputSink::Device(_)),
+            agc: mic,
         }
     }
 }
@@ -172,6 +196,9 @@ impl VoiceSession {
         // device never leaves a ghost member in the channel.
         let tx = TxPipeline::new(cfg.tx.clone()).map_err(|e| SessionError::Audio(e.to_string()))?;
         let rx = RxPipeline::new(cfg.rx);
+        let device_input = matches!(cfg.input, InputSource::Device(_));
+        let mic = mic_path(cfg.mic, device_input, cfg.echo_test_seed)
+            .map_err(|e| SessionError::Audio(e.to_string()))?;
         let sink = match &cfg.output {
             OutputSink::Discard => PlayoutSink::Discard,
             OutputSink::Wav { path, format } => PlayoutSink::Wav(
@@ -208,6 +235,7 @@ impl VoiceSession {
             kex_secret,
             port,
             (tx, rx),
+            mic,
             input,
             sink,
         );
@@ -226,6 +254,7 @@ impl VoiceSession {
         kex_secret: [u8; 32],
         port: u16,
         (tx, rx): (TxPipeline, RxPipeline),
+        (played, mic): (PlayedTap, MicPath),
         input: CaptureInput,
         sink: PlayoutSink,
     ) -> Result<(Self, Receiver<SessionEvent>), SessionError> {
@@ -253,6 +282,8 @@ impl VoiceSession {
         });
         let (feed, drain, rx_control) = handoff();
         let mut shared = Shared::new(cfg.uid, cfg.chid, tx, rx_control, events);
+        *shared.aec.get_mut() = cfg.mic.aec;
+        *shared.agc.get_mut() = cfg.mic.agc;
         if let CaptureInput::Device(stream, _) = &input {
             shared.input_device = Some(stream.counters.clone());
         }
@@ -279,12 +310,12 @@ impl VoiceSession {
         })?);
         let s = shared.clone();
         session.playout = Some(spawn("kv-playout", move || {
-            playout::run(s, sink, rx, drain)
+            playout::run(s, sink, rx, drain, played)
         })?);
         let s = shared.clone();
-        session
-            .threads
-            .push(spawn("kv-capture", move || capture::run(s, socket, input))?);
+        session.threads.push(spawn("kv-capture", move || {
+            capture::run(s, socket, input, mic)
+        })?);
         tracing::info!(uid = cfg.uid, chid = cfg.chid, %voice_addr, "voice session started");
         Ok((session, receiver))
     }
@@ -357,6 +388,26 @@ impl VoiceSession {
     /// True when noise suppression is on.
     pub fn denoise(&self) -> bool {
         lock(&self.shared.tx).config().denoise
+    }
+
+    /// Echo cancellation on or off (from the next capture frame).
+    pub fn set_aec(&self, on: bool) {
+        self.shared.aec.store(on, Ordering::Relaxed);
+    }
+
+    /// True when echo cancellation is on.
+    pub fn aec(&self) -> bool {
+        self.shared.aec.load(Ordering::Relaxed)
+    }
+
+    /// Automatic gain control on or off (from the next capture frame).
+    pub fn set_agc(&self, on: bool) {
+        self.shared.agc.store(on, Ordering::Relaxed);
+    }
+
+    /// True when gain control is on.
+    pub fn agc(&self) -> bool {
+        self.shared.agc.load(Ordering::Relaxed)
     }
 
     /// Playback gain of one member (1.0 = unchanged, 0.0 = muted for us).

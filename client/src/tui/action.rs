@@ -62,6 +62,10 @@ pub enum Intent {
     CycleMode,
     /// Noise suppression on/off.
     ToggleDenoise,
+    /// Echo cancellation on/off.
+    ToggleAec,
+    /// Automatic gain control on/off.
+    ToggleAgc,
     /// Push-to-talk key went down (hold style) or was pressed (toggle style).
     PttPress,
     /// Push-to-talk key went up (hold style only).
@@ -245,6 +249,10 @@ pub enum VoiceControl {
     PushToTalk(bool),
     /// Noise suppression on/off.
     Denoise(bool),
+    /// Echo cancellation on/off.
+    Aec(bool),
+    /// Automatic gain control on/off.
+    Agc(bool),
     /// Playback gain of one peer (1.0 = unchanged).
     PeerGain {
         /// The peer.

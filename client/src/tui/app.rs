@@ -142,6 +142,20 @@ impl App {
                     Command::SaveSettings,
                 ]
             }
+            Intent::ToggleAec => {
+                self.aec = !self.aec;
+                vec![
+                    Command::Voice(VoiceControl::Aec(self.aec)),
+                    Command::SaveSettings,
+                ]
+            }
+            Intent::ToggleAgc => {
+                self.agc = !self.agc;
+                vec![
+                    Command::Voice(VoiceControl::Agc(self.agc)),
+                    Command::SaveSettings,
+                ]
+            }
             Intent::PttPress => {
                 if self.mode != TransmitMode::PushToTalk {
                     return vec![];
@@ -479,6 +493,8 @@ impl App {
             mode: self.mode,
             vad_threshold: self.vad_threshold,
             denoise: self.denoise,
+            aec: self.aec,
+            agc: self.agc,
             muted: self.muted,
             deafened: self.deafened,
             gains: self

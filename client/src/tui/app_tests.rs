@@ -184,6 +184,24 @@ fn mute_deafen_and_modes() {
         app.update(Intent::ToggleDenoise)[0],
         Command::Voice(VoiceControl::Denoise(false))
     );
+    assert_eq!(
+        app.update(Intent::ToggleAec),
+        vec![
+            Command::Voice(VoiceControl::Aec(false)),
+            Command::SaveSettings
+        ]
+    );
+    assert!(!app.aec);
+    assert_eq!(
+        app.update(Intent::ToggleAgc),
+        vec![
+            Command::Voice(VoiceControl::Agc(false)),
+            Command::SaveSettings
+        ]
+    );
+    assert!(!app.agc);
+    app.update(Intent::ToggleAec);
+    assert!(app.aec);
 }
 
 #[test]
@@ -499,6 +517,8 @@ fn the_join_carries_every_control_of_the_app() {
             mode: TransmitMode::PushToTalk,
             vad_threshold: 0.55,
             denoise: true,
+            aec: true,
+            agc: true,
             muted: true,
             deafened: false,
             gains: vec![(8, 0.5)],

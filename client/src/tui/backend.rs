@@ -178,6 +178,8 @@ impl Running {
             VoiceControl::Mode(m) => s.set_mode(m),
             VoiceControl::PushToTalk(on) => s.set_push_to_talk(on),
             VoiceControl::Denoise(on) => s.set_denoise(on),
+            VoiceControl::Aec(on) => s.set_aec(on),
+            VoiceControl::Agc(on) => s.set_agc(on),
             VoiceControl::PeerGain { uid, gain } => s.set_peer_gain(uid, gain),
         }
     }
@@ -501,6 +503,8 @@ impl Backend {
         if self.devices {
             cfg.input = InputSource::Device(input.clone());
             cfg.output = OutputSink::Device(output.clone());
+            cfg.mic.aec = setup.aec;
+            cfg.mic.agc = setup.agc;
         }
         let (session, events, audio) = match VoiceSession::start(cfg.clone()) {
             Ok((s, ev)) if self.devices => (s, ev, AudioState::Ready { input, output }),

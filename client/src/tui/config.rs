@@ -57,6 +57,10 @@ pub struct Settings {
     pub vad_threshold: f32,
     /// Noise suppression on.
     pub denoise: bool,
+    /// Echo cancellation on (it runs only with sound devices).
+    pub aec: bool,
+    /// Automatic gain control on (likewise).
+    pub agc: bool,
     /// Per-user playback volume in percent, keyed by uid (as a string: TOML keys are).
     pub volumes: BTreeMap<String, u16>,
     /// Key overrides: action name → keys, e.g. `mute = ["m", "f2"]`.
@@ -73,6 +77,8 @@ impl Default for Settings {
             mode: TransmitMode::VoiceActivated,
             vad_threshold: 0.5,
             denoise: true,
+            aec: true,
+            agc: true,
             volumes: BTreeMap::new(),
             keys: BTreeMap::new(),
         }
@@ -116,6 +122,8 @@ impl Settings {
         app.mode = self.mode;
         app.vad_threshold = self.vad_threshold.clamp(0.0, 1.0);
         app.denoise = self.denoise;
+        app.aec = self.aec;
+        app.agc = self.agc;
         app.input_device = self.input_device.clone();
         app.output_device = self.output_device.clone();
         app.volumes = self
@@ -133,6 +141,8 @@ impl Settings {
         self.mode = app.mode;
         self.vad_threshold = app.vad_threshold;
         self.denoise = app.denoise;
+        self.aec = app.aec;
+        self.agc = app.agc;
         self.input_device = app.input_device.clone();
         self.output_device = app.output_device.clone();
         self.volumes = app
@@ -159,6 +169,8 @@ mod tests {
             mode: TransmitMode::PushToTalk,
             vad_threshold: 0.35,
             denoise: false,
+            aec: false,
+            agc: false,
             ..Settings::default()
         };
         s.volumes.insert("42".into(), 150);
@@ -177,6 +189,10 @@ mod tests {
         let s = Settings::load(dir.path()).unwrap();
         assert_eq!(s.mode, TransmitMode::Continuous);
         assert!(s.denoise);
+        assert!(
+            s.aec && s.agc,
+            "echo cancellation and gain control are on by default"
+        );
         std::fs::write(dir.path().join(FILE_NAME), "mdoe = \"continuous\"\n").unwrap();
         let err = Settings::load(dir.path()).unwrap_err();
         assert!(err.to_string().contains("mdoe"), "{err}");
@@ -189,6 +205,7 @@ mod tests {
         app.mode = TransmitMode::Continuous;
         app.display_name = "ann".into();
         app.output_device = Some("hdmi".into());
+        app.agc = false;
         let mut s = Settings::default();
         s.update_from(&app);
         let mut fresh = App::new("x");
@@ -197,5 +214,6 @@ mod tests {
         assert_eq!(fresh.mode, TransmitMode::Continuous);
         assert_eq!(fresh.display_name, "ann");
         assert_eq!(fresh.output_device.as_deref(), Some("hdmi"));
+        assert!(fresh.aec && !fresh.agc);
     }
 }

@@ -208,6 +208,8 @@ const BINDINGS: &[(&str, Intent, &str, &[&str])] = &[
         "noise suppression on/off",
         &["s"],
     ),
+    ("aec", Intent::ToggleAec, "echo cancellation on/off", &["e"]),
+    ("agc", Intent::ToggleAgc, "automatic gain on/off", &["g"]),
     (
         "volume-up",
         Intent::VolumeUp,

@@ -23,6 +23,10 @@ pub struct VoiceSetup {
     pub vad_threshold: f32,
     /// Noise suppression on.
     pub denoise: bool,
+    /// Echo cancellation on (with sound devices).
+    pub aec: bool,
+    /// Automatic gain control on (with sound devices).
+    pub agc: bool,
     /// Start muted.
     pub muted: bool,
     /// Start deafened.
@@ -232,6 +236,10 @@ pub struct App {
     pub deafened: bool,
     /// Noise suppression on.
     pub denoise: bool,
+    /// Echo cancellation on.
+    pub aec: bool,
+    /// Automatic gain control on.
+    pub agc: bool,
     /// Our keepalive round trip.
     pub rtt_ms: Option<u32>,
     /// Average receive loss.
@@ -284,6 +292,8 @@ impl App {
             muted: false,
             deafened: false,
             denoise: true,
+            aec: true,
+            agc: true,
             rtt_ms: None,
             loss_pct: None,
             audio: AudioState::Idle,

@@ -106,6 +106,14 @@ fn no_device_status() {
 }
 
 #[test]
+fn echo_cancellation_and_gain_control_off() {
+    let mut app = in_lobby();
+    app.update(Intent::ToggleAec);
+    app.update(Intent::ToggleAgc);
+    insta::assert_snapshot!(render(&app, 80, 16));
+}
+
+#[test]
 fn link_quality_panel_and_push_to_talk_hold() {
     let mut app = in_lobby();
     app.mode = TransmitMode::PushToTalk;

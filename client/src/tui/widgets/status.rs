@@ -1,5 +1,6 @@
 //! The status line: server and connection, RTT, loss, transmit mode (and how push-to-talk
-//! works here), mute/deafen, audio device state; below it the last notice.
+//! works here), echo cancellation and gain control, mute/deafen, audio device state; below
+//! it the last notice.
 
 use ratatui::layout::Rect;
 use ratatui::style::Stylize;
@@ -48,6 +49,19 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         spans.push(sep());
         spans.push("denoise off".yellow());
     }
+    // Echo cancellation and gain control: short, so an 80-column line keeps the rest.
+    spans.push(sep());
+    spans.push(if app.aec {
+        "AEC".green()
+    } else {
+        "no AEC".yellow()
+    });
+    spans.push(" ".into());
+    spans.push(if app.agc {
+        "AGC".green()
+    } else {
+        "no AGC".yellow()
+    });
     if app.muted {
         spans.push(sep());
         spans.push("MUTED".red().bold());
