@@ -125,6 +125,8 @@ pub struct Control<S: Store> {
     metrics: Arc<Metrics>,
     /// Bans, as the JOIN and REGISTER checks read them (the store has them too).
     bans: RwLock<moderation::BanList>,
+    /// Push connections and the delivery service of encrypted channels.
+    push: Arc<crate::push::Hub>,
 }
 
 impl<S: Store> Control<S> {
@@ -143,6 +145,37 @@ impl<S: Store> Control<S> {
             info_cache: info_cache::InfoCache::default(),
             generation: AtomicU64::new(0),
             fds: FdBudget::unlimited(),
+            push: Arc::new(crate::push::Hub::default()),
+        }
+    }
+
+    /// Push connections and the delivery service.
+    pub fn push(&self) -> &Arc<crate::push::Hub> {
+        &self.push
+    }
+
+    /// Applies a PUSH request (signed by its user) and registers the connection with the
+    /// hub: the reply to send, and on success what the push session needs.
+    pub fn open_push(
+        &self,
+        req: ControlRequest,
+        origin: &Origin,
+    ) -> (ControlReply, Option<crate::push::Opened>) {
+        let uid = match &req {
+            ControlRequest::Signed(s) => s.inner.actor(),
+            _ => None,
+        };
+        let reply = self.apply(req, origin);
+        let (ControlReply::Value(1), Some(uid)) = (&reply, uid) else {
+            return (reply, None);
+        };
+        let key = match self.existing_user(uid) {
+            Ok(u) => u.key,
+            Err(code) => return (ControlReply::Error(code), None),
+        };
+        match key.and_then(|k| self.push.open(uid, k)) {
+            Some(opened) => (reply, Some(opened)),
+            None => (ControlReply::Error(ErrorCode::Serv), None),
         }
     }
 
@@ -214,7 +247,24 @@ impl<S: Store> Control<S> {
     fn dispatch(&self, req: ControlRequest, origin: &Origin) -> CmdResult {
         use ControlRequest as R;
         match req {
-            R::Create { uid } => self.create(uid),
+            R::Create { uid } => self.create(uid, false),
+            R::CreateEncrypted { uid } => {
+                if self.policy().allow_unsigned {
+                    // Every channel of an --allow-unsigned server stays plain.
+                    return Err(ErrorCode::NoImpl);
+                }
+                self.create(uid, true)
+            }
+            R::ChannelMode { chid } => {
+                self.existing_channel(chid)?;
+                let encrypted = db(self.store().channel_encrypted(chid))?;
+                Ok(ControlReply::Value(if encrypted {
+                    kv_proto::push::MODE_ENCRYPTED
+                } else {
+                    kv_proto::push::MODE_PLAIN
+                }))
+            }
+            R::PushOpen { uid } => self.existing_user(uid).map(|_| ControlReply::Value(1)),
             R::Delete { uid, chid } => self.delete(uid, chid),
             R::Join { uid, juid, chid } => self.join(uid, juid, chid, None),
             R::JoinKex {
