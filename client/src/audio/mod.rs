@@ -21,6 +21,7 @@ pub mod format;
 pub mod jitter;
 pub mod mixer;
 pub mod priority;
+pub mod protect;
 pub mod quality;
 pub mod resample;
 pub mod rx;

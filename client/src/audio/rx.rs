@@ -130,6 +130,10 @@ pub struct RxPipeline {
     peers: BTreeMap<u64, Peer>,
     mixer: Mixer,
     scratch: Vec<f32>,
+    /// End-to-end encrypted channel: frames are checked and decrypted before the jitter
+    /// buffer; a frame that fails is dropped (counted in the protector's statistics).
+    protector: Option<super::protect::Protector>,
+    plain: Vec<u8>,
 }
 
 impl std::fmt::Debug for RxPipeline {
@@ -149,7 +153,20 @@ impl RxPipeline {
             peers: BTreeMap::new(),
             mixer: Mixer::new(),
             scratch: Vec::new(),
+            protector: None,
+            plain: Vec::with_capacity(voice::MAX_FRAME_LEN),
         }
+    }
+
+    /// Decrypts every frame from now on (an encrypted channel); until the protector has
+    /// an epoch's keys nothing is played.
+    pub fn set_protector(&mut self, p: super::protect::Protector) {
+        self.protector = Some(p);
+    }
+
+    /// The protector, to feed it epochs and read its counters.
+    pub fn protector_mut(&mut self) -> Option<&mut super::protect::Protector> {
+        self.protector.as_mut()
     }
 
     /// Hands over the 504 data bytes of a regular packet from `sender` (the bytes after the
@@ -194,13 +211,36 @@ impl RxPipeline {
                 break;
             };
             let flags = if f.age == 0 { h.flags } else { 0 };
+            let mut data = f.data;
+            if let Some(p) = self.protector.as_mut() {
+                // Only frames still needed are decrypted: a copy of one stored or played
+                // already would only count as a replay.
+                let jitter = peer.playout.jitter();
+                let played = jitter.started() && (f.seq.wrapping_sub(jitter.next_seq()) as i32) < 0;
+                if played || jitter.get(f.seq).is_some() {
+                    continue;
+                }
+                let at = super::protect::position(f.timestamp, h.frame_samples);
+                if p.open(
+                    std::time::Instant::now(),
+                    sender,
+                    f.data,
+                    &at,
+                    &mut self.plain,
+                )
+                .is_err()
+                {
+                    continue;
+                }
+                data = &self.plain;
+            }
             peer.playout.insert(
                 now_ms,
                 f.seq,
                 f.timestamp,
                 h.frame_samples,
                 flags,
-                f.data,
+                data,
                 origin,
             );
         }
