@@ -45,11 +45,31 @@ fn control(server: &ServerProcess, id: Identity) -> ControlClient {
 impl Client {
     /// Signs up, opens the push connection, JOINs `chid`, sends the key package.
     fn join(server: &ServerProcess, chid: u64) -> Client {
+        Self::join_with(server, chid, None)
+    }
+
+    /// As [`Client::join`], and binds a voice address with `peer`'s key when given.
+    fn join_with(
+        server: &ServerProcess,
+        chid: u64,
+        peer: Option<&dyn Fn(u64) -> kv_tests::udp::UdpPeer>,
+    ) -> Client {
         let id = identity(server);
         let uid = id.uid;
         let control = control(server, id);
         let mut chan = PushChannel::open(&control, chid).expect("push connection");
-        control.join_kex(uid, uid, chid, [7; 32]).expect("JOIN");
+        match peer {
+            Some(make) => {
+                let p = make(uid);
+                control
+                    .join_kex(uid, uid, chid, p.client_kex())
+                    .expect("JOIN");
+                p.bind(&server.public_key());
+            }
+            None => {
+                control.join_kex(uid, uid, chid, [7; 32]).expect("JOIN");
+            }
+        }
         chan.start().expect("key package");
         Client {
             uid,
@@ -265,4 +285,22 @@ fn allow_unsigned_servers_have_only_plain_channels() {
     assert_eq!(e.code(), Some(ErrorCode::NoImpl));
     let chid = c.create(uid).unwrap();
     assert!(!c.channel_encrypted(chid).unwrap());
+}
+
+#[test]
+fn a_member_whose_voice_times_out_leaves_the_group() {
+    let server = ServerProcess::start_keyed(&["--peer-timeout", "1"]);
+    let owner = control(&server, identity(&server));
+    let chid = owner.create_encrypted(owner.signer_uid().unwrap()).unwrap();
+    let port = owner.get_port(chid).unwrap();
+    let mut a = Client::join(&server, chid);
+    settle(&mut [&mut a], |c| c.epoch == Some(0));
+    // B binds a voice address, then falls silent: the relay times it out after 1 s.
+    let udp = server.udp_addr(u64::from(port));
+    let make = move |uid| kv_tests::udp::UdpPeer::new(udp, uid);
+    let mut b = Client::join_with(&server, chid, Some(&make));
+    same_epoch(&mut [&mut a, &mut b], 1);
+    let t = Instant::now();
+    settle(&mut [&mut a], |c| c.epoch == Some(2));
+    eprintln!("timed-out member removed after {:?}", t.elapsed());
 }

@@ -131,8 +131,16 @@ pub struct Control<S: Store> {
 
 impl<S: Store> Control<S> {
     /// Wraps the store and registry.
-    pub fn new(store: S, registry: Registry, public_key: [u8; 32], policy: Policy) -> Self {
+    pub fn new(store: S, mut registry: Registry, public_key: [u8; 32], policy: Policy) -> Self {
         let metrics = Arc::new(Metrics::new(registry.metrics()));
+        let push = Arc::new(crate::push::Hub::default());
+        let hub = push.clone();
+        // A member that timed out leaves its encrypted channel's group (a new epoch).
+        registry.set_departures(Box::new(move |chid, uids| {
+            for &uid in uids {
+                hub.leave(chid, uid);
+            }
+        }));
         Self {
             metrics,
             bans: RwLock::new(moderation::BanList::default()),
@@ -145,7 +153,7 @@ impl<S: Store> Control<S> {
             info_cache: info_cache::InfoCache::default(),
             generation: AtomicU64::new(0),
             fds: FdBudget::unlimited(),
-            push: Arc::new(crate::push::Hub::default()),
+            push,
         }
     }
 
