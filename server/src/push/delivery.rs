@@ -456,13 +456,18 @@ impl Delivery {
         // out; the author learns its commit won).
         let before: Vec<ConnId> = ch.group.iter().map(|m| m.conn).collect();
         let mut joined = None;
-        match done.op {
+        let change = match done.op {
             Op::Add { member, .. } => {
                 joined = Some(member.clone());
+                let uid = member.uid;
                 ch.group.push(member);
+                (uid, true)
             }
-            Op::Remove { uid: gone } => ch.group.retain(|m| m.uid != gone),
-        }
+            Op::Remove { uid: gone } => {
+                ch.group.retain(|m| m.uid != gone);
+                (gone, false)
+            }
+        };
         let keys: Vec<(u64, [u8; 32])> = ch.group.iter().map(|m| (m.uid, m.key)).collect();
         let f = frame(&PushMsg::Committed {
             chid,
@@ -484,6 +489,14 @@ impl Delivery {
                 }),
             ));
         }
+        // The membership change itself, for clients' member lists (after the commit, so a
+        // member hears of it in the epoch that has it).
+        let f = frame(&PushMsg::Member {
+            chid,
+            uid: change.0,
+            joined: change.1,
+        });
+        out.extend(ch.group.iter().map(|m| (m.conn, f.clone())));
         self.stats.commits += 1;
         self.pump(chid, now, out);
     }
@@ -754,14 +767,21 @@ mod tests {
         let out = commit(&mut d, a, 0, true, now);
         assert!(matches!(
             to(&out, a)[..],
-            [PushMsg::Committed {
-                epoch: 0,
-                sender: 1,
-                ..
-            }]
+            [
+                PushMsg::Committed {
+                    epoch: 0,
+                    sender: 1,
+                    ..
+                },
+                PushMsg::Member {
+                    uid: 2,
+                    joined: true,
+                    ..
+                }
+            ]
         ));
         match &to(&out, b)[..] {
-            [PushMsg::Welcome { epoch: 1, keys, .. }] => {
+            [PushMsg::Welcome { epoch: 1, keys, .. }, PushMsg::Member { .. }] => {
                 assert_eq!(keys, &[(1, [1; 32]), (2, [2; 32])])
             }
             other => panic!("{other:?}"),
@@ -806,7 +826,14 @@ mod tests {
         let out = commit(&mut d, b, 1, false, now);
         assert!(matches!(
             to(&out, b)[..],
-            [PushMsg::Committed { epoch: 1, .. }]
+            [
+                PushMsg::Committed { epoch: 1, .. },
+                PushMsg::Member {
+                    uid: 1,
+                    joined: false,
+                    ..
+                }
+            ]
         ));
         assert_eq!(d.group(9), [2]);
         assert_eq!(d.epoch(9), Some(2));
@@ -836,7 +863,7 @@ mod tests {
         let out = commit(&mut d, conns[1], 1, true, now + COMMIT_TIMEOUT);
         assert!(matches!(
             to(&out, conns[2])[..],
-            [PushMsg::Welcome { epoch: 2, .. }]
+            [PushMsg::Welcome { epoch: 2, .. }, ..]
         ));
         // The late answer of member 1 loses.
         let out = commit(&mut d, conns[0], 1, true, now + COMMIT_TIMEOUT);
