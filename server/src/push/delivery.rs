@@ -25,6 +25,11 @@ use std::time::{Duration, Instant};
 
 use kv_proto::push::{PushMsg, Refused, MAX_CHAT_LEN, MAX_LISTED};
 
+/// A frame a client may not send (one of the server's kinds): its connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a client sent a server's push frame")]
+pub struct Unexpected;
+
 /// A push connection's id (never reused within a server run).
 pub type ConnId = u64;
 
@@ -310,10 +315,15 @@ impl Delivery {
 
     /// A frame from connection `conn`. `Err` closes the connection (a frame only the
     /// server sends).
-    pub fn receive(&mut self, conn: ConnId, msg: PushMsg, now: Instant) -> Result<Outbox, ()> {
+    pub fn receive(
+        &mut self,
+        conn: ConnId,
+        msg: PushMsg,
+        now: Instant,
+    ) -> Result<Outbox, Unexpected> {
         let mut out = Outbox::new();
         let Some(c) = self.conns.get(&conn) else {
-            return Err(());
+            return Err(Unexpected);
         };
         let (uid, key) = (c.uid, c.key);
         match msg {
@@ -332,7 +342,7 @@ impl Delivery {
                 epoch,
                 message,
             } => self.chat(conn, uid, chid, epoch, message, now, &mut out),
-            _ => return Err(()),
+            _ => return Err(Unexpected),
         }
         Ok(out)
     }

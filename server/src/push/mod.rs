@@ -104,7 +104,7 @@ impl Hub {
     }
 
     /// A frame arrived on `conn`; `Err`: close it.
-    pub fn receive(&self, conn: ConnId, msg: PushMsg) -> Result<(), ()> {
+    pub fn receive(&self, conn: ConnId, msg: PushMsg) -> Result<(), delivery::Unexpected> {
         let mut inner = self.lock();
         let out = inner.ds.receive(conn, msg, Instant::now())?;
         deliver(&mut inner, out);
