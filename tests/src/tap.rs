@@ -108,9 +108,19 @@ pub struct UdpTap {
     stop: Arc<AtomicBool>,
 }
 
+/// What a tap does to a datagram from the server before passing it on: the datagrams to
+/// send the client instead (the original among them, or not).
+pub type Mutate = fn(usize, &[u8]) -> Vec<Vec<u8>>;
+
 impl UdpTap {
     /// Starts a tap in front of the channel socket `upstream`.
     pub fn start(upstream: SocketAddr) -> Self {
+        Self::start_with(upstream, |_, d| vec![d.to_vec()])
+    }
+
+    /// Starts a tap that passes the server's `n`-th datagram to the client as `mutate`
+    /// says (it records what the server sent).
+    pub fn start_with(upstream: SocketAddr, mutate: Mutate) -> Self {
         let front = UdpSocket::bind("127.0.0.1:0").expect("tap socket");
         let back = UdpSocket::bind("127.0.0.1:0").expect("tap socket");
         back.connect(upstream).expect("tap upstream");
@@ -141,6 +151,7 @@ impl UdpTap {
         let (c, s, who) = (capture.clone(), stop.clone(), client);
         std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
+            let mut count = 0;
             while !s.load(Ordering::Relaxed) {
                 if let Ok(n) = b2.recv(&mut buf) {
                     c.lock()
@@ -148,8 +159,11 @@ impl UdpTap {
                         .down
                         .push(buf[..n].to_vec());
                     if let Some(to) = *who.lock().unwrap_or_else(|p| p.into_inner()) {
-                        let _ = f2.send_to(&buf[..n], to);
+                        for d in mutate(count, &buf[..n]) {
+                            let _ = f2.send_to(&d, to);
+                        }
                     }
+                    count += 1;
                 }
             }
         });
