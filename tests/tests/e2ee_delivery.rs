@@ -197,7 +197,10 @@ fn three_members_join_chat_leave_and_a_late_joiner() {
     let mut d = Client::join(&server, chid);
     same_epoch(&mut [&mut a, &mut b, &mut d], 4);
     // Push connection, JOIN, key package, commit by A, Welcome: D can decrypt from here.
-    eprintln!("late joiner: push + JOIN to frame keys in {:?}", t.elapsed());
+    eprintln!(
+        "late joiner: push + JOIN to frame keys in {:?}",
+        t.elapsed()
+    );
     assert!(d
         .keys
         .decrypt(Instant::now(), &frame3, b"pos", &mut out)

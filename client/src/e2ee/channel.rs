@@ -208,7 +208,10 @@ impl ChannelCrypto {
                 ..
             } => {
                 self.pin(&[(uid, key)], &mut events);
-                let pins = self.pins.clone();
+                // The key package must be the named joiner's, with the key the server
+                // vouches for and we pinned: nobody else's leaf comes in this way.
+                let pinned = self.pins.get(&uid).copied();
+                let pins = move |u: u64, k: &[u8; 32]| u == uid && pinned.as_ref() == Some(k);
                 if self.member.epoch() != Some(epoch) {
                     // Not at that epoch (yet): the server asks someone else after a while.
                     self.refuse(&mut events, "add request for another epoch".into());
