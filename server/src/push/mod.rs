@@ -185,3 +185,36 @@ fn deliver(inner: &mut Inner, mut out: Outbox) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_that_does_not_keep_up_is_dropped_not_buffered() {
+        let hub = Hub::default();
+        let mut slow = hub.open(1, [1; 32]).unwrap();
+        let fast = hub.open(2, [2; 32]).unwrap();
+        assert_eq!(hub.connections(), 2);
+        // Every ping queues a pong for its sender; nobody reads `slow`'s queue.
+        let mut refused_at = None;
+        for i in 0..MAX_QUEUE_FRAMES + 10 {
+            if hub.receive(slow.conn, PushMsg::Ping).is_err() {
+                refused_at = Some(i);
+                break;
+            }
+        }
+        // Dropped once its queue was full: the hub forgot it, the other stays.
+        assert_eq!(refused_at, Some(MAX_QUEUE_FRAMES + 1));
+        assert_eq!(hub.connections(), 1);
+        assert!(!hub.connected(1) && hub.connected(2));
+        // Its writer drains what was queued, then sees the queue closed.
+        let mut n = 0;
+        while slow.rx.try_recv().is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, MAX_QUEUE_FRAMES);
+        assert!(slow.rx.is_closed());
+        assert!(hub.receive(fast.conn, PushMsg::Ping).is_ok());
+    }
+}
