@@ -295,7 +295,7 @@ fn a_tap_on_an_encrypted_call_hears_nothing_and_reads_nothing() {
 fn attack(n: usize, d: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     if let Ok(Datagram::Regular { uid, data }) = parse(d) {
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             if let Ok(p) = kv_proto::voice::decode(data) {
                 if let Some(f) = p.frames().next() {
                     // Frame 0's bytes start at payload offset 15 (13-byte header + len).
@@ -305,7 +305,7 @@ fn attack(n: usize, d: &[u8]) -> Vec<Vec<u8>> {
                 }
             }
         }
-        if n % 7 == 0 {
+        if n.is_multiple_of(7) {
             if let Ok(p) = kv_proto::voice::decode(data) {
                 let junk: Vec<u8> = (0..60u8).map(|k| k.wrapping_mul(37) ^ n as u8).collect();
                 let mut payload = [0u8; kv_proto::packet::DATA_SIZE];
