@@ -210,6 +210,62 @@ fn a_tap_on_an_encrypted_call_hears_nothing_and_reads_nothing() {
             assert!(refused > 20, "{name}: {e2ee}");
         }
     }
+    // PESQ-WB of the untouched listener against the same call on a plain channel (same
+    // users, same proxies, right after): encryption changes no Opus byte, so only the
+    // network's run-to-run spread may differ. The table target is 0.05; this
+    // floor catches a real regression on a noisy machine.
+    let plain_chid = owner.create(ta).unwrap();
+    let plain_port = owner.get_port(plain_chid).unwrap();
+    let plain_udp = server.udp_addr(u64::from(plain_port));
+    let ptaps: Vec<UdpTap> = (0..2).map(|_| UdpTap::start(plain_udp)).collect();
+    let pb = dir.path().join("plain-b.wav");
+    let pl = KvJoin::spawn_identity(
+        &ctl,
+        &fb,
+        plain_chid,
+        &[
+            "--output",
+            pb.to_str().unwrap(),
+            "--float-wav",
+            "--duration",
+            "8",
+            "--voice-addr",
+            &ptaps[1].addr.to_string(),
+        ],
+    );
+    pl.wait_for("admitted", ADMIT);
+    let pt = KvJoin::spawn_identity(
+        &ctl,
+        &fa,
+        plain_chid,
+        &[
+            "--input",
+            sp.to_str().unwrap(),
+            "--duration",
+            "6.5",
+            "--voice-addr",
+            &ptaps[0].addr.to_string(),
+        ],
+    );
+    let rpt = pt.finish(JOIN_GRACE);
+    let rpl = pl.finish(JOIN_GRACE);
+    rpt.assert_ok();
+    rpl.assert_ok();
+    let times = |talker: &kv_tests::kv::Joined, listener: &kv_tests::kv::Joined| {
+        Some((
+            talker.time_base("capture_started"),
+            listener.time_base("recording_started"),
+        ))
+    };
+    let enc = kv_tests::playout::score(&sp, &ob, times(&ra, &rb), None);
+    let plain = kv_tests::playout::score(&sp, &pb, times(&rpt, &rpl), None);
+    let (pe, pp) = (enc.pesq_wb.unwrap_or(0.0), plain.pesq_wb.unwrap_or(0.0));
+    eprintln!(
+        "PESQ-WB encrypted {pe:.2} (mouth-to-ear {:?} ms), plain {pp:.2} (mouth-to-ear {:?} ms)",
+        enc.mouth_to_ear_ms, plain.mouth_to_ear_ms
+    );
+    assert!(pe > pp - 0.3, "encrypted PESQ {pe} against plain {pp}");
+
     // Every message, in one order, at every member; the safety codes agree per epoch.
     let (ma, mb, mc) = (
         messages(&ra.events),
