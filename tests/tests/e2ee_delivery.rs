@@ -337,3 +337,79 @@ fn a_member_whose_voice_times_out_leaves_the_group() {
     settle(&mut [&mut a], |c| c.epoch == Some(2));
     eprintln!("timed-out member removed after {:?}", t.elapsed());
 }
+
+#[test]
+fn kv_say_reaches_a_kv_join_on_an_encrypted_channel() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = ServerProcess::start_keyed(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| {
+        let id = identity(&server);
+        let path = dir.path().join(name);
+        std::fs::write(&path, id.to_text()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        (id.uid, path)
+    };
+    let (owner, owner_file) = file("owner.key");
+    let (speaker, speaker_file) = file("speaker.key");
+    let addr = server.addr.to_string();
+    let config = tempfile::tempdir().unwrap();
+    let out = kv_tests::kv::kv(
+        &addr,
+        config.path(),
+        &[
+            "--identity",
+            owner_file.to_str().unwrap(),
+            "create",
+            "--encrypted",
+        ],
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let chid: u64 = out.stdout.trim().parse().unwrap();
+    let listener =
+        kv_tests::kv::KvJoin::spawn_identity(&addr, &owner_file, chid, &["--duration", "6"]);
+    let first = listener.wait_for("epoch", WAIT);
+    assert_eq!(first["members"], serde_json::json!([owner]));
+    let said = kv_tests::kv::kv(
+        &addr,
+        config.path(),
+        &[
+            "--identity",
+            speaker_file.to_str().unwrap(),
+            "say",
+            &chid.to_string(),
+            "hello, encrypted world",
+        ],
+    );
+    assert!(said.status.success(), "{}", said.stderr);
+    assert_eq!(said.stdout.trim(), "1");
+    let m = listener.wait_for("message", WAIT);
+    assert_eq!(m["text"], "hello, encrypted world");
+    assert_eq!(m["sender"], speaker);
+    // `kv say` on a plain channel is a clear error.
+    let plain = kv_tests::kv::kv(
+        &addr,
+        config.path(),
+        &["--identity", owner_file.to_str().unwrap(), "create"],
+    );
+    let plain: u64 = plain.stdout.trim().parse().unwrap();
+    let refused = kv_tests::kv::kv(
+        &addr,
+        config.path(),
+        &[
+            "--identity",
+            owner_file.to_str().unwrap(),
+            "say",
+            &plain.to_string(),
+            "x",
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        refused.stderr.contains("not end-to-end encrypted"),
+        "{}",
+        refused.stderr
+    );
+    listener.terminate();
+    listener.finish(kv_tests::kv::JOIN_GRACE).assert_ok();
+}
