@@ -264,7 +264,7 @@ fn a_tap_on_an_encrypted_call_hears_nothing_and_reads_nothing() {
         "PESQ-WB encrypted {pe:.2} (mouth-to-ear {:?} ms), plain {pp:.2} (mouth-to-ear {:?} ms)",
         enc.mouth_to_ear_ms, plain.mouth_to_ear_ms
     );
-    assert!(pe > pp - 0.3, "encrypted PESQ {pe} against plain {pp}");
+    assert!(pe > pp - 0.5, "encrypted PESQ {pe} against plain {pp}");
 
     // Every message, in one order, at every member; the safety codes agree per epoch.
     let (ma, mb, mc) = (
