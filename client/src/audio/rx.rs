@@ -405,4 +405,44 @@ mod tests {
         rx.remove_peer(5);
         assert!(rx.peer_stats().is_empty());
     }
+
+    #[test]
+    fn a_receive_pipeline_drops_what_does_not_authenticate() {
+        let uid = 7;
+        let mut m = kv_e2ee::Member::new(uid, &ed25519_dalek::SigningKey::from_bytes(&[3; 32]));
+        m.create_group(b"rx test", std::time::Instant::now())
+            .unwrap();
+        let update = m.epoch_update().unwrap();
+        let mut rx = RxPipeline::new(RxConfig::default());
+        let mut p = super::super::protect::Protector::new();
+        let mut u = update.clone();
+        u.own_index = None;
+        p.apply(&u, std::time::Instant::now());
+        rx.set_protector(p);
+        // Plain Opus-looking payloads and random bytes in valid voice framing: none plays,
+        // none panics.
+        let mut payload = [0u8; kv_proto::packet::DATA_SIZE];
+        let header = kv_proto::voice::VoiceHeader {
+            flags: kv_proto::voice::FLAG_SPURT_START,
+            frame_samples: 960,
+            seq: 1,
+            timestamp: 960,
+        };
+        for i in 0..50u32 {
+            let junk: Vec<u8> = (0..120).map(|k| (k as u32 * 31 + i) as u8).collect();
+            let h = kv_proto::voice::VoiceHeader {
+                seq: header.seq + i,
+                timestamp: header.timestamp + 960 * i,
+                ..header
+            };
+            let (len, _) = kv_proto::voice::encode(&h, &junk, &[], &mut payload).unwrap();
+            rx.push_packet(uid, &payload[..len], u64::from(i) * 20);
+        }
+        let s = rx.protector_mut().unwrap().stats();
+        assert_eq!(s.decrypted, 0);
+        assert_eq!(s.rejected(), 50, "{s:?}");
+        let mut out = [0.0f32; 240];
+        rx.pull(1000, &mut out);
+        assert!(out.iter().all(|x| *x == 0.0));
+    }
 }
