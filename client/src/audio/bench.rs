@@ -182,13 +182,13 @@ pub fn pipeline_latency(speech: &[f32], cfg: &TxConfig) -> Result<(f32, f32), Au
     Ok((lag as f32 / 48.0, target))
 }
 
-/// Runs the default and the low-latency preset and formats the figures for `kv bench`.
+/// Runs the default (10 ms frames) and 20 ms frames and formats the figures for `kv bench`.
 pub fn report(speech: &[f32], frames: usize) -> Result<String, AudioError> {
     use std::fmt::Write;
     let mut s = String::new();
     for (name, cfg) in [
         ("default", TxConfig::default()),
-        ("low-latency", TxConfig::low_latency()),
+        ("20 ms frames", TxConfig::with_frame_ms(20)),
     ] {
         let b = run(speech, &cfg, frames)?;
         let clock = if b.thread_cpu_time {

@@ -28,7 +28,7 @@ fn log_worthy(count: u64) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RxConfig {
     /// Extra delay held on top of what the arrival statistics ask, ms. Default `None` (0):
-    /// the playout holds the 98th percentile of the delays frames required plus 1.5 ms
+    /// the playout holds the 99.5th percentile of the delays frames required plus 1.5 ms
     /// ([`super::delay`]). `Some(ms)` adds a fixed margin, e.g. to measure the trade-off.
     pub min_delay_ms: Option<u32>,
     /// Largest jitter-buffer delay. Default 400 ms: beyond that a conversation breaks down
@@ -373,10 +373,11 @@ mod tests {
     fn talking_follows_spurts_and_gain_is_clamped() {
         let mut tx = TxPipeline::new(TxConfig {
             mode: TransmitMode::PushToTalk,
-            ..TxConfig::default()
+            ..TxConfig::with_frame_ms(20)
         })
         .unwrap();
         let mut rx = RxPipeline::new(RxConfig::default());
+        // (20 ms frames, one per step of 20 ms.)
         let tone: Vec<f32> = (0..960).map(|i| 0.2 * (i as f32 * 0.06).sin()).collect();
         let mut payload = [0u8; 504];
         let mut out = [0.0f32; 960];

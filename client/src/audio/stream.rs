@@ -144,6 +144,9 @@ pub struct SenderPlayout {
     /// While the frame due is missing: where the playout stood when it was first needed,
     /// and the concealment played for it so far (samples).
     waiting: Option<(i64, usize)>,
+    /// Where frames start within a block: the last played frame's timestamp modulo
+    /// [`STEP`] (a sender's frames are whole multiples of it apart).
+    frame_phase: Option<i64>,
     /// The last frame given up on (concealed), with where the playout stood when it was
     /// needed: its first copy arriving late still teaches the delay statistics.
     given_up: Option<(u32, i64)>,
@@ -179,6 +182,7 @@ impl SenderPlayout {
             pcm_len: 0,
             pcm_pos: 0,
             waiting: None,
+            frame_phase: None,
             given_up: None,
             excess_since: None,
             talking: false,
@@ -394,34 +398,11 @@ impl SenderPlayout {
             return;
         }
         if gap > 0 {
-            // Silence before the frame (a talk spurt starts). The cheapest place to lower
-            // the delay: shorten the silence.
+            // Silence before the frame (a talk spurt starts).
             self.talking = false;
-            if let (Some(d), Some(t)) = (self.delay_now(now_ms), self.target()) {
-                let excess = d - t;
-                if excess < -GROW_BELOW_MS {
-                    // ... and the place to raise it: lengthen the silence.
-                    let add = ((((-excess) * 48.0) as usize).div_ceil(STEP) * STEP).min(PCM_CAP);
-                    self.pcm[..add].fill(0.0);
-                    self.pcm_len = add;
-                    self.pcm_pos = 0;
-                    self.stats.expanded += 1;
-                    self.adjusted();
-                    return;
-                }
-                if excess > SHRINK_ABOVE_MS || self.excess_persists(now_ms, excess) {
-                    let cut = ((((excess - 0.5) * 48.0) as i64) / STEP as i64 * STEP as i64)
-                        .clamp(0, gap);
-                    if cut > 0 {
-                        self.next_ts = Some(next_ts + cut);
-                        self.stats.trims += 1;
-                        self.stats.trimmed_samples += cut as u64;
-                        self.adjusted();
-                        return;
-                    }
-                }
+            if !self.adjust_silence(now_ms, block_pos, gap) {
+                self.silence((gap as usize).min(need));
             }
-            self.silence((gap as usize).min(need));
             return;
         }
         if gap < 0 && f.origin == FrameOrigin::Primary && self.waiting.is_none() && !self.talking {
@@ -495,6 +476,7 @@ impl SenderPlayout {
             self.stats.recovered_redundancy += 1;
         }
         let old_next = f.ts - gap;
+        self.frame_phase = Some(f.ts.rem_euclid(STEP as i64));
         let n = self.decode(Some(f.seq), frame_samples, false);
         self.jb.advance_to(f.seq.wrapping_add(1));
         self.next_ts = Some(f.ts + n as i64);
@@ -661,7 +643,64 @@ impl SenderPlayout {
             }
         }
         self.talking = false;
-        self.silence(need);
+        if !self.adjust_silence(now_ms, block_pos, i64::MAX) {
+            self.silence(need);
+        }
+    }
+
+    /// In silence (between spurts, or before the next frame), the cheapest place to move
+    /// the delay: nothing is heard. Lowers it by skipping up to `skippable` samples of the
+    /// timeline, or raises it by playing silence that does not advance the timeline. True
+    /// when it did either (and the decoded buffer holds what to play, if anything).
+    ///
+    /// The amount also puts frames back on block boundaries. A frame is needed when the
+    /// block it starts in is rendered, so one starting `m` samples into a block needs `m`
+    /// samples more delay; accelerating or expanding a word (a pitch period, any length)
+    /// shifts the frames off the grid, and a cut in whole blocks would keep them there.
+    fn adjust_silence(&mut self, now_ms: u64, block_pos: Option<i64>, skippable: i64) -> bool {
+        let (Some(d), Some(t), Some(next_ts)) =
+            (self.delay_now(now_ms), self.target(), self.next_ts)
+        else {
+            return false;
+        };
+        let step = STEP as i64;
+        // How far after a block start frames begin.
+        let misaligned = match (self.frame_phase, block_pos) {
+            (Some(phase), Some(pos)) => (phase - pos).rem_euclid(step),
+            _ => 0,
+        };
+        let excess = d - t;
+        if excess < -GROW_BELOW_MS {
+            // Silence played without advancing moves later blocks' starts back by its
+            // length: `add` ≡ -misaligned (mod a block) aligns them.
+            let want = ((-excess) * 48.0).ceil() as i64;
+            let add = want + (-misaligned - want).rem_euclid(step);
+            let add = (add.max(1) as usize).min(PCM_CAP);
+            self.pcm[..add].fill(0.0);
+            self.pcm_len = add;
+            self.pcm_pos = 0;
+            self.stats.expanded += 1;
+            self.adjusted();
+            return true;
+        }
+        // (No waiting for the excess to persist, as in a word: a cut of silence is not
+        // heard, and the excess it removes would otherwise wait for the next long pause.)
+        if excess > SETTLE_ABOVE_MS {
+            // A cut moves later blocks' starts forward by its length: `cut` ≡ misaligned.
+            let want = ((excess - 0.5) * 48.0) as i64;
+            let mut cut: i64 = want - (want - misaligned).rem_euclid(step);
+            if cut > skippable {
+                cut -= (cut - skippable + step - 1) / step * step;
+            }
+            if cut > 0 {
+                self.next_ts = Some(next_ts + cut);
+                self.stats.trims += 1;
+                self.stats.trimmed_samples += cut as u64;
+                self.adjusted();
+                return true;
+            }
+        }
+        false
     }
 }
 

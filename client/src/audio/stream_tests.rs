@@ -114,6 +114,10 @@ fn local_lag_spread(input: &[f32], out: &[f32], global_ms: f64, from_s: f64) -> 
     max - min
 }
 
+/// Frames concealed at the end of a stream that ends without an end-of-spurt flag, until
+/// it goes idle: 120 ms of 10 ms frames.
+const END_CONCEALED: u64 = 12;
+
 fn vad() -> TxConfig {
     TxConfig::default()
 }
@@ -159,7 +163,7 @@ fn clean_link_holds_a_low_constant_delay_with_no_adjustment_after_the_first_spur
         );
         // (The stream ends without an end-of-spurt flag: its last frames are concealed until
         // the stream goes idle; nothing else is.)
-        assert!(s.concealed <= 6 && s.stretched == 0, "{s:?}");
+        assert!(s.concealed <= END_CONCEALED && s.stretched == 0, "{s:?}");
         // 20 ms frame + 10 ms denoise + 6.5 ms Opus lookahead + a few ms of playout.
         assert!(lag < 43.0, "lag {lag}");
         let spread = local_lag_spread(&input, &out, lag, 1.0);
@@ -236,8 +240,10 @@ fn a_delay_spike_is_waited_out_then_the_delay_decays_quickly() {
     // The target (clean) says the frames should be there, so the spike's frames are
     // concealed in their slots (the timeline does not chase a one-off spike); the spike's
     // late frames are dropped, and the delay is back where it was.
-    assert!(s.concealed <= 8 + 6, "{s:?}");
-    assert!(s.adjustments <= 8, "{s:?}");
+    assert!(s.concealed <= 15 + END_CONCEALED, "{s:?}");
+    // (A resync, the delay following the spike in quiet audio until the link has been calm
+    // for 2 s, then quiet cuts of one block each back down: 13 measured.)
+    assert!(s.adjustments <= 16, "{s:?}");
     // Before the spike and 5 s after it, the delay is the clean one.
     let before = lag_over_ms(&input, &out, 1, 4);
     let after = lag_over_ms(&input, &out, 11, 15);
@@ -331,7 +337,7 @@ fn clock_drift_of_100_ppm_either_way_is_followed_smoothly() {
         let (out, s) = play(&arrivals, input.len() + 48_000);
         println!("{ppm} ppm: {s:?}");
         // 4 ms over 40 s: a handful of small moves, no concealment (but the unflagged end).
-        assert!(s.concealed <= 6, "{s:?}");
+        assert!(s.concealed <= END_CONCEALED, "{s:?}");
         assert!(s.adjustments <= 8, "{s:?}");
         assert!(s.stretched <= 2, "{s:?}");
         // 4 ms of drift over 40 s: the delay follows within the shrink threshold.
@@ -414,8 +420,8 @@ fn explore_chain() {
             Box::new(|_| Box::new(|_, _| Some(1.0))),
         ),
         (
-            "clean10ms",
-            TxConfig::low_latency(),
+            "clean20ms",
+            TxConfig::with_frame_ms(20),
             Box::new(|_| Box::new(|_, _| Some(1.0))),
         ),
         (

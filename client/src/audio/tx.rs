@@ -34,9 +34,15 @@ pub const DENOISE_FRAME: usize = DenoiseState::FRAME_SIZE;
 /// Capture settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TxConfig {
-    /// Frame duration: 20 (default) or 10 ms. 20 ms is Opus' sweet spot for speech (best
-    /// quality per bit, half the packets of 10 ms) and keeps mouth-to-ear under 60 ms; 10 ms
-    /// cuts ~10 ms of latency for twice the packet rate.
+    /// Frame duration: 10 (default) or 20 ms. One packet per frame, so 10 ms frames mean
+    /// a packet every 10 ms: a lost packet costs 10 ms of waiting for the next one's
+    /// redundant copy instead of 20, so the playout can hold enough delay for double and
+    /// triple losses within the latency budget (measured, PESQ-WB on the three speech
+    /// samples, virtual time, delay held still: 10 % loss 4.12 at 41 ms with 10 ms frames,
+    /// 4.08 at 75 ms with 20 ms frames), and a clean link's mouth-to-ear is ~10 ms shorter.
+    /// The cost is twice the packets (about 410 kb/s per talker instead of 205, every
+    /// datagram being 512 bytes) and Opus coding 10 ms frames slightly less well (clean:
+    /// 4.24 against 4.3). 20 ms halves the packet rate for links where bandwidth is short.
     pub frame_ms: u32,
     /// Opus bitrate in bit/s. Default 48 kb/s. Every datagram is 512 bytes whatever it
     /// carries, so bitrate costs no bandwidth here; it only trades against how many earlier
@@ -59,8 +65,9 @@ pub struct TxConfig {
     /// Repeat earlier frames of the talk spurt in the spare bytes of each packet. Default on:
     /// every datagram is 512 bytes whatever it carries, so this costs no bandwidth.
     pub redundancy: bool,
-    /// Most earlier frames one packet repeats (space usually limits it first). Default 8:
-    /// 160 ms of 20 ms frames, the loss bursts of Wi-Fi and mobile links.
+    /// Most earlier frames one packet repeats (space usually limits it first). Default 15,
+    /// the most a payload can carry ([`voice::MAX_FRAMES`] - 1): 150 ms of 10 ms frames
+    /// (300 ms of 20 ms ones), the loss bursts of Wi-Fi and mobile links.
     pub max_redundancy: u8,
     /// How many of the repeats are the full-rate frames themselves (default 2); older ones
     /// are the same audio from a second encoder at [`Self::redundancy_bitrate`], so many
@@ -82,14 +89,14 @@ pub struct TxConfig {
 impl Default for TxConfig {
     fn default() -> Self {
         Self {
-            frame_ms: 20,
+            frame_ms: 10,
             bitrate: 48_000,
             denoise: true,
             mode: TransmitMode::VoiceActivated,
             vad_threshold: 0.5,
             vad_hangover_ms: 300,
             redundancy: true,
-            max_redundancy: 8,
+            max_redundancy: 15,
             full_redundancy: 2,
             redundancy_bitrate: 16_000,
             loss_hint_percent: 0,
@@ -99,10 +106,10 @@ impl Default for TxConfig {
 }
 
 impl TxConfig {
-    /// The low-latency preset: 10 ms frames, otherwise the defaults.
-    pub fn low_latency() -> Self {
+    /// The defaults with `frame_ms` frames (10 or 20).
+    pub fn with_frame_ms(frame_ms: u32) -> Self {
         Self {
-            frame_ms: 10,
+            frame_ms,
             ..Self::default()
         }
     }

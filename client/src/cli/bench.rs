@@ -229,7 +229,7 @@ pub(super) fn run(args: &BenchArgs) -> Result<ExitCode> {
     let result = (|| -> Result<()> {
         for (name, tx) in [
             ("default", TxConfig::default()),
-            ("low-latency", TxConfig::low_latency()),
+            ("20 ms frames", TxConfig::with_frame_ms(20)),
         ] {
             let parts = audio::bench::run(&speech, &tx, 50)?;
             let mut runs = Vec::with_capacity(args.runs);

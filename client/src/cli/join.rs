@@ -52,8 +52,8 @@ pub(super) struct JoinArgs {
     /// Transmit mode.
     #[arg(long, value_enum, default_value = "vad")]
     mode: TransmitMode,
-    /// Frame duration in ms: 20 (default) or 10 (low latency).
-    #[arg(long, default_value_t = 20, value_name = "MS")]
+    /// Frame duration in ms: 10 (default) or 20 (half the packets, ~10 ms more delay).
+    #[arg(long, default_value_t = 10, value_name = "MS")]
     frame_ms: u32,
     /// Opus bitrate, bit/s.
     #[arg(long, value_name = "BPS")]
@@ -78,14 +78,7 @@ pub(super) struct JoinArgs {
 
 impl JoinArgs {
     fn tx_config(&self) -> TxConfig {
-        let mut tx = if self.frame_ms == 10 {
-            TxConfig::low_latency()
-        } else {
-            TxConfig {
-                frame_ms: self.frame_ms,
-                ..TxConfig::default()
-            }
-        };
+        let mut tx = TxConfig::with_frame_ms(self.frame_ms);
         tx.denoise = !self.no_denoise;
         tx.redundancy = !self.no_redundancy;
         tx.mode = self.mode;
