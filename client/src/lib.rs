@@ -10,6 +10,7 @@ pub mod audio;
 pub mod cli;
 pub mod config_dir;
 pub mod control;
+pub mod e2ee;
 #[cfg(feature = "embedded-server")]
 pub mod embedded_server;
 pub mod identity;

@@ -688,6 +688,24 @@ impl Member {
             .map_err(mls)
     }
 
+    /// An MLS application message (a chat message) with `plaintext`, for the current
+    /// epoch's members; [`Self::handle`] of it on a member gives [`Handled::Application`].
+    pub fn encrypt_message(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, E2eeError> {
+        let group = self.group.as_mut().ok_or(E2eeError::NoGroup)?;
+        if group.pending_commit().is_some() {
+            return Err(E2eeError::PendingCommit);
+        }
+        let msg = group
+            .create_message(&self.provider, &self.signer, plaintext)
+            .map_err(mls)?;
+        serialize(&msg)
+    }
+
+    /// True while our own commit waits for the delivery service's answer.
+    pub fn has_pending_commit(&self) -> bool {
+        self.pending.is_some()
+    }
+
     /// Protects one Opus frame (see [`FrameKeys::encrypt`]).
     pub fn encrypt_frame(
         &mut self,

@@ -56,6 +56,9 @@ pub mod features {
     pub const LIST_CHANNELS: u64 = 1 << 6;
     /// Moderation is served: BAN, UNBAN, SET_PERMS, LIST_BANS, LIST_USERS.
     pub const MODERATION: u64 = 1 << 7;
+    /// End-to-end encrypted channels are served: PUSH (the push connection and delivery
+    /// service), CREATE_ENCRYPTED, CHANNEL_MODE. Never set with `--allow-unsigned`.
+    pub const E2EE: u64 = 1 << 8;
 }
 
 /// Command type numbers: the seed's 0–7, then our extensions.
@@ -112,6 +115,12 @@ pub enum CommandType {
     ListBans = 23,
     /// Extension: a page of users with permissions and names.
     ListUsers = 24,
+    /// Extension: opens the push connection (always SIGNED); see `crate::push`.
+    Push = 25,
+    /// Extension: CREATE of an end-to-end encrypted channel.
+    CreateEncrypted = 26,
+    /// Extension: is a channel plain (1) or end-to-end encrypted (2)?
+    ChannelMode = 27,
 }
 
 impl CommandType {
@@ -144,6 +153,9 @@ impl CommandType {
             22 => SetPerms,
             23 => ListBans,
             24 => ListUsers,
+            25 => Push,
+            26 => CreateEncrypted,
+            27 => ChannelMode,
             _ => return None,
         })
     }
@@ -329,6 +341,22 @@ pub enum ControlRequest {
         /// Only users with a greater id.
         after: u64,
     },
+    /// PUSH: opens `uid`'s push connection; only inside a SIGNED envelope by `uid`. After
+    /// the reply (status 1) the connection carries push frames both ways (`crate::push`).
+    PushOpen {
+        /// The user whose connection this is.
+        uid: u64,
+    },
+    /// CREATE_ENCRYPTED: as CREATE, for a channel marked end-to-end encrypted.
+    CreateEncrypted {
+        /// The creator (owner).
+        uid: u64,
+    },
+    /// CHANNEL_MODE: 1 plain, 2 end-to-end encrypted; anyone.
+    ChannelMode {
+        /// The channel.
+        chid: u64,
+    },
 }
 
 /// Who a ban is for.
@@ -454,6 +482,9 @@ impl ControlRequest {
             R::SetPerms { .. } => CommandType::SetPerms,
             R::ListBans { .. } => CommandType::ListBans,
             R::ListUsers { .. } => CommandType::ListUsers,
+            R::PushOpen { .. } => CommandType::Push,
+            R::CreateEncrypted { .. } => CommandType::CreateEncrypted,
+            R::ChannelMode { .. } => CommandType::ChannelMode,
         }
     }
 
@@ -473,6 +504,8 @@ impl ControlRequest {
         use ControlRequest as R;
         match self {
             R::Create { uid }
+            | R::CreateEncrypted { uid }
+            | R::PushOpen { uid }
             | R::Delete { uid, .. }
             | R::Join { uid, .. }
             | R::JoinKex { uid, .. }
@@ -494,6 +527,7 @@ impl ControlRequest {
             | R::GetChannelName { .. }
             | R::ChannelInfo { .. }
             | R::ListChannels { .. }
+            | R::ChannelMode { .. }
             | R::UserInfo { .. } => None,
             R::Signed(s) => s.inner.actor(),
         }
@@ -512,6 +546,8 @@ impl ControlRequest {
             | R::ListChannels { .. }
             | R::ListBans { .. }
             | R::ListUsers { .. }
+            | R::ChannelMode { .. }
+            | R::PushOpen { .. }
             | R::UserInfo { .. } => false,
             R::Signed(s) => s.inner.is_change(),
             _ => true,
@@ -529,7 +565,10 @@ impl ControlRequest {
         }
         put_u32(out, self.command_type() as u32);
         match self {
-            R::Create { uid } => put_u64(out, *uid),
+            R::Create { uid } | R::CreateEncrypted { uid } | R::PushOpen { uid } => {
+                put_u64(out, *uid)
+            }
+            R::ChannelMode { chid } => put_u64(out, *chid),
             R::Delete { uid, chid } => {
                 put_u64(out, *uid);
                 put_u64(out, *chid);
@@ -633,6 +672,9 @@ impl ControlRequest {
         let cmd = CommandType::from_u32(ty).ok_or(DecodeError::UnknownCommand(ty))?;
         let req = match cmd {
             CommandType::Create => R::Create { uid: r.u64()? },
+            CommandType::CreateEncrypted => R::CreateEncrypted { uid: r.u64()? },
+            CommandType::Push => R::PushOpen { uid: r.u64()? },
+            CommandType::ChannelMode => R::ChannelMode { chid: r.u64()? },
             CommandType::Delete => R::Delete {
                 uid: r.u64()?,
                 chid: r.u64()?,

@@ -17,6 +17,7 @@
 //! - [`names`]: which names are allowed, and when two look alike.
 //! - [`keyfile`]: the text format of identity files (a uid and its secret key).
 //! - [`voice`]: the client's voice payload inside a regular packet (Opus frames + redundancy).
+//! - [`push`]: frames of the push connection (membership, MLS handshake, chat).
 #![warn(missing_docs)]
 
 pub mod codec;
@@ -26,6 +27,7 @@ pub mod keyfile;
 pub mod names;
 pub mod packet;
 pub mod perm;
+pub mod push;
 pub mod session;
 pub mod signed;
 pub mod voice;

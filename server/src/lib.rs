@@ -38,6 +38,7 @@ pub mod ids;
 pub mod keys;
 pub mod limit;
 pub mod metrics;
+pub mod push;
 pub mod register_rate;
 pub mod reload;
 pub mod server;

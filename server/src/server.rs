@@ -193,6 +193,20 @@ impl Server {
                 trigger.subscribe(),
             ));
         }
+        {
+            // The delivery service's timers (a committer that does not answer).
+            let hub = control.push().clone();
+            let mut stop_ticks = trigger.subscribe();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => hub.tick(),
+                        _ = stop_ticks.recv() => break,
+                    }
+                }
+            });
+        }
         let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
         let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
         let per_ip = PerIpLimit::new(config.max_connections_per_ip);

@@ -30,6 +30,7 @@ pub mod playout;
 pub mod pulse;
 pub mod server;
 pub mod spoof;
+pub mod tap;
 pub mod tmux;
 pub mod udp;
 

@@ -471,8 +471,8 @@ fn padded_requests_work_for_every_seed_command() {
 fn short_and_unknown_requests() {
     let s = ServerProcess::start();
     // Unknown command types: NOIMPL, whatever follows.
-    // 25 is the first type after the moderation commands (20-24).
-    for ty in [25u32, 99, 0x8000_0000, u32::MAX] {
+    // 28 is the first type after the end-to-end encryption commands (25-27).
+    for ty in [28u32, 99, 0x8000_0000, u32::MAX] {
         let mut req = ty.to_be_bytes().to_vec();
         req.extend_from_slice(&[0u8; 32]);
         assert_eq!(s.raw(&req), error_bytes(E::NoImpl), "type {ty}");

@@ -25,6 +25,7 @@ pub mod jitter;
 pub mod mic;
 pub mod mixer;
 pub mod priority;
+pub mod protect;
 pub mod quality;
 pub mod resample;
 pub mod rx;

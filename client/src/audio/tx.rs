@@ -11,6 +11,7 @@ use kv_proto::packet::DATA_SIZE;
 use kv_proto::voice::{self, VoiceHeader, FLAG_SPURT_END, FLAG_SPURT_START, MAX_FRAME_LEN};
 use nnnoiseless::DenoiseState;
 
+use super::protect::MAX_OVERHEAD;
 use super::vad::{GateDecision, TransmitMode, VadGate};
 use super::{AudioError, SAMPLE_RATE};
 
@@ -253,6 +254,8 @@ pub struct TxPipeline {
     encoded: [u8; MAX_FRAME_LEN],
     encoded_low: [u8; MAX_FRAME_LEN],
     level: InputLevel,
+    /// End-to-end encrypted channel: each frame is protected right after encoding.
+    protector: Option<super::protect::Protector>,
 }
 
 impl std::fmt::Debug for TxPipeline {
@@ -346,8 +349,20 @@ impl TxPipeline {
                 rms_dbfs: -100.0,
                 ..InputLevel::default()
             },
+            protector: None,
             cfg,
         })
+    }
+
+    /// Protects every frame from now on (an encrypted channel); until the protector has
+    /// an epoch's keys nothing is sent.
+    pub fn set_protector(&mut self, p: super::protect::Protector) {
+        self.protector = Some(p);
+    }
+
+    /// The protector, to feed it epochs.
+    pub fn protector_mut(&mut self) -> Option<&mut super::protect::Protector> {
+        self.protector.as_mut()
     }
 
     /// Samples per call of [`Self::process_frame`]: 480 (10 ms) or 960 (20 ms).
@@ -394,11 +409,27 @@ impl TxPipeline {
         for s in self.work.iter_mut() {
             *s = (*s / 32768.0).clamp(-1.0, 1.0);
         }
-        let n = self.encoder.encode_float(&self.work, &mut self.encoded)?;
-        let n_low = match self.low_encoder.as_mut() {
-            Some(e) => e.encode_float(&self.work, &mut self.encoded_low)?,
+        // Protected frames grow: the encoder gets that much less room.
+        let room = MAX_FRAME_LEN - self.protector.as_ref().map_or(0, |_| MAX_OVERHEAD);
+        let mut n = self
+            .encoder
+            .encode_float(&self.work, &mut self.encoded[..room])?;
+        let mut n_low = match self.low_encoder.as_mut() {
+            Some(e) => e.encode_float(&self.work, &mut self.encoded_low[..room])?,
             None => 0,
         };
+        if let Some(p) = self.protector.as_mut() {
+            let at = super::protect::position(timestamp, self.frame_samples as u16);
+            let Some(len) = p.protect(&mut self.encoded, n, &at) else {
+                // No keys yet: nothing leaves in the clear (and nothing enters history).
+                self.level.transmitting = false;
+                return Ok(None);
+            };
+            n = len;
+            if n_low > 0 {
+                n_low = p.protect(&mut self.encoded_low, n_low, &at).unwrap_or(0);
+            }
+        }
         let onset = self.level.rms_dbfs > ONSET_MIN_DBFS
             && self.level.rms_dbfs > self.floor.floor_dbfs() + ONSET_ABOVE_FLOOR_DB;
         let decision = self.gate.decide_with_onset(vad, onset, self.cfg.frame_ms);

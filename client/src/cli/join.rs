@@ -77,6 +77,13 @@ pub(super) struct JoinArgs {
     /// (dev) Write the output WAV as 32-bit float (bit-exact mix, for measurements).
     #[arg(long, hide = true)]
     float_wav: bool,
+    /// Say this in the channel's chat (encrypted channels; repeatable, in order).
+    #[arg(long, value_name = "TEXT")]
+    say: Vec<String>,
+    /// Say the `--say` texts once the channel's group has this many members (default 1:
+    /// as soon as we are in it).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    say_when_members: usize,
 }
 
 /// On, off, or decided by the media.
@@ -186,6 +193,11 @@ pub(super) fn run(target: &Target, server: &str, args: JoinArgs) -> Result<ExitC
     cfg.voice_addr = args.voice_addr;
     let interrupted = watch_signals();
     let (mut session, events) = VoiceSession::start(cfg)?;
+    let mut to_say = args.say.clone();
+    anyhow::ensure!(
+        to_say.is_empty() || session.encrypted(),
+        "chat (--say) needs an end-to-end encrypted channel"
+    );
     let deadline = args
         .duration
         .map(|d| Instant::now() + Duration::from_secs_f64(d));
@@ -212,6 +224,15 @@ pub(super) fn run(target: &Target, server: &str, args: JoinArgs) -> Result<ExitC
             }
         },
         |ev| {
+            if let SessionEvent::Epoch { members, .. } = &ev {
+                if members.len() >= args.say_when_members {
+                    for text in to_say.drain(..) {
+                        if let Err(e) = session.say(&text) {
+                            eprintln!("kv: chat message not sent: {e}");
+                        }
+                    }
+                }
+            }
             print(&ev);
             Flow::Continue
         },

@@ -55,6 +55,17 @@ fn stats(event: &str, s: &SessionStats) -> Value {
         "input_overruns": s.input_overruns,
         "output_underruns": s.output_underruns,
         "peers": s.peers.iter().map(peer).collect::<Vec<_>>(),
+        "e2ee": s.e2ee.map(|e| json!({
+            "encrypted": e.encrypted,
+            "decrypted": e.decrypted,
+            "malformed": e.malformed,
+            "unknown_epoch": e.unknown_epoch,
+            "expired_epoch": e.expired_epoch,
+            "unknown_sender": e.unknown_sender,
+            "auth_failed": e.auth_failed,
+            "replayed": e.replayed,
+            "too_old": e.too_old,
+        })),
     })
 }
 
@@ -91,6 +102,16 @@ pub(super) fn event(ev: &SessionEvent) -> Value {
         SessionEvent::Kicked => json!({"event": "kicked"}),
         SessionEvent::Shutdown => json!({"event": "shutdown"}),
         SessionEvent::Failed { reason } => json!({"event": "failed", "reason": reason}),
+        SessionEvent::Epoch {
+            epoch,
+            safety_code,
+            members,
+        } => json!({"event": "epoch", "epoch": epoch, "safety_code": safety_code,
+                    "members": members}),
+        SessionEvent::Message { seq, sender, text } => {
+            json!({"event": "message", "seq": seq, "sender": sender, "text": text})
+        }
+        SessionEvent::KeyChanged { uid } => json!({"event": "key_changed", "uid": uid}),
     }
 }
 
@@ -108,6 +129,11 @@ pub(super) fn human(ev: &SessionEvent) -> Option<String> {
         SessionEvent::LinkRestored => "server answers again".into(),
         SessionEvent::Shutdown => "channel closed by the server".into(),
         SessionEvent::Failed { reason } => format!("session failed: {reason}"),
+        SessionEvent::Epoch {
+            epoch, safety_code, ..
+        } => format!("encrypted, epoch {epoch}, safety code {safety_code}"),
+        SessionEvent::Message { sender, text, .. } => format!("<{sender}> {text}"),
+        SessionEvent::KeyChanged { uid } => format!("WARNING: the key of {uid} changed"),
         _ => return None,
     })
 }

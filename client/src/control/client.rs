@@ -312,6 +312,61 @@ impl ControlClient {
         }
     }
 
+    /// The identity requests are signed with, if any.
+    pub fn signer(&self) -> Option<&Identity> {
+        self.signer.as_deref()
+    }
+
+    /// CREATE_ENCRYPTED: a new end-to-end encrypted channel owned by `uid`.
+    pub fn create_encrypted(&self, uid: u64) -> Result<u64, ControlError> {
+        self.value(ControlRequest::CreateEncrypted { uid }, Subject::User(uid))
+    }
+
+    /// CHANNEL_MODE: is `chid` end-to-end encrypted? A server that does not know the
+    /// command (NOIMPL) has only plain channels.
+    pub fn channel_encrypted(&self, chid: u64) -> Result<bool, ControlError> {
+        match self.value(ControlRequest::ChannelMode { chid }, Subject::Channel(chid)) {
+            Ok(v) => Ok(v == kv_proto::push::MODE_ENCRYPTED),
+            Err(e) if e.code() == Some(ErrorCode::NoImpl) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// PUSH: opens the signer's push connection and returns it after the server's status 1
+    /// (PROTOCOL.md, "The push connection"); reads then block without a timeout (the
+    /// caller's reader thread), writes keep this client's timeout.
+    pub fn open_push(&self) -> Result<TcpStream, ControlError> {
+        let Some(signer) = &self.signer else {
+            return Err(self.protocol("a push connection needs an identity".into()));
+        };
+        let req = ControlRequest::PushOpen { uid: signer.uid };
+        let Some(signed) = self.sign(req, signer.uid, &signer.key)? else {
+            return Err(self.protocol("the server takes no signed requests".into()));
+        };
+        let mut out = Vec::with_capacity(kv_proto::control::MAX_REQUEST_LEN);
+        signed.encode(&mut out)?;
+        let mut stream = self.connect()?;
+        stream.write_all(&out).map_err(|e| self.io_error(e))?;
+        // Read the 8-byte status (and the error code after a zero) byte by byte-exact, so
+        // no push frame that follows is consumed here.
+        let mut status = [0u8; 8];
+        stream
+            .read_exact(&mut status)
+            .map_err(|e| self.io_error(e))?;
+        if u64::from_be_bytes(status) != 1 {
+            let mut code = [0u8; 4];
+            stream.read_exact(&mut code).map_err(|e| self.io_error(e))?;
+            let code = ErrorCode::from_u32(u32::from_be_bytes(code)).unwrap_or(ErrorCode::Serv);
+            return Err(Self::server_error(
+                CommandType::Push,
+                code,
+                Subject::User(signer.uid),
+            ));
+        }
+        let _ = stream.set_read_timeout(None);
+        Ok(stream)
+    }
+
     /// CREATE: a new channel owned by `uid`; returns its id.
     pub fn create(&self, uid: u64) -> Result<u64, ControlError> {
         self.value(ControlRequest::Create { uid }, Subject::User(uid))

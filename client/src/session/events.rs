@@ -91,6 +91,31 @@ pub enum SessionEvent {
         /// What happened.
         reason: String,
     },
+    /// End-to-end encrypted channel: a new MLS epoch (a member joined or left), with new
+    /// frame keys and a new safety code for members to compare.
+    Epoch {
+        /// The MLS epoch.
+        epoch: u64,
+        /// Its safety code (five groups of five digits).
+        safety_code: String,
+        /// The group's members (ourselves included).
+        members: Vec<u64>,
+    },
+    /// A chat message, in the channel's one order.
+    Message {
+        /// Its position in the channel's order.
+        seq: u64,
+        /// Its author.
+        sender: u64,
+        /// Its text.
+        text: String,
+    },
+    /// The server vouches for a key of `uid` other than the one first seen: flagged, and
+    /// that member's leaf is refused.
+    KeyChanged {
+        /// Whose.
+        uid: u64,
+    },
 }
 
 impl SessionEvent {
@@ -129,6 +154,9 @@ pub struct SessionStats {
     pub output_underruns: u64,
     /// Per-sender statistics from the receive pipeline.
     pub peers: Vec<PeerStats>,
+    /// End-to-end encrypted channel: frames encrypted (ours) and decrypted or dropped
+    /// (theirs), by reason.
+    pub e2ee: Option<kv_e2ee::FrameStats>,
 }
 
 /// Sending side of the event channel, shared by the session's threads.

@@ -11,9 +11,11 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kv_e2ee::EpochUpdate;
 use ringbuf::traits::{Observer, Producer};
 use ringbuf::HeapProd;
 
@@ -179,6 +181,12 @@ pub(crate) fn snapshot(shared: &Shared) -> SessionStats {
             .as_ref()
             .map_or(0, |c| c.underruns.load(Ordering::Relaxed)),
         peers: lock(&shared.rx_stats).clone(),
+        e2ee: (*lock(&shared.e2ee_rx)).map(|mut s| {
+            s.encrypted = lock(&shared.tx)
+                .protector_mut()
+                .map_or(0, |p| p.stats().encrypted);
+            s
+        }),
     }
 }
 
@@ -201,6 +209,7 @@ pub(crate) fn run(
     mut rx: RxPipeline,
     mut drain: PacketDrain,
     mut played: PlayedTap,
+    epochs: Option<Receiver<EpochUpdate>>,
 ) -> Result<(), String> {
     let mut block = [0.0f32; BLOCK];
     let mut talkers = BTreeSet::new();
@@ -251,6 +260,12 @@ pub(crate) fn run(
                 unix_ms: shared.clock.unix_ms_f64(at),
             });
         }
+        if let (Some(epochs), Some(p)) = (&epochs, rx.protector_mut()) {
+            // New frame keys from the MLS owner (an epoch change): a few per call at most.
+            while let Ok(u) = epochs.try_recv() {
+                p.apply(&u, Instant::now());
+            }
+        }
         drain.drain_into(&mut rx);
         rx.pull(shared.clock.ms(due), &mut block);
         if shared.deafened.load(Ordering::Relaxed) {
@@ -287,6 +302,9 @@ pub(crate) fn run(
         }
         if k % PUBLISH_EVERY == 0 {
             *lock(&shared.rx_stats) = rx.peer_stats();
+            if let Some(p) = rx.protector_mut() {
+                *lock(&shared.e2ee_rx) = Some(p.stats());
+            }
         }
         if k % STATS_EVERY == STATS_EVERY - 1 {
             shared
@@ -295,6 +313,9 @@ pub(crate) fn run(
         }
     }
     *lock(&shared.rx_stats) = rx.peer_stats();
+    if let Some(p) = rx.protector_mut() {
+        *lock(&shared.e2ee_rx) = Some(p.stats());
+    }
     if let PlayoutSink::Wav(w) = sink {
         if let Err(e) = w.finish() {
             result = result.and(Err(e.to_string()));

@@ -74,6 +74,9 @@ pub(crate) struct Shared {
     pub input_device: Option<Arc<DeviceCounters>>,
     /// The playback device's callback counters (underruns), when playing to a device.
     pub output_device: Option<Arc<DeviceCounters>>,
+    /// End-to-end encrypted channel: the receive side's frame counters, published by the
+    /// playout thread with `rx_stats`.
+    pub e2ee_rx: Mutex<Option<kv_e2ee::FrameStats>>,
 }
 
 /// Locks a mutex, taking over the data of a poisoned one: a panicked thread must not take
@@ -114,6 +117,7 @@ impl Shared {
             events,
             input_device: None,
             output_device: None,
+            e2ee_rx: Mutex::new(None),
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use crate::audio::{
     TxPipeline, WavSink,
 };
 use crate::control::{ControlClient, ControlError};
+use crate::e2ee::{CryptoEvent, PushChannel};
 
 use super::capture::{self, CaptureInput};
 use super::error::SessionError;
@@ -110,6 +111,8 @@ pub struct VoiceSession {
     threads: Vec<JoinHandle<()>>,
     playout: Option<JoinHandle<Result<(), String>>>,
     left: bool,
+    /// End-to-end encrypted channel: chat texts for the MLS owner thread.
+    say: Option<SyncSender<String>>,
 }
 
 /// Starts one of the session's threads. All three carry the call's timing, so each
@@ -221,6 +224,19 @@ impl VoiceSession {
         };
         let server = server_traits(&control)?;
         let (uid, chid) = (cfg.uid, cfg.chid);
+        let mut tx = tx;
+        let mut rx = rx;
+        // An encrypted channel: the push connection first (the server admits only members
+        // that have one), and no frame in or out without the group's keys.
+        let e2ee = if control.channel_encrypted(chid)? {
+            let chan = PushChannel::open(&control, chid)
+                .map_err(|e| SessionError::Audio(format!("encrypted channel: {e}")))?;
+            tx.set_protector(crate::audio::protect::Protector::new());
+            rx.set_protector(crate::audio::protect::Protector::new());
+            Some(chan)
+        } else {
+            None
+        };
         // This session's X25519 secret exists before the JOIN, which names its public half.
         let kex_secret: [u8; 32] = rand::random();
         let port = if server.join_kex {
@@ -228,6 +244,13 @@ impl VoiceSession {
         } else {
             control.join(uid, uid, chid)?
         };
+        let mut e2ee = e2ee;
+        if let Some(chan) = e2ee.as_mut() {
+            if let Err(e) = chan.start() {
+                let _ = control.leave(uid, uid, chid);
+                return Err(SessionError::Audio(format!("encrypted channel: {e}")));
+            }
+        }
         let started = Self::start_joined(
             cfg,
             control.clone(),
@@ -238,6 +261,7 @@ impl VoiceSession {
             mic,
             input,
             sink,
+            e2ee,
         );
         if started.is_err() {
             // Do not stay a member of a channel we cannot talk in.
@@ -257,6 +281,7 @@ impl VoiceSession {
         (played, mic): (PlayedTap, MicPath),
         input: CaptureInput,
         sink: PlayoutSink,
+        e2ee: Option<PushChannel>,
     ) -> Result<(Self, Receiver<SessionEvent>), SessionError> {
         let voice_addr = cfg
             .voice_addr
@@ -302,7 +327,22 @@ impl VoiceSession {
             threads: Vec::new(),
             playout: None,
             left: false,
+            say: None,
         };
+        let mut epochs_rx = None;
+        if let Some(chan) = e2ee {
+            let (epochs, epochs_r) = sync_channel(16);
+            let (say, says) = sync_channel(64);
+            epochs_rx = Some(epochs_r);
+            session.say = Some(say);
+            let s = shared.clone();
+            // Not a timing thread: plain spawn, no priority.
+            let t = std::thread::Builder::new()
+                .name("kv-e2ee".into())
+                .spawn(move || run_e2ee(s, chan, epochs, says))
+                .map_err(SessionError::Thread)?;
+            session.threads.push(t);
+        }
         let net_socket = socket.try_clone().map_err(SessionError::Socket)?;
         let s = shared.clone();
         session.threads.push(spawn("kv-net", move || {
@@ -310,7 +350,7 @@ impl VoiceSession {
         })?);
         let s = shared.clone();
         session.playout = Some(spawn("kv-playout", move || {
-            playout::run(s, sink, rx, drain, played)
+            playout::run(s, sink, rx, drain, played, epochs_rx)
         })?);
         let s = shared.clone();
         session.threads.push(spawn("kv-capture", move || {
@@ -318,6 +358,23 @@ impl VoiceSession {
         })?);
         tracing::info!(uid = cfg.uid, chid = cfg.chid, %voice_addr, "voice session started");
         Ok((session, receiver))
+    }
+
+    /// True on an end-to-end encrypted channel.
+    pub fn encrypted(&self) -> bool {
+        self.say.is_some()
+    }
+
+    /// Says `text` in the channel's chat (an encrypted channel's MLS application message);
+    /// it arrives back as [`SessionEvent::Message`] once the server ordered it.
+    pub fn say(&self, text: &str) -> Result<(), SessionError> {
+        let Some(say) = &self.say else {
+            return Err(SessionError::Audio(
+                "chat needs an end-to-end encrypted channel".into(),
+            ));
+        };
+        say.try_send(text.to_owned())
+            .map_err(|_| SessionError::Audio("chat queue full".into()))
     }
 
     /// Our uid.
@@ -487,4 +544,68 @@ impl Drop for VoiceSession {
             }
         }
     }
+}
+
+/// The MLS owner of an encrypted channel: handles the delivery service's frames, feeds each
+/// new epoch's frame keys to the capture side (under the transmit pipeline's lock, which
+/// the capture thread takes once per frame anyway) and to the playout thread (its own
+/// channel, no lock), and reports epochs, safety codes and chat as session events.
+fn run_e2ee(
+    shared: Arc<Shared>,
+    mut chan: PushChannel,
+    epochs: SyncSender<kv_e2ee::EpochUpdate>,
+    says: Receiver<String>,
+) {
+    while !shared.stopped() {
+        while let Ok(text) = says.try_recv() {
+            if let Err(e) = chan.say(&text) {
+                tracing::warn!(error = %e, "chat message not sent");
+            }
+        }
+        let events = match chan.poll(Duration::from_millis(50)) {
+            Ok(ev) => ev,
+            Err(e) => {
+                if !shared.stopped() {
+                    shared.end(
+                        EndReason::Failed,
+                        Some(SessionEvent::Failed {
+                            reason: e.to_string(),
+                        }),
+                    );
+                }
+                break;
+            }
+        };
+        for ev in events {
+            match ev {
+                CryptoEvent::Epoch {
+                    epoch,
+                    safety,
+                    update,
+                    members,
+                } => {
+                    if let Some(p) = lock(&shared.tx).protector_mut() {
+                        p.apply(&update, std::time::Instant::now());
+                    }
+                    if epochs.try_send(update).is_err() {
+                        tracing::warn!(epoch, "playout missed an epoch's keys");
+                    }
+                    shared.events.emit(SessionEvent::Epoch {
+                        epoch,
+                        safety_code: safety.map(|c| c.to_string()).unwrap_or_default(),
+                        members,
+                    });
+                }
+                CryptoEvent::Message { seq, sender, text } => shared
+                    .events
+                    .emit(SessionEvent::Message { seq, sender, text }),
+                CryptoEvent::KeyChanged { uid } => {
+                    shared.events.emit(SessionEvent::KeyChanged { uid })
+                }
+                CryptoEvent::Removed => tracing::info!("removed from the channel's group"),
+                CryptoEvent::Refused(why) => tracing::debug!(why, "e2ee message refused"),
+            }
+        }
+    }
+    chan.close();
 }

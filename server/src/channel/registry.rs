@@ -125,6 +125,8 @@ pub struct Registry {
     tasks: Vec<JoinHandle<()>>,
     /// The workers' counters, for `/metrics`.
     metrics: Arc<RelayMetrics>,
+    /// Told of members that timed out (the delivery service of encrypted channels).
+    departures: Option<super::worker::Departures>,
 }
 
 impl Registry {
@@ -156,6 +158,7 @@ impl Registry {
             workers: Vec::new(),
             tasks: Vec::new(),
             metrics,
+            departures: Some(super::worker::Departures::default()),
         }
     }
 
@@ -175,12 +178,27 @@ impl Registry {
         let sweep = sweep_interval(self.relay_config.peer_timeout);
         for i in 0..count {
             let counters = self.metrics.add_worker();
-            let (w, task) =
-                WorkerHandle::spawn(i, sweep, self.shutdown.clone(), &self.runtime, counters)?;
+            let (w, task) = WorkerHandle::spawn(
+                i,
+                sweep,
+                self.shutdown.clone(),
+                &self.runtime,
+                counters,
+                self.departures.clone(),
+            )?;
             self.workers.push(w);
             self.tasks.push(task);
         }
         Ok(())
+    }
+
+    /// Who hears of members that time out (once; workers started before see it too).
+    pub fn set_departures(&mut self, f: super::worker::DepartureFn) {
+        if let Some(d) = &self.departures {
+            if d.0.set(f).is_err() {
+                tracing::warn!("departures already set");
+            }
+        }
     }
 
     /// Opens channel `chid` on `preferred` port if it is free (and in the range), else on

@@ -225,6 +225,9 @@ pub struct ChannelRelay {
     announce: TokenBucket,
     /// What happened so far.
     stats: RelayStats,
+    /// Members the last sweeps timed out, until the worker takes them (for the delivery
+    /// service: a timeout starts a new epoch in an encrypted channel).
+    timed_out: Vec<u64>,
 }
 
 impl ChannelRelay {
@@ -250,6 +253,7 @@ impl ChannelRelay {
             rx_burst,
             announce: TokenBucket::new(now, ANNOUNCE_BURST),
             stats: RelayStats::default(),
+            timed_out: Vec::new(),
         }
     }
 
@@ -407,7 +411,16 @@ impl ChannelRelay {
             let uid = self.members[pos].uid;
             tracing::debug!(chid = self.chid, uid, "peer timed out");
             self.leave(now, uid, false, out);
+            // Bounded: at most one entry per member, taken after every sweep.
+            if self.timed_out.len() < self.members.len() + 64 {
+                self.timed_out.push(uid);
+            }
         }
+    }
+
+    /// The bound members timed out since the last call.
+    pub fn take_timed_out(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.timed_out)
     }
 
     /// Removes, in one pass, the admitted members whose bind window has passed.

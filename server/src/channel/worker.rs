@@ -190,6 +190,7 @@ impl WorkerHandle {
         shutdown: Shutdown,
         runtime: &Handle,
         counters: Arc<WorkerCounters>,
+        departures: Option<Departures>,
     ) -> io::Result<(WorkerHandle, JoinHandle<()>)> {
         let waker = Arc::new(Waker::new()?);
         let epoll = Epoll::new()?;
@@ -207,6 +208,7 @@ impl WorkerHandle {
             sweep,
             shutdown: shutdown.clone(),
             counters,
+            departures,
         };
         std::thread::Builder::new()
             .name(format!("kv-relay-{index}"))
@@ -341,6 +343,16 @@ impl Chan {
 /// listing every channel costs no worker a turn.
 pub type BoundCount = Arc<AtomicUsize>;
 
+/// Told, from a worker's thread, which bound members of a channel timed out (`chid`,
+/// uids): the delivery service removes them from the channel's group.
+/// Set once (the control plane is made after the stored channels are reopened), read by
+/// every worker.
+#[derive(Clone, Default)]
+pub struct Departures(pub Arc<std::sync::OnceLock<DepartureFn>>);
+
+/// What [`Departures`] calls.
+pub type DepartureFn = Box<dyn Fn(u64, &[u64]) + Send + Sync>;
+
 /// A worker's state; lives on its thread.
 #[derive(Debug)]
 struct Worker {
@@ -360,6 +372,14 @@ struct Worker {
     shutdown: Shutdown,
     /// This worker's metrics (it is their only writer).
     counters: Arc<WorkerCounters>,
+    /// Who hears of timeouts.
+    departures: Option<Departures>,
+}
+
+impl std::fmt::Debug for Departures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Departures")
+    }
 }
 
 impl Worker {
@@ -391,6 +411,12 @@ impl Worker {
                     let mut sink = BatchSink::new(&mut self.queue, chan.socket.as_raw_fd());
                     chan.relay.handle_timeout(now, &mut sink);
                     drop(sink);
+                    let gone = chan.relay.take_timed_out();
+                    if let (false, Some(tell)) = (gone.is_empty(), &self.departures) {
+                        if let Some(f) = tell.0.get() {
+                            f(chan.relay.chid(), &gone);
+                        }
+                    }
                     chan.publish(&self.counters);
                 }
                 next_sweep = now + self.sweep;

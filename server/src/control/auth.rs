@@ -83,8 +83,10 @@ impl<S: Store> Control<S> {
                 | R::SetPerms { .. }
                 | R::ListBans { .. }
                 | R::ListUsers { .. }
+                | R::PushOpen { .. }
         ) {
-            // Moderation is signed, always (even with --allow-unsigned).
+            // Moderation and push connections are signed, always (even with
+            // --allow-unsigned).
             allow(signer.is_some())?;
         }
         match (req.actor(), signer) {

@@ -36,7 +36,7 @@ impl<S: Store> Control<S> {
 
     /// CREATE: needs perm_add_channel, within the owner's quota and the descriptor budget.
     /// The socket is open before the reply, so the creator can join at once.
-    pub(super) fn create(&self, uid: u64) -> CmdResult {
+    pub(super) fn create(&self, uid: u64, encrypted: bool) -> CmdResult {
         let user = self.existing_user(uid)?;
         let perms = Perms(user.perms);
         allow(perms.contains(Perms::ADD_CHANNEL))?;
@@ -72,7 +72,13 @@ impl<S: Store> Control<S> {
                     || store
                         .channels_owned(uid)
                         .is_ok_and(|c| c.len() < self.policy().max_channels_per_user));
-            still_ok && db(store.insert_channel(&record)).unwrap_or(false)
+            still_ok
+                && db(store.insert_channel(&record)).unwrap_or(false)
+                && (!encrypted || db(store.set_channel_encrypted(chid)).is_ok() || {
+                    // Never leave a channel meant to be encrypted behind as plain.
+                    let _ = store.delete_channel(chid);
+                    false
+                })
         };
         if !stored {
             self.registry_write().close(chid);
@@ -91,6 +97,7 @@ impl<S: Store> Control<S> {
             return Err(ErrorCode::Param);
         }
         self.registry_write().close(chid);
+        self.push.delete_channel(chid);
         tracing::info!(chid, "channel deleted");
         Ok(ControlReply::Value(chid))
     }
@@ -113,6 +120,11 @@ impl<S: Store> Control<S> {
         let joiner = self.existing_user(juid)?;
         self.existing_channel(chid)?;
         allow(uid == juid || Perms(user.perms).contains(Perms::ADD_USER))?;
+        // An encrypted channel admits only clients that take part in its group: the
+        // joiner must have a push connection (a seed client, or an older KV client, never
+        // has one), so nobody sends plaintext into it.
+        let encrypted = db(self.store().channel_encrypted(chid))?;
+        allow(!encrypted || self.push.connected(juid))?;
         let admission = Admission {
             legacy: client_kex.is_none() && self.policy().allow_unsigned && joiner.key.is_none(),
             client_kex,
@@ -124,6 +136,9 @@ impl<S: Store> Control<S> {
             (port, registry.join_with(chid, juid, admission))
         };
         pending.joined().map_err(relay_err)?;
+        if encrypted && !self.push.admit(chid, juid) {
+            return Err(ErrorCode::Serv);
+        }
         Ok(ControlReply::Value(u64::from(port)))
     }
 
@@ -137,7 +152,10 @@ impl<S: Store> Control<S> {
         // Sent under the registry lock, awaited after it is released.
         let pending = self.registry().leave(chid, luid, uid != luid);
         match pending.wait() {
-            Ok(true) => Ok(ControlReply::Value(1)),
+            Ok(true) => {
+                self.push.leave(chid, luid);
+                Ok(ControlReply::Value(1))
+            }
             Ok(false) => Err(ErrorCode::Param),
             Err(e) => Err(relay_err(e)),
         }

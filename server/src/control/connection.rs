@@ -84,6 +84,31 @@ pub async fn handle<S: Store + 'static>(
         _ = shutdown.recv() => Read::Shutdown,
     };
     let reply = match read {
+        Read::Request(req) if req.reply_type() == kv_proto::CommandType::Push => {
+            let origin = Origin::now(peer.ip());
+            let c = control.clone();
+            let (reply, opened) = tokio::task::spawn_blocking(move || c.open_push(req, &origin))
+                .await
+                .unwrap_or((ControlReply::Error(ErrorCode::Serv), None));
+            control
+                .metrics()
+                .record("push", &reply, std::time::Duration::ZERO);
+            let Some(opened) = opened else {
+                return send_reply(stream, peer, &reply, request_timeout).await;
+            };
+            // The connection stays open: status 1, then push frames both ways.
+            let mut out = Vec::with_capacity(8);
+            reply.encode(&mut out);
+            if !matches!(
+                timeout(request_timeout, stream.write_all(&out)).await,
+                Ok(Ok(()))
+            ) {
+                control.push().close(opened.conn);
+                return;
+            }
+            let hub = control.push().clone();
+            return crate::push::session::serve(stream, hub, opened, shutdown).await;
+        }
         Read::Request(req) => {
             let cmd = req.reply_type();
             let arrived = std::time::Instant::now();

@@ -22,7 +22,12 @@ impl<S: Store> Control<S> {
     pub fn server_info(&self) -> ControlReply {
         ControlReply::ServerInfo(ServerInfo {
             version: PROTOCOL_VERSION,
-            features: FEATURES,
+            // Every channel of an --allow-unsigned server stays plain.
+            features: if self.policy().allow_unsigned {
+                FEATURES
+            } else {
+                FEATURES | features::E2EE
+            },
             public_key: self.public_key,
         })
     }

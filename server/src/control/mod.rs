@@ -125,12 +125,22 @@ pub struct Control<S: Store> {
     metrics: Arc<Metrics>,
     /// Bans, as the JOIN and REGISTER checks read them (the store has them too).
     bans: RwLock<moderation::BanList>,
+    /// Push connections and the delivery service of encrypted channels.
+    push: Arc<crate::push::Hub>,
 }
 
 impl<S: Store> Control<S> {
     /// Wraps the store and registry.
-    pub fn new(store: S, registry: Registry, public_key: [u8; 32], policy: Policy) -> Self {
+    pub fn new(store: S, mut registry: Registry, public_key: [u8; 32], policy: Policy) -> Self {
         let metrics = Arc::new(Metrics::new(registry.metrics()));
+        let push = Arc::new(crate::push::Hub::default());
+        let hub = push.clone();
+        // A member that timed out leaves its encrypted channel's group (a new epoch).
+        registry.set_departures(Box::new(move |chid, uids| {
+            for &uid in uids {
+                hub.leave(chid, uid);
+            }
+        }));
         Self {
             metrics,
             bans: RwLock::new(moderation::BanList::default()),
@@ -143,6 +153,37 @@ impl<S: Store> Control<S> {
             info_cache: info_cache::InfoCache::default(),
             generation: AtomicU64::new(0),
             fds: FdBudget::unlimited(),
+            push,
+        }
+    }
+
+    /// Push connections and the delivery service.
+    pub fn push(&self) -> &Arc<crate::push::Hub> {
+        &self.push
+    }
+
+    /// Applies a PUSH request (signed by its user) and registers the connection with the
+    /// hub: the reply to send, and on success what the push session needs.
+    pub fn open_push(
+        &self,
+        req: ControlRequest,
+        origin: &Origin,
+    ) -> (ControlReply, Option<crate::push::Opened>) {
+        let uid = match &req {
+            ControlRequest::Signed(s) => s.inner.actor(),
+            _ => None,
+        };
+        let reply = self.apply(req, origin);
+        let (ControlReply::Value(1), Some(uid)) = (&reply, uid) else {
+            return (reply, None);
+        };
+        let key = match self.existing_user(uid) {
+            Ok(u) => u.key,
+            Err(code) => return (ControlReply::Error(code), None),
+        };
+        match key.and_then(|k| self.push.open(uid, k)) {
+            Some(opened) => (reply, Some(opened)),
+            None => (ControlReply::Error(ErrorCode::Serv), None),
         }
     }
 
@@ -214,7 +255,24 @@ impl<S: Store> Control<S> {
     fn dispatch(&self, req: ControlRequest, origin: &Origin) -> CmdResult {
         use ControlRequest as R;
         match req {
-            R::Create { uid } => self.create(uid),
+            R::Create { uid } => self.create(uid, false),
+            R::CreateEncrypted { uid } => {
+                if self.policy().allow_unsigned {
+                    // Every channel of an --allow-unsigned server stays plain.
+                    return Err(ErrorCode::NoImpl);
+                }
+                self.create(uid, true)
+            }
+            R::ChannelMode { chid } => {
+                self.existing_channel(chid)?;
+                let encrypted = db(self.store().channel_encrypted(chid))?;
+                Ok(ControlReply::Value(if encrypted {
+                    kv_proto::push::MODE_ENCRYPTED
+                } else {
+                    kv_proto::push::MODE_PLAIN
+                }))
+            }
+            R::PushOpen { uid } => self.existing_user(uid).map(|_| ControlReply::Value(1)),
             R::Delete { uid, chid } => self.delete(uid, chid),
             R::Join { uid, juid, chid } => self.join(uid, juid, chid, None),
             R::JoinKex {

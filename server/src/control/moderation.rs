@@ -167,6 +167,7 @@ impl<S: Store> Control<S> {
         if let BanTarget::User(uid) = target {
             // Queued under the registry lock, awaited after it is released.
             let pending = self.registry().remove_everywhere(uid);
+            self.push.remove_user(uid);
             for p in pending {
                 let _ = p.wait();
             }

@@ -109,8 +109,12 @@ impl<S: Store> Control<S> {
                 registry.close(chid);
             }
         }
+        for &chid in &owned {
+            self.push.delete_channel(chid);
+        }
         // Queued under the registry lock, awaited after it is released.
         let pending = self.registry().remove_everywhere(uid);
+        self.push.remove_user(uid);
         for p in pending {
             let _ = p.wait();
         }

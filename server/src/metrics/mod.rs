@@ -133,6 +133,9 @@ pub fn command_label(c: CommandType) -> &'static str {
         C::SetPerms => "set_perms",
         C::ListBans => "list_bans",
         C::ListUsers => "list_users",
+        C::Push => "push",
+        C::CreateEncrypted => "create_encrypted",
+        C::ChannelMode => "channel_mode",
     }
 }
 

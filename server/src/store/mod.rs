@@ -86,6 +86,10 @@ pub trait Store: Send {
     fn set_channel_name(&mut self, id: u64, name: &str) -> StoreResult<bool>;
     /// Records a new port (the old one was taken when the channel was re-opened).
     fn set_channel_port(&mut self, id: u64, port: u16) -> StoreResult<bool>;
+    /// Marks a channel end-to-end encrypted (for its lifetime).
+    fn set_channel_encrypted(&mut self, id: u64) -> StoreResult<()>;
+    /// Is the channel end-to-end encrypted? (false for unknown ids)
+    fn channel_encrypted(&self, id: u64) -> StoreResult<bool>;
     /// The bootstrap admin's id, once one was made.
     fn admin_id(&self) -> StoreResult<Option<u64>>;
     /// Remembers the bootstrap admin's id.

@@ -34,6 +34,11 @@ CREATE TABLE IF NOT EXISTS meta (
     value INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS channels_by_owner ON channels (owner);
+-- Channels created with CREATE_ENCRYPTED (a table of its own: older databases gain it
+-- without a migration, and a channel's row in `channels` keeps the seed's columns).
+CREATE TABLE IF NOT EXISTS encrypted_channels (
+    id    INTEGER PRIMARY KEY
+);
 CREATE TABLE IF NOT EXISTS bans (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     uid     INTEGER NOT NULL,
@@ -399,7 +404,28 @@ impl Store for SqliteStore {
         let n = self
             .conn
             .execute("DELETE FROM channels WHERE id = ?1", params![id as i64])?;
+        self.conn.execute(
+            "DELETE FROM encrypted_channels WHERE id = ?1",
+            params![id as i64],
+        )?;
         Ok(n == 1)
+    }
+
+    fn set_channel_encrypted(&mut self, id: u64) -> StoreResult<()> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO encrypted_channels (id) VALUES (?1)",
+            params![id as i64],
+        )?;
+        Ok(())
+    }
+
+    fn channel_encrypted(&self, id: u64) -> StoreResult<bool> {
+        let found: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT id FROM encrypted_channels WHERE id = ?1")?
+            .query_row(params![id as i64], |r| r.get(0))
+            .optional()?;
+        Ok(found.is_some())
     }
 
     fn set_channel_name(&mut self, id: u64, name: &str) -> StoreResult<bool> {
