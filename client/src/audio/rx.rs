@@ -134,7 +134,19 @@ pub struct RxPipeline {
     /// buffer; a frame that fails is dropped (counted in the protector's statistics).
     protector: Option<super::protect::Protector>,
     plain: Vec<u8>,
+    /// Senders removed lately, with when (see [`LEFT_QUIET_MS`]); a small ring.
+    left: [(u64, u64); LEFT_KEPT],
+    left_next: usize,
+    /// The latest time seen by `push_packet` or `pull`, ms.
+    now_ms: u64,
 }
+
+/// For this long after a sender was removed (it left), its packets are ignored: the last
+/// ones of its stream are still in flight, and a reordered straggler would otherwise bring
+/// it back as a new sender that conceals its way to silence.
+pub const LEFT_QUIET_MS: u64 = 500;
+/// Removed senders remembered at once.
+const LEFT_KEPT: usize = 8;
 
 impl std::fmt::Debug for RxPipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -155,6 +167,9 @@ impl RxPipeline {
             scratch: Vec::new(),
             protector: None,
             plain: Vec::with_capacity(voice::MAX_FRAME_LEN),
+            left: [(0, 0); LEFT_KEPT],
+            left_next: 0,
+            now_ms: 0,
         }
     }
 
@@ -173,7 +188,14 @@ impl RxPipeline {
     /// uid). Malformed payloads are counted and ignored. Bounded work whatever the payload
     /// says: at most [`voice::MAX_FRAMES`] frames, each stored in O(1).
     pub fn push_packet(&mut self, sender: u64, payload: &[u8], now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
         if !self.peers.contains_key(&sender) {
+            let just_left = self.left.iter().any(|&(uid, at)| {
+                uid == sender && at != 0 && now_ms.saturating_sub(at) < LEFT_QUIET_MS
+            });
+            if just_left {
+                return;
+            }
             if self.peers.len() >= MAX_PEERS && !self.forget_stalest(now_ms) {
                 return;
             }
@@ -265,6 +287,7 @@ impl RxPipeline {
 
     /// Fills `out` (any length, typically 240 = 5 ms) with the next mixed output samples.
     pub fn pull(&mut self, now_ms: u64, out: &mut [f32]) {
+        self.now_ms = self.now_ms.max(now_ms);
         out.fill(0.0);
         if self.scratch.len() < out.len() {
             self.scratch.resize(out.len(), 0.0);
@@ -283,7 +306,10 @@ impl RxPipeline {
 
     /// Forgets a sender (it left the channel); its queued audio is dropped.
     pub fn remove_peer(&mut self, sender: u64) {
-        self.peers.remove(&sender);
+        if self.peers.remove(&sender).is_some() {
+            self.left[self.left_next] = (sender, self.now_ms.max(1));
+            self.left_next = (self.left_next + 1) % LEFT_KEPT;
+        }
     }
 
     /// Playback gain for a sender (1.0 = as sent; 0 mutes). Clamped to 0..=4.
@@ -405,6 +431,11 @@ mod tests {
         assert_eq!(rx.peer_stats()[0].gain, 1.0);
         rx.remove_peer(5);
         assert!(rx.peer_stats().is_empty());
+        // A straggler of its stream does not bring it back; a packet after the quiet does.
+        rx.push_packet(5, &payload, 60 * 20 + 100);
+        assert!(rx.peer_stats().is_empty());
+        rx.push_packet(5, &payload, 60 * 20 + LEFT_QUIET_MS);
+        assert_eq!(rx.peer_stats().len(), 1);
     }
 
     #[test]
