@@ -24,8 +24,8 @@
 //!   A window's percentile flaps between two levels as rare double losses enter and leave
 //!   it, and following it moves the timing twice per flap; a link whose character has not
 //!   changed keeps one delay.
-//! - *Calm.* A link calm for [`CALM_MS`] (every frame within [`CALM_SPREAD_MS`] of the
-//!   fastest) forgets the hold and everything older: after an impairment stops, or after a
+//! - *Calm.* A link calm for [`CALM_MS`] ([`CALM_PERCENTILE`] of the frames within
+//!   [`CALM_SPREAD_MS`] of the fastest) forgets the hold and everything older: after an impairment stops, or after a
 //!   lone spike on a clean link, the delay comes down within seconds.
 
 /// Share of frames that may arrive after they were needed.
@@ -59,7 +59,7 @@ pub const CALM_MS: u64 = 2_000;
 pub const CALM_SPREAD_MS: f64 = 3.0;
 /// Share of the calm period's frames that must be within [`CALM_SPREAD_MS`]: loss of even
 /// 2 % is not calm, a few frames late behind a stalled thread are.
-const CALM_PERCENTILE: f64 = 0.98;
+pub const CALM_PERCENTILE: f64 = 0.98;
 /// Frames the calm period must have (a pause is no evidence either way).
 const CALM_MIN_SAMPLES: usize = 50;
 /// Samples needed before the percentile is trusted; until then the target is the largest
@@ -122,13 +122,9 @@ impl DelayManager {
         if !required_ms.is_finite() {
             return;
         }
-        while self.len > 0 && now_ms.saturating_sub(self.samples[self.head].0) > WINDOW_MS {
-            self.head = (self.head + 1) % MAX_SAMPLES;
-            self.len -= 1;
-        }
+        self.forget_older_than(now_ms, WINDOW_MS);
         if self.len == MAX_SAMPLES {
-            self.head = (self.head + 1) % MAX_SAMPLES;
-            self.len -= 1;
+            self.drop_oldest();
         }
         let at = (self.head + self.len) % MAX_SAMPLES;
         self.samples[at] = (now_ms, required_ms);
@@ -136,12 +132,22 @@ impl DelayManager {
         if self.is_calm(now_ms) {
             // The impairment is over: forget it now.
             self.hold_len = 0;
-            while self.len > 1 && now_ms.saturating_sub(self.samples[self.head].0) > CALM_MS {
-                self.head = (self.head + 1) % MAX_SAMPLES;
-                self.len -= 1;
-            }
+            // (The sample just recorded is younger than that, so one always stays.)
+            self.forget_older_than(now_ms, CALM_MS);
         }
         self.update(now_ms);
+    }
+
+    fn drop_oldest(&mut self) {
+        self.head = (self.head + 1) % MAX_SAMPLES;
+        self.len -= 1;
+    }
+
+    /// Drops the samples recorded more than `ms` before `now_ms`.
+    fn forget_older_than(&mut self, now_ms: u64, ms: u64) {
+        while self.len > 0 && now_ms.saturating_sub(self.samples[self.head].0) > ms {
+            self.drop_oldest();
+        }
     }
 
     /// Whether something is held that the last [`CALM_MS`] no longer needs: enough frames,
@@ -165,11 +171,7 @@ impl DelayManager {
         if m < CALM_MIN_SAMPLES {
             return false;
         }
-        let k = (((m - 1) as f64) * CALM_PERCENTILE).ceil() as usize;
-        let q = *self.scratch[..m]
-            .select_nth_unstable_by(k.min(m - 1), f64::total_cmp)
-            .1;
-        q <= base + CALM_SPREAD_MS
+        percentile(&mut self.scratch[..m], CALM_PERCENTILE) <= base + CALM_SPREAD_MS
     }
 
     /// Notes the window's level, forgets levels older than the hold, and returns the highest
@@ -202,8 +204,7 @@ impl DelayManager {
         let q = if n < MIN_SAMPLES {
             w.iter().copied().fold(f64::NEG_INFINITY, f64::max)
         } else {
-            let k = (((n - 1) as f64) * PERCENTILE).ceil() as usize;
-            *w.select_nth_unstable_by(k.min(n - 1), f64::total_cmp).1
+            percentile(w, PERCENTILE)
         };
         let min = w.iter().copied().fold(f64::INFINITY, f64::min);
         let raw = q - min;
@@ -231,6 +232,15 @@ impl DelayManager {
     pub fn jitter_ms(&self) -> f64 {
         self.jitter_ms
     }
+}
+
+/// The `p` quantile of `values` (not empty; reordered), the nearest rank above: O(n).
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    let n = values.len();
+    let k = (((n - 1) as f64) * p).ceil() as usize;
+    *values
+        .select_nth_unstable_by(k.min(n - 1), f64::total_cmp)
+        .1
 }
 
 #[cfg(test)]

@@ -59,11 +59,11 @@ const SHRINK_ABOVE_MS: f64 = 7.5;
 /// PESQ notice far more than a pause a few ms shorter; so it is kept for real excess, the
 /// aftermath of a spike.
 const ACCELERATE_ABOVE_MS: f64 = 40.0;
-/// A smaller excess than [`SHRINK_ABOVE_MS`], over one step and half a ms, that has
-/// lasted [`SETTLE_AFTER_MS`] is removed too (in silence or quiet audio, never by
-/// accelerating a word): so after an impairment the delay settles in the same step a
-/// clean start would have chosen, while the target's own wobble (shorter than that) moves
-/// nothing.
+/// A smaller excess than [`SHRINK_ABOVE_MS`], over one step and half a ms, is removed too:
+/// in silence at once (nothing is heard), in quiet audio once it has lasted
+/// [`SETTLE_AFTER_MS`] (never by accelerating a word). So after an impairment the delay
+/// settles in the same step a clean start would have chosen, while the target's own wobble
+/// inside a word moves nothing.
 const SETTLE_ABOVE_MS: f64 = 5.5;
 /// See [`SETTLE_ABOVE_MS`].
 const SETTLE_AFTER_MS: u64 = 1500;
