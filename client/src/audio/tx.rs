@@ -69,10 +69,15 @@ pub struct TxConfig {
     /// the most a payload can carry ([`voice::MAX_FRAMES`] - 1): 150 ms of 10 ms frames
     /// (300 ms of 20 ms ones), the loss bursts of Wi-Fi and mobile links.
     pub max_redundancy: u8,
-    /// How many of the repeats are the full-rate frames themselves (default 2); older ones
+    /// How many of the repeats are the full-rate frames themselves (default 4); older ones
     /// are the same audio from a second encoder at [`Self::redundancy_bitrate`], so many
-    /// more fit. A burst of one or two packets (the common case) costs nothing; a longer
-    /// one is bridged at lower fidelity instead of concealed.
+    /// more fit. A burst of up to four packets (Gilbert-Elliott bursts of mean 3: most of
+    /// them) costs nothing; a longer one is bridged at lower fidelity instead of concealed.
+    /// A frame of the other encoder also jars the decoder's state, so each full-rate repeat
+    /// is worth more than its bytes suggest: measured on virtual time (three samples, 10 %
+    /// loss in bursts of mean 3), PESQ-WB 3.10 with 2, 3.26 with 4, 3.29 with 6; random
+    /// loss of 10 and 20 % the same with each. With 4, 48 kb/s frames of 10 ms leave room
+    /// for about 8 low-rate ones: 130 ms of burst covered.
     pub full_redundancy: u8,
     /// Bitrate of the older repeats, bit/s. Default 16 kb/s (~40 bytes per 20 ms frame,
     /// wideband speech).
@@ -97,7 +102,7 @@ impl Default for TxConfig {
             vad_hangover_ms: 300,
             redundancy: true,
             max_redundancy: 15,
-            full_redundancy: 2,
+            full_redundancy: 4,
             redundancy_bitrate: 16_000,
             loss_hint_percent: 0,
             complexity: 9,
