@@ -3,7 +3,8 @@
 #   make demo   - build and start kv-tui --demo (embedded server, a bot speaking, you joined)
 #   make test   - install what the build needs, then run every test of the workspace
 #   make bench  - the benchmarks of BENCHMARKS.md (playout quality: about 12 minutes; echo
-#                 cancellation and gain control: under a minute)
+#                 cancellation and gain control: under a minute; end-to-end encryption:
+#                 about 3 minutes)
 #   make venv   - the Python the playout meter needs (PESQ-WB), in target/pyenv
 #   make install - release binaries, the systemd unit, an example config, shell completions
 #                 and man pages, under PREFIX (default /usr/local), staged in DESTDIR
@@ -86,6 +87,7 @@ bench: deps venv
 	$(CARGO) build --release -p kv-client -p kv-server
 	$(CARGO) run --release -p kv-tests --bin playout-bench
 	$(CARGO) run --release -p kv-tests --bin echo-bench
+	$(CARGO) run --release -p kv-tests --bin e2ee-bench
 
 # Generated files (completions, man pages) come from the binaries' own flag definitions
 # (`kv-dist`, dist/src/main.rs), so they cannot drift from the real flags.

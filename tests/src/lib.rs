@@ -24,6 +24,7 @@
 //! before running its integration tests.
 
 pub mod control;
+pub mod e2ee;
 pub mod kv;
 pub mod lossy;
 pub mod playout;
@@ -68,4 +69,30 @@ pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Points the test helpers at the `kv-server` and `kv` next to the running binary (the
+/// benchmarks' release builds), unless `KV_SERVER_BIN` / `KV_BIN` are set; `RUST_LOG` is
+/// `info` unless set.
+pub fn use_sibling_binaries() -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = exe.parent().ok_or("no directory")?.to_path_buf();
+    for (var, name) in [("KV_SERVER_BIN", "kv-server"), ("KV_BIN", "kv")] {
+        if std::env::var_os(var).is_some() {
+            continue;
+        }
+        let path = dir.join(name);
+        if !path.exists() {
+            return Err(format!(
+                "{} not found: build it with `cargo build --release -p kv-client -p kv-server`, \
+                 or set {var}",
+                path.display()
+            ));
+        }
+        std::env::set_var(var, path);
+    }
+    if std::env::var_os("RUST_LOG").is_none() {
+        std::env::set_var("RUST_LOG", "info");
+    }
+    Ok(())
 }

@@ -9,127 +9,16 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use kv_client::control::ControlClient;
-use kv_client::e2ee::{CryptoEvent, PushChannel};
-use kv_e2ee::{FrameKeys, FrameRejected};
+use kv_e2ee::FrameRejected;
 use kv_proto::keyfile::Identity;
 use kv_proto::push::PushMsg;
 use kv_proto::{ControlReply, ControlRequest, ErrorCode};
+use kv_tests::e2ee::{control, identity, same_epoch, settle, PushMember};
 use kv_tests::server::ServerProcess;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-struct Client {
-    uid: u64,
-    control: ControlClient,
-    chan: PushChannel,
-    epoch: Option<u64>,
-    safety: Option<String>,
-    messages: Vec<(u64, u64, String)>,
-    keys: FrameKeys,
-}
-
-fn identity(server: &ServerProcess) -> Identity {
-    let uid = server.signup();
-    Identity {
-        uid,
-        key: server.key_of(uid).expect("keyed user"),
-    }
-}
-
-fn control(server: &ServerProcess, id: Identity) -> ControlClient {
-    ControlClient::new(&server.addr.to_string())
-        .expect("control client")
-        .with_signer(id)
-}
-
-impl Client {
-    /// Signs up, opens the push connection, JOINs `chid`, sends the key package.
-    fn join(server: &ServerProcess, chid: u64) -> Client {
-        Self::join_with(server, chid, None)
-    }
-
-    /// As [`Client::join`], and binds a voice address with `peer`'s key when given.
-    fn join_with(
-        server: &ServerProcess,
-        chid: u64,
-        peer: Option<&dyn Fn(u64) -> kv_tests::udp::UdpPeer>,
-    ) -> Client {
-        let id = identity(server);
-        let uid = id.uid;
-        let control = control(server, id);
-        let mut chan = PushChannel::open(&control, chid).expect("push connection");
-        match peer {
-            Some(make) => {
-                let p = make(uid);
-                control
-                    .join_kex(uid, uid, chid, p.client_kex())
-                    .expect("JOIN");
-                p.bind(&server.public_key());
-            }
-            None => {
-                control.join_kex(uid, uid, chid, [7; 32]).expect("JOIN");
-            }
-        }
-        chan.start().expect("key package");
-        Client {
-            uid,
-            control,
-            chan,
-            epoch: None,
-            safety: None,
-            messages: Vec::new(),
-            keys: FrameKeys::new(),
-        }
-    }
-
-    fn absorb(&mut self, events: Vec<CryptoEvent>) {
-        for e in events {
-            match e {
-                CryptoEvent::Epoch {
-                    epoch,
-                    safety,
-                    update,
-                    ..
-                } => {
-                    self.epoch = Some(epoch);
-                    self.safety = safety.map(|s| s.to_string());
-                    self.keys
-                        .apply(&update, Instant::now())
-                        .expect("frame keys");
-                }
-                CryptoEvent::Message { seq, sender, text } => {
-                    self.messages.push((seq, sender, text))
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn poll(&mut self, d: Duration) {
-        let ev = self.chan.poll(d).expect("push connection alive");
-        self.absorb(ev);
-    }
-}
-
-/// Polls every client until `done` holds for all of them.
-fn settle(clients: &mut [&mut Client], done: impl Fn(&Client) -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !clients.iter().all(|c| done(c)) {
-        assert!(Instant::now() < deadline, "clients did not settle");
-        for c in clients.iter_mut() {
-            c.poll(Duration::from_millis(20));
-        }
-    }
-}
-
-fn same_epoch(clients: &mut [&mut Client], epoch: u64) {
-    settle(clients, |c| c.epoch == Some(epoch));
-    let codes: Vec<_> = clients.iter().map(|c| c.safety.clone()).collect();
-    assert!(codes[0].is_some());
-    assert!(codes.iter().all(|c| *c == codes[0]), "{codes:?}");
-}
-
-fn encrypt(c: &mut Client, frame: &[u8]) -> Vec<u8> {
+fn encrypt(c: &mut PushMember, frame: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     c.keys.encrypt(frame, b"pos", &mut out).expect("encrypt");
     out
@@ -147,11 +36,11 @@ fn three_members_join_chat_leave_and_a_late_joiner() {
     assert!(!owner.channel_encrypted(plain).unwrap());
 
     let t = Instant::now();
-    let mut a = Client::join(&server, chid);
+    let mut a = PushMember::join(&server, chid);
     settle(&mut [&mut a], |c| c.epoch == Some(0));
-    let mut b = Client::join(&server, chid);
+    let mut b = PushMember::join(&server, chid);
     same_epoch(&mut [&mut a, &mut b], 1);
-    let mut c = Client::join(&server, chid);
+    let mut c = PushMember::join(&server, chid);
     same_epoch(&mut [&mut a, &mut b, &mut c], 2);
     eprintln!("three members in one group after {:?}", t.elapsed());
 
@@ -194,7 +83,7 @@ fn three_members_join_chat_leave_and_a_late_joiner() {
 
     // D joins late: it cannot decrypt what was said before (epoch 3's frame).
     let t = Instant::now();
-    let mut d = Client::join(&server, chid);
+    let mut d = PushMember::join(&server, chid);
     same_epoch(&mut [&mut a, &mut b, &mut d], 4);
     // Push connection, JOIN, key package, commit by A, Welcome: D can decrypt from here.
     eprintln!(
@@ -275,7 +164,7 @@ fn what_an_encrypted_channel_refuses() {
     }
 
     // A member and a non-member: the non-member's commit is refused.
-    let mut a = Client::join(&server, chid);
+    let mut a = PushMember::join(&server, chid);
     settle(&mut [&mut a], |c| c.epoch == Some(0));
     let (outsider, orx) = kv_client::e2ee::push::open(&other).expect("push");
     outsider
@@ -326,12 +215,12 @@ fn a_member_whose_voice_times_out_leaves_the_group() {
     let owner = control(&server, identity(&server));
     let chid = owner.create_encrypted(owner.signer_uid().unwrap()).unwrap();
     let port = owner.get_port(chid).unwrap();
-    let mut a = Client::join(&server, chid);
+    let mut a = PushMember::join(&server, chid);
     settle(&mut [&mut a], |c| c.epoch == Some(0));
     // B binds a voice address, then falls silent: the relay times it out after 1 s.
     let udp = server.udp_addr(u64::from(port));
     let make = move |uid| kv_tests::udp::UdpPeer::new(udp, uid);
-    let mut b = Client::join_with(&server, chid, Some(&make));
+    let mut b = PushMember::join_with(&server, chid, Some(&make));
     same_epoch(&mut [&mut a, &mut b], 1);
     let t = Instant::now();
     settle(&mut [&mut a], |c| c.epoch == Some(2));
@@ -340,16 +229,9 @@ fn a_member_whose_voice_times_out_leaves_the_group() {
 
 #[test]
 fn kv_say_reaches_a_kv_join_on_an_encrypted_channel() {
-    use std::os::unix::fs::PermissionsExt;
     let server = ServerProcess::start_keyed(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let file = |name: &str| {
-        let id = identity(&server);
-        let path = dir.path().join(name);
-        std::fs::write(&path, id.to_text()).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        (id.uid, path)
-    };
+    let file = |name: &str| kv_tests::e2ee::identity_file(&server, dir.path(), name);
     let (owner, owner_file) = file("owner.key");
     let (speaker, speaker_file) = file("speaker.key");
     let addr = server.addr.to_string();

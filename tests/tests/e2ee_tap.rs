@@ -6,8 +6,7 @@
 //! One listener's tap also attacks it (tampered copies, frames under the talker's uid that
 //! no member made): every one is refused and counted, and it hears as well as the other.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use audiopus::coder::Decoder;
@@ -16,6 +15,7 @@ use kv_client::audio::quality;
 use kv_client::control::ControlClient;
 use kv_proto::keyfile::Identity;
 use kv_proto::packet::{parse, Datagram};
+use kv_tests::e2ee::identity_file;
 use kv_tests::kv::{read_wav, speech, speech_path, KvJoin, JOIN_GRACE};
 use kv_tests::tap::{TcpTap, UdpTap};
 use kv_tests::ServerProcess;
@@ -26,18 +26,6 @@ const ADMIT: Duration = Duration::from_secs(10);
 /// Offsets tried into every captured frame: an SFrame header is at most 11 bytes, so any
 /// Opus frame hidden behind one would start within these.
 const OFFSETS: usize = 32;
-
-fn identity_file(server: &ServerProcess, dir: &Path, name: &str) -> (u64, PathBuf) {
-    let uid = server.signup();
-    let path = dir.join(name);
-    let id = Identity {
-        uid,
-        key: server.key_of(uid).expect("keyed user"),
-    };
-    std::fs::write(&path, id.to_text()).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    (uid, path)
-}
 
 /// Decodes, at `offset` into every frame, the primary frames of `uid`'s packets placed at
 /// their timestamps: what a tap would hear if the frames were Opus.

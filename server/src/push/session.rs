@@ -33,6 +33,10 @@ pub async fn serve(stream: TcpStream, hub: Arc<Hub>, opened: Opened, mut shutdow
         mut rx,
         bytes,
     } = opened;
+    // Frames go out as they are queued, often two in a row (a commit's COMMITTED and the
+    // next request): with Nagle's algorithm the second would wait for the peer's delayed
+    // ACK, 40 ms on Linux, and every epoch change would take that much longer.
+    let _ = stream.set_nodelay(true);
     let (mut read, mut write) = stream.into_split();
     let writer = async {
         while let Some(frame) = rx.recv().await {

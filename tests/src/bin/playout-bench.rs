@@ -77,30 +77,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// Points the test helpers at the release binaries next to this one.
-fn use_sibling_binaries() -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let dir = exe.parent().ok_or("no directory")?.to_path_buf();
-    for (var, name) in [("KV_SERVER_BIN", "kv-server"), ("KV_BIN", "kv")] {
-        if std::env::var_os(var).is_some() {
-            continue;
-        }
-        let path = dir.join(name);
-        if !path.exists() {
-            return Err(format!(
-                "{} not found: build it with `cargo build --release -p kv-client -p kv-server`, \
-                 or set {var}",
-                path.display()
-            ));
-        }
-        std::env::set_var(var, path);
-    }
-    if std::env::var_os("RUST_LOG").is_none() {
-        std::env::set_var("RUST_LOG", "info");
-    }
-    Ok(())
-}
-
 /// On SIGINT or SIGTERM: stop the server (its pid in [`SERVER_PID`]) and exit. Without
 /// this a signal would end the bench without dropping its `ServerProcess` and leave the
 /// server running (listeners stop on their own: their `--duration` is a backstop).
@@ -343,7 +319,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = use_sibling_binaries() {
+    if let Err(e) = kv_tests::use_sibling_binaries() {
         eprintln!("playout-bench: {e}");
         return ExitCode::FAILURE;
     }
