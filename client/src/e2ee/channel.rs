@@ -48,6 +48,12 @@ pub enum CryptoEvent {
         /// Whose.
         uid: u64,
     },
+    /// The server refused one of our chat messages for good (over its size or rate
+    /// limit): it will never be in the channel's order.
+    ChatRefused {
+        /// The text that was not delivered.
+        text: String,
+    },
     /// A message was refused (counted; not fatal).
     Refused(String),
 }
@@ -305,6 +311,19 @@ impl ChannelCrypto {
                         }
                     }
                     out.extend(self.flush());
+                }
+                Refused::Limit => {
+                    // Our oldest unacknowledged text of that epoch is the one refused (the
+                    // server answers each CHAT in order); forgetting it keeps the queue in
+                    // step with the server's order, so our next message is not mislabelled.
+                    match self.unacked.iter().position(|(e, _)| *e == epoch) {
+                        Some(i) => {
+                            if let Some((_, text)) = self.unacked.remove(i) {
+                                events.push(CryptoEvent::ChatRefused { text });
+                            }
+                        }
+                        None => self.refuse(&mut events, "server refused: Limit".into()),
+                    }
                 }
                 other => self.refuse(&mut events, format!("server refused: {other:?}")),
             },

@@ -231,6 +231,12 @@ const BINDINGS: &[(&str, Intent, &str, &[&str])] = &[
         &["i"],
     ),
     ("devices", Intent::OpenDevices, "audio devices", &["a"]),
+    (
+        "chat",
+        Intent::OpenChat,
+        "write a chat message",
+        &["/", "w"],
+    ),
     ("help", Intent::ToggleHelp, "this help", &["?", "f1"]),
     ("quit", Intent::Quit, "quit", &["q", "ctrl-c"]),
 ];

@@ -21,6 +21,7 @@ pub mod action;
 pub mod app;
 pub mod backend;
 pub mod channel_list;
+pub mod channel_modes;
 pub mod channel_pages;
 pub mod cli;
 pub mod config;

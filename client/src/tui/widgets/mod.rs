@@ -7,6 +7,7 @@ use ratatui::style::{Modifier, Style, Stylize};
 use ratatui::widgets::{Block, List, ListItem};
 
 pub mod channels;
+pub mod chat;
 pub mod devices;
 pub mod help;
 pub mod members;
