@@ -338,3 +338,60 @@ impl ChannelCrypto {
         self.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+
+    /// A lone member in epoch 0 of channel 5's group.
+    fn alone() -> ChannelCrypto {
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        let (mut c, _kp) = ChannelCrypto::new(5, 1, &key).expect("crypto");
+        let (ev, _) = c.handle(
+            PushMsg::CreateGroup {
+                chid: 5,
+                group_id: b"test group".to_vec(),
+            },
+            Instant::now(),
+        );
+        assert!(matches!(ev[..], [CryptoEvent::Epoch { epoch: 0, .. }]));
+        c
+    }
+
+    #[test]
+    fn a_chat_refused_over_the_limit_is_reported_and_the_next_keeps_its_text() {
+        let mut c = alone();
+        assert_eq!(c.say("first").expect("say").len(), 1);
+        assert_eq!(c.say("second").expect("say").len(), 1);
+        // The server refuses the first (rate limit) and orders the second.
+        let (ev, out) = c.handle(
+            PushMsg::Rejected {
+                chid: 5,
+                epoch: 0,
+                what: Refused::Limit,
+            },
+            Instant::now(),
+        );
+        assert!(out.is_empty(), "a refused message is not sent again");
+        assert!(
+            matches!(&ev[..], [CryptoEvent::ChatRefused { text }] if text == "first"),
+            "{ev:?}"
+        );
+        let (ev, _) = c.handle(
+            PushMsg::Message {
+                chid: 5,
+                seq: 1,
+                sender: 1,
+                epoch: 0,
+                message: vec![0; 8],
+            },
+            Instant::now(),
+        );
+        assert!(
+            matches!(&ev[..], [CryptoEvent::Message { seq: 1, text, .. }] if text == "second"),
+            "our own message keeps its own text: {ev:?}"
+        );
+        assert_eq!(c.pending_chat(), 0);
+    }
+}

@@ -668,6 +668,8 @@ impl App {
                     };
                     if input.len() + c.len_utf8() <= max && !c.is_control() {
                         input.push(c);
+                    } else if kind == PromptKind::Chat && !c.is_control() {
+                        self.notice = Some(format!("a chat message is at most {max} bytes"));
                     }
                     self.overlay = Overlay::Prompt { kind, input };
                     vec![]

@@ -676,6 +676,10 @@ fn chat_input_is_bounded_by_the_message_limit() {
         panic!("chat line closed");
     };
     assert_eq!(input.len(), kv_proto::push::MAX_CHAT_TEXT);
+    assert_eq!(
+        app.notice.as_deref(),
+        Some("a chat message is at most 2048 bytes")
+    );
     // A multi-byte character that would cross the limit is refused whole.
     app.update(Intent::Backspace);
     app.update(Intent::Input('é'));
