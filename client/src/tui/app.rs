@@ -518,7 +518,18 @@ impl App {
                 if self.chat.len() >= MAX_CHAT_LINES {
                     self.chat.pop_front();
                 }
-                self.chat.push_back(ChatLine { seq, sender, text });
+                let name = self
+                    .members
+                    .iter()
+                    .find(|m| m.uid == sender)
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default();
+                self.chat.push_back(ChatLine {
+                    seq,
+                    sender,
+                    name,
+                    text,
+                });
                 vec![]
             }
             Event::KeyChanged(uid) => {

@@ -146,6 +146,9 @@ pub struct ChatLine {
     pub seq: u64,
     /// Its author's uid (named at draw time from the member list).
     pub sender: u64,
+    /// The author's display name when the message arrived ("" when not known), so a line
+    /// keeps a name after its author left.
+    pub name: String,
     /// The text, as decrypted.
     pub text: String,
 }

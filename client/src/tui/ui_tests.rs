@@ -288,6 +288,8 @@ fn encrypted_channel_lock_safety_code_and_chat_pane() {
 fn chat_input_line_and_key_changed_flag() {
     let mut app = in_encrypted_lobby();
     app.update(Event::KeyChanged(3));
+    // Bob left: his lines keep his name.
+    app.update(Event::PeerLeft(2));
     app.update(Intent::OpenChat);
     for c in "see you".chars() {
         app.update(Intent::Input(c));

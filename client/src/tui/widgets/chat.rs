@@ -29,14 +29,17 @@ fn typing(app: &App) -> Option<&str> {
     }
 }
 
-/// A member's name for chat lines: as in the member list, or `user N` for someone who
-/// already left.
-fn sender_label(app: &App, labels: &[String], uid: u64) -> String {
-    app.members
-        .iter()
-        .position(|m| m.uid == uid)
-        .and_then(|i| labels.get(i).cloned())
-        .unwrap_or_else(|| format!("user {uid}"))
+/// A member's name for chat lines: as in the member list (with its look-alike guard), else
+/// the name it had when its message arrived, marked as gone, else `user N`.
+fn sender_label(app: &App, labels: &[String], uid: u64, then: &str) -> String {
+    match app.members.iter().position(|m| m.uid == uid) {
+        Some(i) => labels
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("user {uid}")),
+        None if !then.is_empty() => format!("{then} (left)"),
+        None => format!("user {uid}"),
+    }
 }
 
 /// Renders the chat pane into `area`.
@@ -69,7 +72,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         let who: Vec<String> = app
             .key_changed
             .iter()
-            .map(|&u| sender_label(app, &labels, u))
+            .map(|&u| sender_label(app, &labels, u, ""))
             .collect();
         frame.render_widget(
             Paragraph::new(format!(
@@ -115,7 +118,7 @@ fn render_messages(app: &App, labels: &[String], frame: &mut Frame, area: Rect) 
     // From the newest back until the pane is full (each line's wrapped height estimated by
     // its characters, which is exact for the common narrow-character text).
     for m in app.chat.iter().rev() {
-        let name = sender_label(app, labels, m.sender);
+        let name = sender_label(app, labels, m.sender, &m.name);
         let len = name.chars().count() + 2 + m.text.chars().count();
         rows += len.div_ceil(width).max(1);
         let me = m.sender == app.uid;
