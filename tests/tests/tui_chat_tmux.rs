@@ -157,8 +157,32 @@ fn chat_between_kv_tui_and_kv_in_an_encrypted_channel() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // A burst past the server's chat rate (20 at once, then 5 a second): the refused ones
+    // are named on the status line, and nothing crashes or stalls.
+    let burst: Vec<&str> = std::iter::repeat(["/", "z", "Enter"])
+        .take(40)
+        .flatten()
+        .collect();
+    tmux.keys(&burst);
+    tmux.wait_text("not delivered: the server refused \"z\" (chat rate or size limit)");
+    let zs = |events: &[serde_json::Value]| {
+        events
+            .iter()
+            .filter(|e| e["event"] == "message" && e["text"] == "z")
+            .count()
+    };
+    let end = Instant::now() + WAIT;
+    while zs(&bob_join.events()) == 0 {
+        assert!(Instant::now() < end, "none of the burst reached bob");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     bob_join.terminate();
+    let got = zs(&bob_join.events());
     bob_join.finish(WAIT).assert_ok();
+    assert!(
+        got < 40,
+        "the server refused part of the burst: {got} of 40 arrived"
+    );
 
     tmux.keys(&["q"]);
     let s = tmux.wait_text("KV_TUI_EXIT=");

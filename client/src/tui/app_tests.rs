@@ -703,7 +703,10 @@ fn messages_keep_server_order_and_a_bounded_history() {
     let seqs: Vec<u64> = app.chat.iter().map(|l| l.seq).collect();
     let want: Vec<u64> = (51..=MAX_CHAT_LINES as u64 + 50).collect();
     assert_eq!(seqs, want, "oldest dropped, order kept");
-    assert_eq!(app.chat[0].name, "bob", "the author's name is kept with the line");
+    assert_eq!(
+        app.chat[0].name, "bob",
+        "the author's name is kept with the line"
+    );
     // Leaving forgets the channel's chat, epoch and flags.
     app.update(Event::Epoch {
         epoch: 2,
