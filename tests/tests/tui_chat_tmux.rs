@@ -159,8 +159,7 @@ fn chat_between_kv_tui_and_kv_in_an_encrypted_channel() {
     }
     // A burst past the server's chat rate (20 at once, then 5 a second): the refused ones
     // are named on the status line, and nothing crashes or stalls.
-    let burst: Vec<&str> = std::iter::repeat(["/", "z", "Enter"])
-        .take(40)
+    let burst: Vec<&str> = std::iter::repeat_n(["/", "z", "Enter"], 40)
         .flatten()
         .collect();
     tmux.keys(&burst);
