@@ -45,7 +45,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
             };
             // What CHANNEL_MODE said: a lock, "plain", or nothing while not known.
             let mode = match app.encrypted(c.id) {
-                Some(true) => format!(" {}", crate::tui::widgets::chat::LOCK).green(),
+                Some(true) => format!(" {}", crate::tui::widgets::LOCK).green(),
                 Some(false) => " plain".dark_gray(),
                 None => "".into(),
             };

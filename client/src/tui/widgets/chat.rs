@@ -9,9 +9,7 @@ use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
 
 use crate::tui::model::{member_labels, App, Overlay, PromptKind};
-
-/// The lock shown wherever a channel is end-to-end encrypted.
-pub const LOCK: &str = "🔒";
+use crate::tui::widgets::LOCK;
 
 /// Whether the chat pane is on screen: in an encrypted channel.
 pub fn shown(app: &App) -> bool {

@@ -16,6 +16,9 @@ pub mod prompt;
 pub mod quality;
 pub mod status;
 
+/// The lock shown wherever a channel is end-to-end encrypted (list, status line, chat).
+pub const LOCK: &str = "🔒";
+
 /// Border style of a list: bright when it has the arrow keys.
 pub fn border(focused: bool) -> Style {
     if focused {

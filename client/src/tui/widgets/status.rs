@@ -26,11 +26,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         match app.encrypted(chid) {
             Some(true) => {
                 spans.push(sep());
-                spans.push(
-                    format!("{} E2E", crate::tui::widgets::chat::LOCK)
-                        .green()
-                        .bold(),
-                );
+                spans.push(format!("{} E2E", crate::tui::widgets::LOCK).green().bold());
                 if let Some(e) = &app.epoch {
                     // The short form (first group) for a glance; the chat pane has it all.
                     let short = e.safety_code.split(' ').next().unwrap_or_default();
