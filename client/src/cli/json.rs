@@ -112,6 +112,7 @@ pub(super) fn event(ev: &SessionEvent) -> Value {
             json!({"event": "message", "seq": seq, "sender": sender, "text": text})
         }
         SessionEvent::KeyChanged { uid } => json!({"event": "key_changed", "uid": uid}),
+        SessionEvent::ChatRefused { text } => json!({"event": "chat_refused", "text": text}),
     }
 }
 
@@ -134,6 +135,7 @@ pub(super) fn human(ev: &SessionEvent) -> Option<String> {
         } => format!("encrypted, epoch {epoch}, safety code {safety_code}"),
         SessionEvent::Message { sender, text, .. } => format!("<{sender}> {text}"),
         SessionEvent::KeyChanged { uid } => format!("WARNING: the key of {uid} changed"),
+        SessionEvent::ChatRefused { text } => format!("chat message refused: {text}"),
         _ => return None,
     })
 }

@@ -48,6 +48,12 @@ pub enum CryptoEvent {
         /// Whose.
         uid: u64,
     },
+    /// The server refused one of our chat messages for good (over its size or rate
+    /// limit): it will never be in the channel's order.
+    ChatRefused {
+        /// The text that was not delivered.
+        text: String,
+    },
     /// A message was refused (counted; not fatal).
     Refused(String),
 }
@@ -306,6 +312,19 @@ impl ChannelCrypto {
                     }
                     out.extend(self.flush());
                 }
+                Refused::Limit => {
+                    // Our oldest unacknowledged text of that epoch is the one refused (the
+                    // server answers each CHAT in order); forgetting it keeps the queue in
+                    // step with the server's order, so our next message is not mislabelled.
+                    match self.unacked.iter().position(|(e, _)| *e == epoch) {
+                        Some(i) => {
+                            if let Some((_, text)) = self.unacked.remove(i) {
+                                events.push(CryptoEvent::ChatRefused { text });
+                            }
+                        }
+                        None => self.refuse(&mut events, "server refused: Limit".into()),
+                    }
+                }
                 other => self.refuse(&mut events, format!("server refused: {other:?}")),
             },
             _ => {}
@@ -317,5 +336,62 @@ impl ChannelCrypto {
     /// refused by the server; the refusal brings them back. Texts said meanwhile go now.
     fn resend_after_epoch(&mut self) -> Outgoing {
         self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+
+    /// A lone member in epoch 0 of channel 5's group.
+    fn alone() -> ChannelCrypto {
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        let (mut c, _kp) = ChannelCrypto::new(5, 1, &key).expect("crypto");
+        let (ev, _) = c.handle(
+            PushMsg::CreateGroup {
+                chid: 5,
+                group_id: b"test group".to_vec(),
+            },
+            Instant::now(),
+        );
+        assert!(matches!(ev[..], [CryptoEvent::Epoch { epoch: 0, .. }]));
+        c
+    }
+
+    #[test]
+    fn a_chat_refused_over_the_limit_is_reported_and_the_next_keeps_its_text() {
+        let mut c = alone();
+        assert_eq!(c.say("first").expect("say").len(), 1);
+        assert_eq!(c.say("second").expect("say").len(), 1);
+        // The server refuses the first (rate limit) and orders the second.
+        let (ev, out) = c.handle(
+            PushMsg::Rejected {
+                chid: 5,
+                epoch: 0,
+                what: Refused::Limit,
+            },
+            Instant::now(),
+        );
+        assert!(out.is_empty(), "a refused message is not sent again");
+        assert!(
+            matches!(&ev[..], [CryptoEvent::ChatRefused { text }] if text == "first"),
+            "{ev:?}"
+        );
+        let (ev, _) = c.handle(
+            PushMsg::Message {
+                chid: 5,
+                seq: 1,
+                sender: 1,
+                epoch: 0,
+                message: vec![0; 8],
+            },
+            Instant::now(),
+        );
+        assert!(
+            matches!(&ev[..], [CryptoEvent::Message { seq: 1, text, .. }] if text == "second"),
+            "our own message keeps its own text: {ev:?}"
+        );
+        assert_eq!(c.pending_chat(), 0);
     }
 }

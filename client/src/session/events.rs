@@ -116,6 +116,12 @@ pub enum SessionEvent {
         /// Whose.
         uid: u64,
     },
+    /// The server refused one of our chat messages (over its size or rate limit); it
+    /// was not delivered.
+    ChatRefused {
+        /// The text.
+        text: String,
+    },
 }
 
 impl SessionEvent {

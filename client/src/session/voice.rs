@@ -602,6 +602,9 @@ fn run_e2ee(
                 CryptoEvent::KeyChanged { uid } => {
                     shared.events.emit(SessionEvent::KeyChanged { uid })
                 }
+                CryptoEvent::ChatRefused { text } => {
+                    shared.events.emit(SessionEvent::ChatRefused { text })
+                }
                 CryptoEvent::Removed => tracing::info!("removed from the channel's group"),
                 CryptoEvent::Refused(why) => tracing::debug!(why, "e2ee message refused"),
             }

@@ -84,6 +84,8 @@ pub enum Intent {
     ToggleQuality,
     /// Open the input/output device picker.
     OpenDevices,
+    /// Open the chat input line (encrypted channels).
+    OpenChat,
 
     // ---- text prompt and picker editing (not bindable) ----
     /// A typed character in a prompt, or `y` in a confirmation.
@@ -189,6 +191,30 @@ pub enum Event {
         /// Output device names.
         outputs: Vec<String>,
     },
+    /// Channel modes from CHANNEL_MODE (true: end-to-end encrypted); fixed per channel.
+    ChannelModes(Vec<(u64, bool)>),
+    /// The joined encrypted channel entered a new MLS epoch (a member joined or left).
+    Epoch {
+        /// The epoch.
+        epoch: u64,
+        /// Its safety code.
+        safety_code: String,
+        /// Members of the group, ourselves included.
+        members: usize,
+    },
+    /// A chat message of the joined channel, in the server's order.
+    ChatMessage {
+        /// Its place in the order.
+        seq: u64,
+        /// Its author.
+        sender: u64,
+        /// Its text.
+        text: String,
+    },
+    /// The server vouches for a key of this member other than the one first seen.
+    KeyChanged(u64),
+    /// The server refused one of our chat messages (size or rate limit).
+    ChatRefused(String),
     /// A command failed; shown on the status line.
     Error(String),
     /// A command succeeded with something worth saying.
@@ -228,6 +254,8 @@ pub enum Command {
     Refresh,
     /// A control of the running voice session.
     Voice(VoiceControl),
+    /// Say this in the joined channel's chat (only sent on an encrypted channel).
+    Say(String),
     /// Enumerate audio devices for the picker.
     ListDevices,
     /// Write settings (devices, mode, thresholds, volumes, name) to the config file.

@@ -8,12 +8,16 @@ use kv_proto::Perms;
 
 use crate::tui::action::{Action, Command, Event, Intent, VoiceControl};
 use crate::tui::model::{
-    channel_label, App, AudioState, Connection, DeviceKind, DevicePicker, Focus, Member, Overlay,
-    PromptKind, PttStyle, TransmitMode, VoiceSetup,
+    channel_label, App, AudioState, ChatLine, Connection, DeviceKind, DevicePicker, EpochInfo,
+    Focus, Member, Overlay, PromptKind, PttStyle, TransmitMode, VoiceSetup, MAX_CHAT_LINES,
+    MAX_KEY_CHANGED, MAX_MODES,
 };
 
 /// Longest text a prompt accepts, in bytes (the wire's limit on names).
 const MAX_INPUT: usize = kv_proto::MAX_NAME_LEN;
+/// Longest chat text, in bytes: what the client puts in one MLS message, whose encrypted
+/// form stays under the server's 4 KiB limit.
+pub const MAX_CHAT_INPUT: usize = kv_proto::push::MAX_CHAT_TEXT;
 /// Volume step of the volume keys, percent.
 const VOLUME_STEP: u16 = 10;
 /// Highest per-member volume, percent.
@@ -229,6 +233,24 @@ impl App {
                 });
                 vec![Command::ListDevices]
             }
+            Intent::OpenChat => {
+                let Some(chid) = self.joined else {
+                    self.notice = Some("join a channel to chat".into());
+                    return vec![];
+                };
+                match self.encrypted(chid) {
+                    Some(true) => self.open_prompt(PromptKind::Chat, String::new()),
+                    // Chat is MLS application messages: a plain channel has no group, and
+                    // nothing is ever sent in the clear.
+                    Some(false) => {
+                        self.notice = Some(
+                            "chat needs an end-to-end encrypted channel (this one is plain)".into(),
+                        )
+                    }
+                    None => self.notice = Some("channel mode not known yet".into()),
+                }
+                vec![]
+            }
             // Editing keys with no overlay open mean nothing.
             Intent::Input(_)
             | Intent::Backspace
@@ -275,6 +297,7 @@ impl App {
                 }
                 self.members.clear();
                 self.member_sel = 0;
+                self.clear_channel_secure();
                 self.focus = Focus::Channels;
                 self.rtt_ms = None;
                 self.loss_pct = None;
@@ -360,6 +383,7 @@ impl App {
                 self.rejoin = None;
                 self.members.clear();
                 self.member_sel = 0;
+                self.clear_channel_secure();
                 let label = self
                     .channels
                     .iter()
@@ -379,6 +403,7 @@ impl App {
                 self.joining = None;
                 self.members.clear();
                 self.member_sel = 0;
+                self.clear_channel_secure();
                 self.focus = Focus::Channels;
                 self.sending = false;
                 self.mic_dbfs = -100.0;
@@ -463,6 +488,78 @@ impl App {
                 }
                 vec![]
             }
+            Event::ChannelModes(modes) => {
+                for (chid, encrypted) in modes {
+                    if !self.modes.contains_key(&chid) && self.modes.len() >= MAX_MODES {
+                        self.modes.pop_first();
+                    }
+                    self.modes.insert(chid, encrypted);
+                }
+                vec![]
+            }
+            Event::Epoch {
+                epoch,
+                safety_code,
+                members,
+            } => {
+                if self.joined.is_some() {
+                    self.epoch = Some(EpochInfo {
+                        epoch,
+                        safety_code,
+                        members,
+                    });
+                }
+                vec![]
+            }
+            Event::ChatMessage { seq, sender, text } => {
+                if self.joined.is_none() {
+                    return vec![];
+                }
+                if self.chat.len() >= MAX_CHAT_LINES {
+                    self.chat.pop_front();
+                }
+                let name = self
+                    .members
+                    .iter()
+                    .find(|m| m.uid == sender)
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default();
+                self.chat.push_back(ChatLine {
+                    seq,
+                    sender,
+                    name,
+                    text,
+                });
+                vec![]
+            }
+            Event::KeyChanged(uid) => {
+                if self.joined.is_none() {
+                    return vec![];
+                }
+                if !self.key_changed.contains(&uid) && self.key_changed.len() < MAX_KEY_CHANGED {
+                    self.key_changed.push(uid);
+                }
+                let who = self
+                    .members
+                    .iter()
+                    .find(|m| m.uid == uid)
+                    .map(crate::tui::model::member_label)
+                    .unwrap_or_else(|| format!("user {uid}"));
+                self.notice = Some(format!(
+                    "WARNING: the key of {who} changed; they are kept out of the group"
+                ));
+                vec![]
+            }
+            Event::ChatRefused(text) => {
+                let mut shown: String = text.chars().take(24).collect();
+                if shown.len() < text.len() {
+                    shown.push('…');
+                }
+                self.notice = Some(format!(
+                    "not delivered: the server refused {shown:?} (chat rate or size limit)"
+                ));
+                vec![]
+            }
             Event::Error(e) => {
                 if let Some(chid) = self.joining.take() {
                     tracing::debug!(chid, "join failed");
@@ -524,6 +621,23 @@ impl App {
         vec![Command::Voice(VoiceControl::PushToTalk(on))]
     }
 
+    /// Forgets the joined channel's epoch, chat and key flags (and a chat line being
+    /// typed): they belong to one channel session.
+    fn clear_channel_secure(&mut self) {
+        self.epoch = None;
+        self.key_changed.clear();
+        self.chat.clear();
+        if matches!(
+            self.overlay,
+            Overlay::Prompt {
+                kind: PromptKind::Chat,
+                ..
+            }
+        ) {
+            self.overlay = Overlay::None;
+        }
+    }
+
     fn open_prompt(&mut self, kind: PromptKind, input: String) {
         self.overlay = Overlay::Prompt { kind, input };
     }
@@ -558,8 +672,15 @@ impl App {
             },
             Overlay::Prompt { kind, mut input } => match intent {
                 Intent::Input(c) => {
-                    if input.len() + c.len_utf8() <= MAX_INPUT && !c.is_control() {
+                    let max = if kind == PromptKind::Chat {
+                        MAX_CHAT_INPUT
+                    } else {
+                        MAX_INPUT
+                    };
+                    if input.len() + c.len_utf8() <= max && !c.is_control() {
                         input.push(c);
+                    } else if kind == PromptKind::Chat && !c.is_control() {
+                        self.notice = Some(format!("a chat message is at most {max} bytes"));
                     }
                     self.overlay = Overlay::Prompt { kind, input };
                     vec![]
@@ -572,6 +693,18 @@ impl App {
                 Intent::Submit => {
                     let name = input.trim().to_string();
                     match kind {
+                        PromptKind::Chat if name.is_empty() => vec![],
+                        PromptKind::Chat => match self.joined {
+                            Some(chid) if self.encrypted(chid) == Some(true) => {
+                                vec![Command::Say(name)]
+                            }
+                            _ => {
+                                self.notice = Some(
+                                    "chat needs an end-to-end encrypted channel: not sent".into(),
+                                );
+                                vec![]
+                            }
+                        },
                         PromptKind::DisplayName if name.is_empty() => {
                             self.overlay = Overlay::Prompt { kind, input };
                             vec![]

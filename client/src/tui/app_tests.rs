@@ -580,3 +580,182 @@ fn channel_named_on_the_command_line_is_joined_once_listed() {
     app.update(Event::ChannelsLoaded(vec![row(10, "lobby", 0, 7)]));
     assert!(app.notice.as_deref().unwrap().contains("nope"));
 }
+
+/// `connected` and joined to lobby (10, encrypted) with bob (8).
+fn in_encrypted_lobby() -> App {
+    let mut app = connected();
+    app.update(Event::ChannelModes(vec![(10, true), (20, false)]));
+    app.update(Intent::JoinSelected);
+    app.update(Event::Joined { chid: 10 });
+    app.update(Event::MembersLoaded {
+        chid: 10,
+        members: vec![(7, "me".into()), (8, "bob".into())],
+    });
+    app
+}
+
+#[test]
+fn channel_modes_are_remembered_and_bounded() {
+    let mut app = connected();
+    assert_eq!(app.encrypted(10), None, "not known until CHANNEL_MODE says");
+    app.update(Event::ChannelModes(vec![(10, true), (20, false)]));
+    assert_eq!(app.encrypted(10), Some(true));
+    assert_eq!(app.encrypted(20), Some(false));
+    let many: Vec<(u64, bool)> = (1000..1000 + MAX_MODES as u64 + 5)
+        .map(|id| (id, true))
+        .collect();
+    app.update(Event::ChannelModes(many));
+    assert_eq!(app.modes.len(), MAX_MODES);
+}
+
+#[test]
+fn chat_opens_only_in_an_encrypted_channel_and_enter_sends() {
+    let mut app = connected();
+    app.update(Intent::OpenChat);
+    assert_eq!(app.overlay, Overlay::None);
+    assert_eq!(app.notice.as_deref(), Some("join a channel to chat"));
+
+    let mut app = in_encrypted_lobby();
+    app.update(Intent::OpenChat);
+    for c in "hi bob".chars() {
+        app.update(Intent::Input(c));
+    }
+    assert_eq!(
+        app.overlay,
+        Overlay::Prompt {
+            kind: PromptKind::Chat,
+            input: "hi bob".into()
+        }
+    );
+    // Keys that would do something else on the main screen are text here.
+    app.update(Intent::Input('q'));
+    assert!(!app.should_quit);
+    app.update(Intent::Backspace);
+    assert_eq!(
+        app.update(Intent::Submit),
+        vec![Command::Say("hi bob".into())]
+    );
+    assert_eq!(
+        app.overlay,
+        Overlay::None,
+        "enter sends and closes the line"
+    );
+    // Esc cancels without sending; an empty line sends nothing.
+    app.update(Intent::OpenChat);
+    app.update(Intent::Input('x'));
+    assert!(app.update(Intent::Cancel).is_empty());
+    assert_eq!(app.overlay, Overlay::None);
+    app.update(Intent::OpenChat);
+    app.update(Intent::Input(' '));
+    assert!(app.update(Intent::Submit).is_empty());
+}
+
+#[test]
+fn a_plain_channel_says_chat_needs_encryption_and_never_sends() {
+    let mut app = connected();
+    app.update(Event::ChannelModes(vec![(10, false)]));
+    app.update(Intent::JoinSelected);
+    app.update(Event::Joined { chid: 10 });
+    assert!(app.update(Intent::OpenChat).is_empty());
+    assert_eq!(app.overlay, Overlay::None);
+    assert!(app
+        .notice
+        .as_deref()
+        .unwrap()
+        .contains("chat needs an end-to-end encrypted channel"));
+}
+
+#[test]
+fn chat_input_is_bounded_by_the_message_limit() {
+    let mut app = in_encrypted_lobby();
+    app.update(Intent::OpenChat);
+    for _ in 0..(crate::tui::app::MAX_CHAT_INPUT + 10) {
+        app.update(Intent::Input('a'));
+    }
+    let Overlay::Prompt { input, .. } = &app.overlay else {
+        panic!("chat line closed");
+    };
+    assert_eq!(input.len(), kv_proto::push::MAX_CHAT_TEXT);
+    assert_eq!(
+        app.notice.as_deref(),
+        Some("a chat message is at most 2048 bytes")
+    );
+    // A multi-byte character that would cross the limit is refused whole.
+    app.update(Intent::Backspace);
+    app.update(Intent::Input('é'));
+    let Overlay::Prompt { input, .. } = &app.overlay else {
+        panic!("chat line closed");
+    };
+    assert_eq!(input.len(), kv_proto::push::MAX_CHAT_TEXT - 1);
+}
+
+#[test]
+fn messages_keep_server_order_and_a_bounded_history() {
+    let mut app = in_encrypted_lobby();
+    for seq in 1..=(MAX_CHAT_LINES as u64 + 50) {
+        app.update(Event::ChatMessage {
+            seq,
+            sender: 8,
+            text: format!("m{seq}"),
+        });
+    }
+    assert_eq!(app.chat.len(), MAX_CHAT_LINES);
+    let seqs: Vec<u64> = app.chat.iter().map(|l| l.seq).collect();
+    let want: Vec<u64> = (51..=MAX_CHAT_LINES as u64 + 50).collect();
+    assert_eq!(seqs, want, "oldest dropped, order kept");
+    assert_eq!(
+        app.chat[0].name, "bob",
+        "the author's name is kept with the line"
+    );
+    // Leaving forgets the channel's chat, epoch and flags.
+    app.update(Event::Epoch {
+        epoch: 2,
+        safety_code: "1 2 3 4 5".into(),
+        members: 2,
+    });
+    app.update(Event::KeyChanged(8));
+    app.update(Event::Left {
+        reason: "left".into(),
+        rejoin: false,
+    });
+    assert!(app.chat.is_empty() && app.epoch.is_none() && app.key_changed.is_empty());
+    // And a message arriving after that (a stale one) is not shown.
+    app.update(Event::ChatMessage {
+        seq: 1,
+        sender: 8,
+        text: "late".into(),
+    });
+    assert!(app.chat.is_empty());
+}
+
+#[test]
+fn epochs_key_changes_and_refusals_are_shown() {
+    let mut app = in_encrypted_lobby();
+    app.update(Event::Epoch {
+        epoch: 3,
+        safety_code: "12345 67890 11111 22222 33333".into(),
+        members: 2,
+    });
+    assert_eq!(app.epoch.as_ref().unwrap().epoch, 3);
+    app.update(Event::KeyChanged(8));
+    app.update(Event::KeyChanged(8));
+    assert_eq!(app.key_changed, vec![8], "flagged once");
+    assert!(app
+        .notice
+        .as_deref()
+        .unwrap()
+        .contains("key of bob changed"));
+    app.update(Event::ChatRefused("too fast".into()));
+    let n = app.notice.clone().unwrap();
+    assert!(
+        n.contains("\"too fast\"") && n.contains("rate or size limit"),
+        "{n}"
+    );
+    // A chat line being typed closes when the session ends.
+    app.update(Intent::OpenChat);
+    app.update(Event::Left {
+        reason: "kicked".into(),
+        rejoin: false,
+    });
+    assert_eq!(app.overlay, Overlay::None);
+}

@@ -28,6 +28,7 @@ use crate::session::{
 };
 use crate::tui::action::{Command, Event, VoiceControl};
 use crate::tui::channel_list::ChannelList;
+use crate::tui::channel_modes::ChannelModes;
 use crate::tui::channel_pages::ChannelPages;
 use crate::tui::inbox::EventSink;
 use crate::tui::model::{AudioState, ChannelRow, VoiceSetup};
@@ -215,6 +216,8 @@ pub struct Backend {
     paged: bool,
     /// The channel list between refreshes, on a server without LIST_CHANNELS.
     channels: ChannelList,
+    /// Which channels are encrypted (CHANNEL_MODE, asked once per channel).
+    modes: ChannelModes,
     /// Open the sound devices (false: silence in, nothing out, for tests).
     devices: bool,
 }
@@ -242,6 +245,7 @@ impl Backend {
             pages: ChannelPages::default(),
             paged: true,
             channels: ChannelList::default(),
+            modes: ChannelModes::default(),
             devices: true,
         }
     }
@@ -445,6 +449,19 @@ impl Backend {
                 }
                 Ok(false)
             }
+            Command::Say(text) => {
+                // The session sends chat only on an encrypted channel (its MLS group),
+                // never in the clear; the app offers it only there.
+                let sent = match &self.session {
+                    Some(s) => s.session.say(&text).map_err(|e| e.to_string()),
+                    None => Err("not in a channel".into()),
+                };
+                if let Err(e) = sent {
+                    self.out
+                        .send(Event::Error(format!("chat message not sent: {e}")));
+                }
+                Ok(false)
+            }
             Command::ListDevices => {
                 let (inputs, outputs) = match crate::audio::device::list_devices() {
                     Ok(l) => (l.inputs, l.outputs),
@@ -525,6 +542,11 @@ impl Backend {
         for &(peer, gain) in &setup.gains {
             session.set_peer_gain(peer, gain);
         }
+        // The session checked CHANNEL_MODE before joining (and opened the push connection
+        // for an encrypted channel): the lock the app shows is what the session does.
+        self.modes.learnt(chid, session.encrypted());
+        self.out
+            .send(Event::ChannelModes(vec![(chid, session.encrypted())]));
         // Joined first: everything the pump reports about this session comes after it.
         self.out.send(Event::Audio(audio));
         self.out.send(Event::Joined { chid });
@@ -566,8 +588,10 @@ impl Backend {
             match self.control.list_channels(after) {
                 Ok(page) => {
                     self.pages.update(after, page);
-                    self.out.send(Event::ChannelsLoaded(self.pages.rows()));
-                    return Ok(());
+                    let rows = self.pages.rows();
+                    let ids: Vec<u64> = rows.iter().map(|r| r.id).collect();
+                    self.out.send(Event::ChannelsLoaded(rows));
+                    return self.refresh_modes(&ids);
                 }
                 Err(e) if e.code() == Some(ErrorCode::NoImpl) => {
                     tracing::debug!("no LIST_CHANNELS; listing with CHANNEL_INFO");
@@ -598,6 +622,28 @@ impl Backend {
         }
         self.out
             .send(Event::ChannelsLoaded(self.channels.rows(&ids)));
+        self.refresh_modes(&ids)
+    }
+
+    /// Asks CHANNEL_MODE for a few listed channels whose mode is not known yet and
+    /// reports the answers (a server without it, the seed's, has only plain channels).
+    fn refresh_modes(&mut self, ids: &[u64]) -> Result<(), ControlError> {
+        self.modes.retain_listed(ids);
+        let mut learnt = Vec::new();
+        for id in self.modes.plan(ids) {
+            match self.control.channel_encrypted(id) {
+                Ok(encrypted) => {
+                    self.modes.learnt(id, encrypted);
+                    learnt.push((id, encrypted));
+                }
+                // Deleted meanwhile: asked again if it is still listed next time.
+                Err(e) if e.code().is_some() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !learnt.is_empty() {
+            self.out.send(Event::ChannelModes(learnt));
+        }
         Ok(())
     }
 }

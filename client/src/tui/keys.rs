@@ -231,6 +231,12 @@ const BINDINGS: &[(&str, Intent, &str, &[&str])] = &[
         &["i"],
     ),
     ("devices", Intent::OpenDevices, "audio devices", &["a"]),
+    (
+        "chat",
+        Intent::OpenChat,
+        "write a chat message",
+        &["/", "w"],
+    ),
     ("help", Intent::ToggleHelp, "this help", &["?", "f1"]),
     ("quit", Intent::Quit, "quit", &["q", "ctrl-c"]),
 ];
@@ -393,6 +399,8 @@ mod tests {
         let t = |e: KeyEvent| km.translate(&e, &Overlay::None, PttStyle::Toggle);
         assert_eq!(t(press('m')), Some(Intent::ToggleMute));
         assert_eq!(t(press('?')), Some(Intent::ToggleHelp));
+        assert_eq!(t(press('/')), Some(Intent::OpenChat));
+        assert_eq!(t(press('w')), Some(Intent::OpenChat));
         assert_eq!(t(press('q')), Some(Intent::Quit));
         assert_eq!(
             t(ev(KeyCode::Enter, KeyEventKind::Press)),

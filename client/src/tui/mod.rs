@@ -9,7 +9,8 @@
 //! - [`ui`] and [`widgets`]: `draw(&App, &mut Frame)`, side-effect free.
 //! - [`backend`]: the one adapter to the outside (control client, voice session,
 //!   reconnects); [`session_events`] maps what a session reports to app events;
-//!   [`channel_list`] bounds what a refresh of the channel list costs.
+//!   [`channel_list`] bounds what a refresh of the channel list costs; [`channel_modes`]
+//!   remembers which channels are end-to-end encrypted (CHANNEL_MODE, once per channel).
 //! - [`inbox`]: the event loop's inbox (lossless lifecycle, newest-wins telemetry).
 //! - [`runner`]: terminal setup and the event loop; [`config`]: the settings file.
 //! - [`cli`]: the `kv-tui` command line; [`demo`]: `--demo`'s embedded server and bot.
@@ -21,6 +22,7 @@ pub mod action;
 pub mod app;
 pub mod backend;
 pub mod channel_list;
+pub mod channel_modes;
 pub mod channel_pages;
 pub mod cli;
 pub mod config;

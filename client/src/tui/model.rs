@@ -4,7 +4,7 @@
 //! function, `update`, lives in [`crate::tui::app`], and drawing (`crate::tui::widgets`)
 //! reads it and nothing else.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 pub use crate::audio::TransmitMode;
 use kv_proto::Perms;
@@ -132,9 +132,44 @@ pub enum Focus {
     Members,
 }
 
+/// Chat lines kept for the joined channel; older ones scroll away for good.
+pub const MAX_CHAT_LINES: usize = 200;
+/// Channels whose mode (plain or encrypted) is remembered.
+pub const MAX_MODES: usize = 4096;
+/// Members flagged for a changed key at most (a channel's member cap is 1024).
+pub const MAX_KEY_CHANGED: usize = 1024;
+
+/// One chat message of the joined channel, in the server's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatLine {
+    /// Its place in the channel's order (per MLS group).
+    pub seq: u64,
+    /// Its author's uid (named at draw time from the member list).
+    pub sender: u64,
+    /// The author's display name when the message arrived ("" when not known), so a line
+    /// keeps a name after its author left.
+    pub name: String,
+    /// The text, as decrypted.
+    pub text: String,
+}
+
+/// The current MLS epoch of the joined (encrypted) channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochInfo {
+    /// The epoch number.
+    pub epoch: u64,
+    /// The epoch's safety code, for members to compare out of band.
+    pub safety_code: String,
+    /// Members of the group (ourselves included).
+    pub members: usize,
+}
+
 /// What a text prompt is asking for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PromptKind {
+    /// A chat message for the joined (encrypted) channel; drawn as the chat pane's input
+    /// line rather than a window.
+    Chat,
     /// Our display name (also asked on first run).
     DisplayName,
     /// Name of a channel to create.
@@ -254,6 +289,15 @@ pub struct App {
     pub volumes: BTreeMap<u64, u16>,
     /// Show the link-quality panel.
     pub show_quality: bool,
+    /// Channel modes as the server states them (CHANNEL_MODE): true for end-to-end
+    /// encrypted. A channel's mode is fixed for its lifetime; absent means not asked yet.
+    pub modes: BTreeMap<u64, bool>,
+    /// The joined channel's current epoch and safety code (encrypted channels only).
+    pub epoch: Option<EpochInfo>,
+    /// Members of the joined channel whose key changed (refused by the group; flagged).
+    pub key_changed: Vec<u64>,
+    /// The joined channel's chat, oldest first, at most [`MAX_CHAT_LINES`].
+    pub chat: VecDeque<ChatLine>,
     /// Open overlay.
     pub overlay: Overlay,
     /// Last error or notice, for the status line.
@@ -301,6 +345,10 @@ impl App {
             output_device: None,
             volumes: BTreeMap::new(),
             show_quality: false,
+            modes: BTreeMap::new(),
+            epoch: None,
+            key_changed: Vec::new(),
+            chat: VecDeque::new(),
             overlay: Overlay::None,
             notice: None,
             help: Vec::new(),
@@ -322,6 +370,11 @@ impl App {
     pub fn joined_channel(&self) -> Option<&ChannelRow> {
         let id = self.joined?;
         self.channels.iter().find(|c| c.id == id)
+    }
+
+    /// Whether channel `chid` is end-to-end encrypted: `None` while not known.
+    pub fn encrypted(&self, chid: u64) -> Option<bool> {
+        self.modes.get(&chid).copied()
     }
 
     /// Whether we may rename or delete `c` (owner or perm_rm_channel), so the UI can refuse

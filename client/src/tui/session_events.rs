@@ -71,6 +71,20 @@ pub fn events_for(ev: SessionEvent, me: u64) -> Vec<Event> {
             reason: format!("voice stopped: {reason}"),
             rejoin: false,
         }],
+        SessionEvent::Epoch {
+            epoch,
+            safety_code,
+            members,
+        } => vec![Event::Epoch {
+            epoch,
+            safety_code,
+            members: members.len(),
+        }],
+        SessionEvent::Message { seq, sender, text } => {
+            vec![Event::ChatMessage { seq, sender, text }]
+        }
+        SessionEvent::KeyChanged { uid } => vec![Event::KeyChanged(uid)],
+        SessionEvent::ChatRefused { text } => vec![Event::ChatRefused(text)],
         _ => vec![],
     }
 }
@@ -112,6 +126,48 @@ mod tests {
             events_for(SessionEvent::Kicked, me)[0],
             Event::Left { rejoin: false, .. }
         ));
+    }
+
+    #[test]
+    fn epochs_chat_and_key_changes_reach_the_app() {
+        assert_eq!(
+            events_for(
+                SessionEvent::Epoch {
+                    epoch: 3,
+                    safety_code: "12345 67890".into(),
+                    members: vec![1, 2, 3],
+                },
+                1
+            ),
+            vec![Event::Epoch {
+                epoch: 3,
+                safety_code: "12345 67890".into(),
+                members: 3
+            }]
+        );
+        assert_eq!(
+            events_for(
+                SessionEvent::Message {
+                    seq: 7,
+                    sender: 2,
+                    text: "hi".into()
+                },
+                1
+            ),
+            vec![Event::ChatMessage {
+                seq: 7,
+                sender: 2,
+                text: "hi".into()
+            }]
+        );
+        assert_eq!(
+            events_for(SessionEvent::KeyChanged { uid: 2 }, 1),
+            vec![Event::KeyChanged(2)]
+        );
+        assert_eq!(
+            events_for(SessionEvent::ChatRefused { text: "x".into() }, 1),
+            vec![Event::ChatRefused("x".into())]
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use ratatui::layout::{Constraint, Layout};
 use ratatui::Frame;
 
-use crate::tui::model::{App, Overlay};
+use crate::tui::model::{App, Overlay, PromptKind};
 use crate::tui::widgets;
 
 /// Draws the whole screen.
@@ -18,6 +18,15 @@ pub fn draw(app: &App, frame: &mut Frame) {
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(35), Constraint::Percentage(65)]).areas(main);
     widgets::channels::render(app, frame, left);
+    // An encrypted channel gets its chat pane under the members (a plain one has no chat).
+    let right = if widgets::chat::shown(app) {
+        let [top, chat] =
+            Layout::vertical([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(right);
+        widgets::chat::render(app, frame, chat);
+        top
+    } else {
+        right
+    };
     if app.show_quality {
         let [members, quality] =
             Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(right);
@@ -32,6 +41,11 @@ pub fn draw(app: &App, frame: &mut Frame) {
     match &app.overlay {
         Overlay::None => {}
         Overlay::Help => widgets::help::render(app, frame, frame.area()),
+        // The chat input is the chat pane's own line, not a window.
+        Overlay::Prompt {
+            kind: PromptKind::Chat,
+            ..
+        } => {}
         Overlay::Prompt { kind, input } => {
             widgets::prompt::render_prompt(kind, input, frame, frame.area())
         }

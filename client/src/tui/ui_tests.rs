@@ -244,3 +244,66 @@ fn a_kick_reaches_the_screen_with_the_inbox_saturated_by_telemetry() {
     );
     assert_eq!(app.mic_dbfs, -100.0, "no stale meter after leaving");
 }
+
+/// `in_lobby`, lobby encrypted (music plain, #3 not known yet), in epoch 4, with chat.
+fn in_encrypted_lobby() -> App {
+    let mut app = base();
+    app.update(Event::ChannelModes(vec![(1, true), (2, false)]));
+    let mut app = {
+        let modes = app.modes.clone();
+        let mut a = in_lobby();
+        a.modes = modes;
+        a
+    };
+    app.update(Event::Epoch {
+        epoch: 4,
+        safety_code: "04721 88310 59122 00417 63385".into(),
+        members: 3,
+    });
+    for (seq, sender, text) in [
+        (1, 2, "hello from bob"),
+        (2, 1, "hi bob, ann here"),
+        (
+            3,
+            3,
+            "a longer message that has to wrap onto a second row of the chat pane",
+        ),
+    ] {
+        app.update(Event::ChatMessage {
+            seq,
+            sender,
+            text: text.into(),
+        });
+    }
+    app.notice = None;
+    app
+}
+
+#[test]
+fn encrypted_channel_lock_safety_code_and_chat_pane() {
+    insta::assert_snapshot!(render(&in_encrypted_lobby(), 100, 24));
+}
+
+#[test]
+fn chat_input_line_and_key_changed_flag() {
+    let mut app = in_encrypted_lobby();
+    app.update(Event::KeyChanged(3));
+    // Bob left: his lines keep his name.
+    app.update(Event::PeerLeft(2));
+    app.update(Intent::OpenChat);
+    for c in "see you".chars() {
+        app.update(Intent::Input(c));
+    }
+    insta::assert_snapshot!(render(&app, 100, 24));
+}
+
+#[test]
+fn plain_channel_is_marked_plain() {
+    let mut app = base();
+    app.update(Event::ChannelModes(vec![(1, false), (2, true)]));
+    let modes = app.modes.clone();
+    let mut app = in_lobby();
+    app.modes = modes;
+    app.update(Intent::OpenChat);
+    insta::assert_snapshot!(render(&app, 100, 20));
+}

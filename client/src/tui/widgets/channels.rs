@@ -43,10 +43,17 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
             } else {
                 Span::raw(channel_label(c))
             };
+            // What CHANNEL_MODE said: a lock, "plain", or nothing while not known.
+            let mode = match app.encrypted(c.id) {
+                Some(true) => format!(" {}", crate::tui::widgets::LOCK).green(),
+                Some(false) => " plain".dark_gray(),
+                None => "".into(),
+            };
             ListItem::new(Line::from(vec![
                 marker,
                 name,
                 format!(" ({})", c.members).dark_gray(),
+                mode,
             ]))
         })
         .collect();

@@ -53,6 +53,9 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
             if talking {
                 spans.push(" talking".green());
             }
+            if app.key_changed.contains(&m.uid) {
+                spans.push(" KEY CHANGED".red().bold());
+            }
             if !me && m.volume != 100 {
                 spans.push(format!(" vol {}%", m.volume).yellow());
             }

@@ -7,6 +7,7 @@ use ratatui::style::{Modifier, Style, Stylize};
 use ratatui::widgets::{Block, List, ListItem};
 
 pub mod channels;
+pub mod chat;
 pub mod devices;
 pub mod help;
 pub mod members;
@@ -14,6 +15,9 @@ pub mod meter;
 pub mod prompt;
 pub mod quality;
 pub mod status;
+
+/// The lock shown wherever a channel is end-to-end encrypted (list, status line, chat).
+pub const LOCK: &str = "🔒";
 
 /// Border style of a list: bright when it has the arrow keys.
 pub fn border(focused: bool) -> Style {

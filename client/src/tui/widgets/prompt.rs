@@ -16,6 +16,8 @@ pub fn render_prompt(kind: &PromptKind, input: &str, frame: &mut Frame, area: Re
         PromptKind::DisplayName => " Your display name ",
         PromptKind::NewChannel => " New channel name ",
         PromptKind::RenameChannel(_) => " Rename channel ",
+        // Drawn by the chat pane; here only if that pane is not shown.
+        PromptKind::Chat => " Chat message ",
     };
     let r = centered(area, 50, 4);
     frame.render_widget(Clear, r);

@@ -21,7 +21,27 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
             spans.push(format!("{} reconnecting (try {attempt})", app.server).red())
         }
     }
-    if app.joined.is_some() {
+    if let Some(chid) = app.joined {
+        // The joined channel's mode first: whether what we say is end-to-end encrypted.
+        match app.encrypted(chid) {
+            Some(true) => {
+                spans.push(sep());
+                spans.push(format!("{} E2E", crate::tui::widgets::LOCK).green().bold());
+                if let Some(e) = &app.epoch {
+                    // The short form (first group) for a glance; the chat pane has it all.
+                    let short = e.safety_code.split(' ').next().unwrap_or_default();
+                    spans.push(format!(" {short}").green());
+                }
+                if !app.key_changed.is_empty() {
+                    spans.push(" KEY CHANGED".red().bold());
+                }
+            }
+            Some(false) => {
+                spans.push(sep());
+                spans.push("plain".yellow());
+            }
+            None => {}
+        }
         spans.push(sep());
         spans.push(match app.rtt_ms {
             Some(0) => "RTT <1 ms".into(),
