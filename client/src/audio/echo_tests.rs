@@ -48,8 +48,8 @@ fn scene(seed: u64, with_near: bool) -> EchoScene {
 
 #[test]
 fn echo_of_far_end_speech_is_removed_after_two_seconds() {
-    // Far end only. Measured (seed 7): echo -24 dBFS at the microphone, -90 dBFS sent
-    // (ERLE 65 dB); without AEC the echo goes out as it came in.
+    // Far end only. Measured (seed 7): echo -21.5 dBFS at the microphone, -70 dBFS sent
+    // (ERLE 49 dB); without AEC the echo goes out as it came in.
     for seed in [7, 11] {
         let s = scene(seed, false);
         let from = 2 * 48_000;
@@ -60,9 +60,10 @@ fn echo_of_far_end_speech_is_removed_after_two_seconds() {
         println!(
             "seed {seed}: echo {echo:.1} dBFS, residual {residual:.1} dBFS, ERLE {erle:.1} dB"
         );
-        assert!(erle >= 20.0, "seed {seed}: ERLE {erle:.1} dB");
+        // The targets (measured 43–49 dB and -63…-70 dBFS).
+        assert!(erle >= 30.0, "seed {seed}: ERLE {erle:.1} dB");
         assert!(
-            residual <= -40.0,
+            residual <= -45.0,
             "seed {seed}: residual {residual:.1} dBFS"
         );
         let off = run(NOTHING, &s.far, &s.mic);
@@ -94,6 +95,33 @@ fn echo_is_found_when_the_reference_leads_it_by_the_longest_device_queue() {
 }
 
 #[test]
+fn on_a_headset_the_near_end_is_kept_while_the_far_end_plays() {
+    // No echo path at all (a headset): the near end talks from 7 s while the far end
+    // plays. AEC3's suppressor first assumes an echo; its transparent mode must find
+    // there is none. Measured: the output is 17.5 dB from the near end through the chain
+    // with nothing played (waveform difference); 7.1 dB with the legacy transparent-mode
+    // classifier, which gates syllables; 0 dB without echo cancellation would be perfect.
+    let s = scene(7, true);
+    let near_at = 7 * 48_000;
+    let seg = near_at..near_at + asset("speech.wav").len();
+    let out = run(AEC_ONLY, &s.far, &s.near);
+    let clean = run(AEC_ONLY, &vec![0.0; s.far.len()], &s.near);
+    let err: Vec<f32> = out[seg.clone()]
+        .iter()
+        .zip(&clean[seg.clone()])
+        .map(|(a, b)| a - b)
+        .collect();
+    let kept = level_dbfs(&out[seg.clone()]) - level_dbfs(&clean[seg.clone()]);
+    let snr = level_dbfs(&clean[seg]) - level_dbfs(&err);
+    println!("headset: near end {kept:+.1} dB, {snr:.1} dB from the clean chain");
+    assert!(kept > -3.0, "near end lost {kept:.1} dB");
+    assert!(
+        snr > 12.0,
+        "near end distorted: {snr:.1} dB from the clean chain"
+    );
+}
+
+#[test]
 fn double_talk_keeps_the_near_end_and_removes_the_echo_around_it() {
     let s = scene(7, true);
     let near_at = 7 * 48_000;
@@ -106,7 +134,7 @@ fn double_talk_keeps_the_near_end_and_removes_the_echo_around_it() {
     // WebRTC's suppressor ducks part of the words where the echo is as loud).
     let kept = level_dbfs(&out[near_at..near_end]) - level_dbfs(&clean[near_at..near_end]);
     println!("double talk: residual before {residual:.1} dBFS, near end {kept:+.1} dB");
-    assert!(residual <= -40.0, "residual {residual:.1} dBFS");
+    assert!(residual <= -45.0, "residual {residual:.1} dBFS");
     assert!(
         kept > -10.0,
         "near end lost {kept:.1} dB during double talk"
