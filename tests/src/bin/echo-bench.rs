@@ -226,13 +226,16 @@ fn linear_only() -> EchoCanceller3Config {
     c
 }
 
-/// Energy of `room` in its direct sound, in its tail, and beyond the first 52 ms (AEC3's
-/// 13-block linear filter), dB: (direct-to-reverberant ratio, share past 52 ms).
+/// Energy of `room` in its direct sound, in its tail, and beyond what AEC3's linear filter
+/// spans from the direct sound on (13 blocks of 4 ms: 52 ms), dB: (direct-to-reverberant
+/// ratio, share past the filter).
 fn room_energy(room: &RoomResponse) -> (f64, f64) {
+    // A block is 64 samples of the 16 kHz band: 192 at 48 kHz.
+    let span = echo_config().filter.main.length_blocks * 192;
     let e = |t: &[f32]| t.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>();
     let direct = e(&room.taps[room.direct_delay..=room.direct_delay]);
     let tail = e(&room.taps[room.direct_delay + 1..]);
-    let late = e(&room.taps[(room.direct_delay + 13 * 192).min(room.taps.len())..]);
+    let late = e(&room.taps[(room.direct_delay + span).min(room.taps.len())..]);
     (
         10.0 * (direct / tail).log10(),
         10.0 * (late / (direct + tail)).log10(),
