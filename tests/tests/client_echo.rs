@@ -78,10 +78,11 @@ fn the_far_end_does_not_hear_itself_back_with_echo_cancellation() {
     }
     let (on, off) = (levels[0], levels[1]);
     // Measured: -22 dBFS without AEC, -54 to -71 dBFS with it (in process, without the
-    // threads' timing between playout and capture: -64 dBFS and below).
+    // threads' timing between playout and capture: -64 dBFS and below). The floor is the
+    // target of issue 13.
     assert!(off > -40.0, "the rig fed back no echo ({off:.1} dBFS)");
-    assert!(on < -40.0, "residual echo at {on:.1} dBFS");
-    assert!(off - on > 15.0, "AEC removed only {:.1} dB", off - on);
+    assert!(on < -45.0, "residual echo at {on:.1} dBFS");
+    assert!(off - on > 20.0, "AEC removed only {:.1} dB", off - on);
 }
 
 #[test]
@@ -143,7 +144,7 @@ fn a_quiet_talker_reaches_the_listener_at_a_steady_level_with_gain_control() {
         eprintln!("--agc {agc}: speech sent at -45 dBFS is heard at {level:.1} dBFS");
         levels.push(level);
     }
-    // Measured: -25.5 dBFS with AGC, -45.9 without.
-    assert!(levels[0] > -30.0, "with AGC: {:.1} dBFS", levels[0]);
+    // Measured: -23.8 to -25.5 dBFS with AGC (target -22), -46 without.
+    assert!(levels[0] > -28.0, "with AGC: {:.1} dBFS", levels[0]);
     assert!(levels[1] < -38.0, "without AGC: {:.1} dBFS", levels[1]);
 }

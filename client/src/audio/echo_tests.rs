@@ -48,8 +48,8 @@ fn scene(seed: u64, with_near: bool) -> EchoScene {
 
 #[test]
 fn echo_of_far_end_speech_is_removed_after_two_seconds() {
-    // Far end only. Measured (seed 7): echo -24 dBFS at the microphone, -90 dBFS sent
-    // (ERLE 65 dB); without AEC the echo goes out as it came in.
+    // Far end only. Measured (seed 7): echo -21.5 dBFS at the microphone, -70 dBFS sent
+    // (ERLE 49 dB); without AEC the echo goes out as it came in.
     for seed in [7, 11] {
         let s = scene(seed, false);
         let from = 2 * 48_000;
@@ -60,9 +60,10 @@ fn echo_of_far_end_speech_is_removed_after_two_seconds() {
         println!(
             "seed {seed}: echo {echo:.1} dBFS, residual {residual:.1} dBFS, ERLE {erle:.1} dB"
         );
-        assert!(erle >= 20.0, "seed {seed}: ERLE {erle:.1} dB");
+        // The targets (measured 43–49 dB and -63…-70 dBFS).
+        assert!(erle >= 30.0, "seed {seed}: ERLE {erle:.1} dB");
         assert!(
-            residual <= -40.0,
+            residual <= -45.0,
             "seed {seed}: residual {residual:.1} dBFS"
         );
         let off = run(NOTHING, &s.far, &s.mic);
@@ -72,6 +73,52 @@ fn echo_of_far_end_speech_is_removed_after_two_seconds() {
             "without AEC the echo changed by {passed:.1} dB"
         );
     }
+}
+
+#[test]
+fn echo_is_found_when_the_reference_leads_it_by_the_longest_device_queue() {
+    // The playout queues up to 300 ms for a device; with the room and the capture device
+    // the echo can come 0.4 s after the reference. Measured (seed 7, 28 ms direct sound,
+    // 400 ms more): ERLE 48 dB; the delay estimator with four matched filters instead of
+    // five reaches only 400 ms and removes 8 dB.
+    let mut s = scene(7, false);
+    let lead = 400 * 48;
+    let mut mic = vec![0.0f32; lead];
+    mic.extend_from_slice(&s.mic[..s.mic.len() - lead]);
+    s.mic = mic;
+    let from = 4 * 48_000;
+    let echo = level_dbfs(&s.mic[from..]);
+    let out = run(AEC_ONLY, &s.far, &s.mic);
+    let erle = echo - level_dbfs(&out[from..]);
+    println!("echo 428 ms behind its reference: ERLE {erle:.1} dB");
+    assert!(erle >= 25.0, "ERLE {erle:.1} dB");
+}
+
+#[test]
+fn on_a_headset_the_near_end_is_kept_while_the_far_end_plays() {
+    // No echo path at all (a headset): the near end talks from 7 s while the far end
+    // plays. AEC3's suppressor first assumes an echo; its transparent mode must find
+    // there is none. Measured: the output is 17.5 dB from the near end through the chain
+    // with nothing played (waveform difference); 7.1 dB with the legacy transparent-mode
+    // classifier, which gates syllables; 0 dB without echo cancellation would be perfect.
+    let s = scene(7, true);
+    let near_at = 7 * 48_000;
+    let seg = near_at..near_at + asset("speech.wav").len();
+    let out = run(AEC_ONLY, &s.far, &s.near);
+    let clean = run(AEC_ONLY, &vec![0.0; s.far.len()], &s.near);
+    let err: Vec<f32> = out[seg.clone()]
+        .iter()
+        .zip(&clean[seg.clone()])
+        .map(|(a, b)| a - b)
+        .collect();
+    let kept = level_dbfs(&out[seg.clone()]) - level_dbfs(&clean[seg.clone()]);
+    let snr = level_dbfs(&clean[seg]) - level_dbfs(&err);
+    println!("headset: near end {kept:+.1} dB, {snr:.1} dB from the clean chain");
+    assert!(kept > -3.0, "near end lost {kept:.1} dB");
+    assert!(
+        snr > 12.0,
+        "near end distorted: {snr:.1} dB from the clean chain"
+    );
 }
 
 #[test]
@@ -87,7 +134,7 @@ fn double_talk_keeps_the_near_end_and_removes_the_echo_around_it() {
     // WebRTC's suppressor ducks part of the words where the echo is as loud).
     let kept = level_dbfs(&out[near_at..near_end]) - level_dbfs(&clean[near_at..near_end]);
     println!("double talk: residual before {residual:.1} dBFS, near end {kept:+.1} dB");
-    assert!(residual <= -40.0, "residual {residual:.1} dBFS");
+    assert!(residual <= -45.0, "residual {residual:.1} dBFS");
     assert!(
         kept > -10.0,
         "near end lost {kept:.1} dB during double talk"
@@ -144,8 +191,9 @@ fn gain_control_evens_out_quiet_and_loud_talkers_without_clipping() {
 #[test]
 fn the_chain_buffers_nothing() {
     // Near end only. Without echo cancellation the output lines up with the input sample
-    // for sample; AEC3 (band split, 4 ms blocks) delays by 430 samples (9.0 ms), less
-    // than the chunk, so nothing waits for a further chunk.
+    // for sample; AEC3 delays by 430 samples (9.0 ms: band split, block framing and its
+    // suppressor's overlap-add, see `mic`), less than the chunk, so nothing waits for a
+    // further chunk.
     let x = asset("speech.wav");
     let silent = vec![0.0; x.len()];
     for (cfg, most) in [

@@ -20,10 +20,9 @@
 use std::os::raw::{c_float, c_int, c_void};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use kv_client::audio::echo_rig::{level_dbfs, speech_level_dbfs, EchoScene, RoomResponse};
-use kv_client::audio::mic::{MicConfig, MicProcessor, CHUNK};
+use kv_client::audio::mic::{echo_config, EchoCanceller3Config, MicConfig, MicProcessor, CHUNK};
 use kv_client::audio::quality::find_lag;
 use kv_client::audio::read_wav_mono_48k;
 use kv_tests::kv::write_wav;
@@ -161,14 +160,39 @@ impl Engine {
     }
 }
 
+/// CPU time this thread has used, s: the processing cost of a stream, which wall-clock
+/// time on a machine shared with builds overstates.
+fn thread_cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a pointer to a live timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
 /// `mic` through `engine`'s chain, `far` fed alongside; returns the output and the seconds
-/// of processing time.
+/// of processing (thread CPU) time.
 fn run(engine: Engine, aec: bool, agc: bool, far: &[f32], mic: &[f32]) -> (Vec<f32>, f64) {
+    run_with(engine, aec, agc, echo_config(), far, mic)
+}
+
+/// [`run`] with AEC3 configured as `echo` (ignored by Speex).
+fn run_with(
+    engine: Engine,
+    aec: bool,
+    agc: bool,
+    echo: EchoCanceller3Config,
+    far: &[f32],
+    mic: &[f32],
+) -> (Vec<f32>, f64) {
     let mut out = mic[..mic.len() / CHUNK * CHUNK].to_vec();
-    let t = Instant::now();
+    let t = thread_cpu_s();
     match engine {
         Engine::Aec3 => {
-            let mut p = MicProcessor::new(MicConfig { aec, agc }).expect("mic processor");
+            let mut p = MicProcessor::with_echo_config(MicConfig { aec, agc }, echo)
+                .expect("mic processor");
             for (i, c) in out.chunks_exact_mut(CHUNK).enumerate() {
                 p.render(&far[i * CHUNK..(i + 1) * CHUNK]).expect("render");
                 p.process_chunk(c).expect("process");
@@ -181,7 +205,41 @@ fn run(engine: Engine, aec: bool, agc: bool, far: &[f32], mic: &[f32]) -> (Vec<f
             }
         }
     }
-    (out, t.elapsed().as_secs_f64())
+    (out, thread_cpu_s() - t)
+}
+
+/// AEC3 with its suppressor made transparent (every masking threshold out of reach): what
+/// the linear filter alone leaves of the echo, and of the near end.
+fn linear_only() -> EchoCanceller3Config {
+    let mut c = echo_config();
+    for t in [
+        &mut c.suppressor.normal_tuning,
+        &mut c.suppressor.nearend_tuning,
+    ] {
+        for m in [&mut t.mask_lf, &mut t.mask_hf] {
+            m.enr_transparent = 99.0;
+            m.enr_suppress = 99.5;
+            m.emr_transparent = 99.0;
+        }
+    }
+    c.suppressor.high_bands_suppression.enr_threshold = 1e5;
+    c
+}
+
+/// Energy of `room` in its direct sound, in its tail, and beyond what AEC3's linear filter
+/// spans from the direct sound on (13 blocks of 4 ms: 52 ms), dB: (direct-to-reverberant
+/// ratio, share past the filter).
+fn room_energy(room: &RoomResponse) -> (f64, f64) {
+    // A block is 64 samples of the 16 kHz band: 192 at 48 kHz.
+    let span = echo_config().filter.main.length_blocks * 192;
+    let e = |t: &[f32]| t.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>();
+    let direct = e(&room.taps[room.direct_delay..=room.direct_delay]);
+    let tail = e(&room.taps[room.direct_delay + 1..]);
+    let late = e(&room.taps[(room.direct_delay + span).min(room.taps.len())..]);
+    (
+        10.0 * (direct / tail).log10(),
+        10.0 * (late / (direct + tail)).log10(),
+    )
 }
 
 fn asset(name: &str) -> Vec<f32> {
@@ -196,6 +254,22 @@ struct EchoFigures {
     pesq_dt: Vec<f64>,
     pesq_none: Vec<f64>,
     cpu_pct: Vec<f64>,
+}
+
+/// What limits double talk (AEC3 only), per room.
+#[derive(Debug, Default, Clone)]
+struct DoubleTalkCheck {
+    /// The microphone minus the true echo against the reference: the measurement's ceiling.
+    perfect: Vec<f64>,
+    /// The near end alone at the microphone while the far end plays (no echo at all).
+    no_echo: Vec<f64>,
+    /// The suppressor transparent: PESQ-WB, residual echo (far end only), ERLE.
+    linear_pesq: Vec<f64>,
+    linear_residual: Vec<f64>,
+    linear_erle: Vec<f64>,
+    /// Room: direct-to-reverberant ratio, share of the echo past 52 ms, dB.
+    drr: Vec<f64>,
+    late: Vec<f64>,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -255,6 +329,7 @@ fn main() -> ExitCode {
     let from = 2 * 48_000;
     let engines = [Engine::Aec3, Engine::Speex];
     let mut figures = vec![EchoFigures::default(); engines.len()];
+    let mut check = DoubleTalkCheck::default();
     for (k, &seed) in seeds.iter().enumerate() {
         let room = RoomResponse::synthetic(seed);
         let far = asset(fars[k % fars.len()]);
@@ -293,6 +368,52 @@ fn main() -> ExitCode {
             f.pesq_dt.push(p);
             f.pesq_none.push(none);
             f.cpu_pct.push(100.0 * t / secs);
+            if *e == Engine::Aec3 {
+                let perfect: Vec<f32> = talk
+                    .mic
+                    .iter()
+                    .zip(&talk.echo)
+                    .map(|(m, x)| m - x)
+                    .collect();
+                let pp = pesq(
+                    &dir,
+                    &format!("{tag}-perfect"),
+                    &clean[seg.clone()],
+                    &perfect[seg.clone()],
+                );
+                let (quiet, _) = run(*e, true, false, &talk.far, &talk.near);
+                let pq = pesq(
+                    &dir,
+                    &format!("{tag}-noecho"),
+                    &clean[seg.clone()],
+                    &quiet[seg.clone()],
+                );
+                let (lin_alone, _) =
+                    run_with(*e, true, false, linear_only(), &alone.far, &alone.mic);
+                let lin_res = f64::from(level_dbfs(&lin_alone[from..]));
+                let (lin_dt, _) = run_with(*e, true, false, linear_only(), &talk.far, &talk.mic);
+                let (lin_clean, _) = run_with(*e, true, false, linear_only(), &silent, &talk.near);
+                let pl = pesq(
+                    &dir,
+                    &format!("{tag}-linear"),
+                    &lin_clean[seg.clone()],
+                    &lin_dt[seg.clone()],
+                );
+                let (drr, late) = room_energy(&room);
+                println!(
+                    "room {seed}: direct-to-reverberant {drr:.1} dB, echo past 52 ms {late:.1} dB; \
+                     double-talk PESQ-WB: perfect canceller {pp:.2}, far end played without echo \
+                     {pq:.2}, linear filter alone {pl:.2} (residual {lin_res:.1} dBFS, ERLE {:.1} dB)",
+                    echo_db - lin_res
+                );
+                check.perfect.push(pp);
+                check.no_echo.push(pq);
+                check.linear_pesq.push(pl);
+                check.linear_residual.push(lin_res);
+                check.linear_erle.push(echo_db - lin_res);
+                check.drr.push(drr);
+                check.late.push(late);
+            }
         }
     }
 
@@ -434,6 +555,30 @@ fn main() -> ExitCode {
     let none = median(&figures[0].pesq_none);
     println!();
     println!("Double talk without any echo cancellation: PESQ-WB {none:.2}.");
+    println!();
+    println!("What limits double talk with AEC3 (median over the rooms, min…max):");
+    println!();
+    println!("| check | figure |");
+    println!("|---|---|");
+    println!(
+        "| rooms: direct-to-reverberant ratio; echo energy past AEC3's 52 ms linear filter | {} dB; {} dB |",
+        range(&check.drr),
+        range(&check.late)
+    );
+    println!(
+        "| PESQ-WB, perfect canceller (microphone − true echo) | {} |",
+        range(&check.perfect)
+    );
+    println!(
+        "| PESQ-WB, near end alone while the far end plays (no echo to remove) | {} |",
+        range(&check.no_echo)
+    );
+    println!(
+        "| linear filter alone (suppressor transparent): PESQ-WB; ERLE; residual | {}; {} dB; {} dBFS |",
+        range(&check.linear_pesq),
+        range(&check.linear_erle),
+        range(&check.linear_residual)
+    );
     if let Some(d) = keep {
         println!("WAV files kept in {}", d.display());
     }
