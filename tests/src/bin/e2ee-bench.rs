@@ -20,7 +20,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Sender};
@@ -71,11 +71,12 @@ fn main() -> ExitCode {
     // the per-address cap (16 by default) would refuse the later ones.
     let server = ServerProcess::start_keyed(&["--max-connections-per-ip", "64"]);
     let dir = tempfile::tempdir().expect("temp dir");
-    let join = join_to_audio(&server, dir.path(), joins);
+    let pair = Pair::new(&server, dir.path());
+    let join = join_to_audio(&server, &pair, joins);
     println!("{join}");
     let epoch = epoch_changes(&server, changes);
     println!("{epoch}");
-    let call = calls_compared(&server, dir.path(), calls);
+    let call = calls_compared(&server, &pair, dir.path(), calls);
     println!("{call}");
     println!("\n| measure | figure |\n|---|---|");
     for line in [frame.table, join.table, epoch.table, call.table] {
@@ -140,19 +141,22 @@ fn frame_costs() -> Report {
     // A minute of one talker: the speech's frames over and over.
     let minute = 6_000;
     let at_of = |i: usize| position(i as u32 * 480, 480);
-    let mut sealed: Vec<Vec<u8>> = Vec::with_capacity(2 * minute);
-    let mut added = Vec::with_capacity(2 * minute);
-    let mut buf = Vec::new();
+    // Ciphertext j is of frame j / 2 of the minute, its full-rate or its low-rate copy.
+    let plain_of = |j: usize| [&full, &low][j % 2][(j / 2) % n].as_slice();
+    // (Room for every ciphertext made before the clock starts: only protection is timed.)
+    let mut sealed: Vec<Vec<u8>> = (0..2 * minute).map(|_| Vec::with_capacity(128)).collect();
     let t = Instant::now();
-    for i in 0..minute {
-        for frame in [&full[i % n], &low[i % n]] {
-            buf.clear();
-            sender.encrypt(frame, &at_of(i), &mut buf).expect("encrypt");
-            added.push(buf.len() - frame.len());
-            sealed.push(buf.clone());
-        }
+    for (j, out) in sealed.iter_mut().enumerate() {
+        sender
+            .encrypt(plain_of(j), &at_of(j / 2), out)
+            .expect("encrypt");
     }
     let seal_time = t.elapsed();
+    let added: Vec<usize> = sealed
+        .iter()
+        .enumerate()
+        .map(|(j, s)| s.len() - plain_of(j).len())
+        .collect();
     let mut plain = Vec::new();
     let t = Instant::now();
     for (i, s) in sealed.iter().step_by(2).enumerate() {
@@ -162,6 +166,7 @@ fn frame_costs() -> Report {
     }
     let open_time = t.elapsed();
     // After an hour of one sender (2 frames per 10 ms): the counter is 3 bytes long.
+    let mut buf = Vec::new();
     let mut late = FrameKeys::new();
     late.install_epoch(1, &base, Some(0), roster, now)
         .expect("keys");
@@ -222,21 +227,49 @@ fn events_after(j: &KvJoin, since: Instant, events: &[(&str, Option<u64>)]) -> V
     at.into_iter().flatten().collect()
 }
 
-fn join_to_audio(server: &ServerProcess, dir: &Path, joins: usize) -> Report {
+/// A talker and a listener (identity files for `kv --identity`) and the two channels they
+/// meet in, one encrypted and one plain, made by a third user.
+struct Pair {
+    talker: u64,
+    talker_file: PathBuf,
+    listener_file: PathBuf,
+    encrypted: u64,
+    plain: u64,
+}
+
+impl Pair {
+    fn new(server: &ServerProcess, dir: &Path) -> Self {
+        let (talker, talker_file) = identity_file(server, dir, "talker.key");
+        let (_, listener_file) = identity_file(server, dir, "listener.key");
+        let owner = control(server, identity(server));
+        let owner_uid = owner.signer_uid().expect("signer");
+        Self {
+            talker,
+            talker_file,
+            listener_file,
+            encrypted: owner.create_encrypted(owner_uid).expect("CREATE_ENCRYPTED"),
+            plain: owner.create(owner_uid).expect("CREATE"),
+        }
+    }
+}
+
+fn join_to_audio(server: &ServerProcess, pair: &Pair, joins: usize) -> Report {
     let addr = server.addr.to_string();
-    let (talker, talker_file) = identity_file(server, dir, "talker.key");
-    let (_, listener_file) = identity_file(server, dir, "listener.key");
-    let owner = control(server, identity(server));
-    let owner_uid = owner.signer_uid().expect("signer");
-    let encrypted = owner.create_encrypted(owner_uid).expect("CREATE_ENCRYPTED");
-    let plain = owner.create(owner_uid).expect("CREATE");
+    let Pair {
+        talker,
+        talker_file,
+        listener_file,
+        encrypted,
+        plain,
+    } = pair;
+    let (talker, encrypted) = (*talker, *encrypted);
     let sp = speech_path();
     let mut lines = String::new();
     let mut table = String::new();
-    for (name, chid) in [("encrypted", encrypted), ("plain", plain)] {
+    for (name, chid) in [("encrypted", encrypted), ("plain", *plain)] {
         let t = KvJoin::spawn_identity(
             &addr,
-            &talker_file,
+            talker_file,
             chid,
             &[
                 "--input",
@@ -253,7 +286,7 @@ fn join_to_audio(server: &ServerProcess, dir: &Path, joins: usize) -> Report {
             let start = Instant::now();
             let l = KvJoin::spawn_identity(
                 &addr,
-                &listener_file,
+                listener_file,
                 chid,
                 &["--output", "/dev/null", "--duration", "30"],
             );
@@ -430,28 +463,20 @@ fn epoch_changes(server: &ServerProcess, changes: usize) -> Report {
     }
 }
 
-fn calls_compared(server: &ServerProcess, dir: &Path, calls: usize) -> Report {
+fn calls_compared(server: &ServerProcess, pair: &Pair, dir: &Path, calls: usize) -> Report {
     let addr = server.addr.to_string();
-    let (_, talker_file) = identity_file(server, dir, "call-talker.key");
-    let (_, listener_file) = identity_file(server, dir, "call-listener.key");
-    let owner = control(server, identity(server));
-    let owner_uid = owner.signer_uid().expect("signer");
     let sp = speech_path();
     let seconds = kv_tests::kv::speech().len() as f64 / 48_000.0 + 1.0;
     let mut pesq: [Vec<f64>; 2] = Default::default();
     let mut m2e: [Vec<f64>; 2] = Default::default();
-    // One channel of each kind for all the calls (a user's channels are capped).
-    let channels = [
-        owner.create_encrypted(owner_uid).expect("CREATE_ENCRYPTED"),
-        owner.create(owner_uid).expect("CREATE"),
-    ];
+    let channels = [pair.encrypted, pair.plain];
     for run in 0..calls {
         for (k, encrypted) in [(0, true), (1, false)] {
             let chid = channels[k];
             let out = dir.join(format!("call-{run}-{k}.wav"));
             let l = KvJoin::spawn_identity(
                 &addr,
-                &listener_file,
+                &pair.listener_file,
                 chid,
                 &[
                     "--output",
@@ -467,7 +492,7 @@ fn calls_compared(server: &ServerProcess, dir: &Path, calls: usize) -> Report {
             }
             let t = KvJoin::spawn_identity(
                 &addr,
-                &talker_file,
+                &pair.talker_file,
                 chid,
                 &[
                     "--input",
