@@ -27,6 +27,15 @@
 //! - *Calm.* A link calm for [`CALM_MS`] ([`CALM_PERCENTILE`] of the frames within
 //!   [`CALM_SPREAD_MS`] of the fastest) forgets the hold and everything older: after an impairment stops, or after a
 //!   lone spike on a clean link, the delay comes down within seconds.
+//!
+//! And one rule for the start, when nothing is known yet:
+//! - *Prior.* A stream starts [`PRIOR_MS`] above its first frame's transit and holds it
+//!   until the first pause after a calm start, or until the statistics have seen a whole
+//!   window (then wherever the playout is; the playout takes the excess out in pauses
+//!   only). Growing the delay costs a timing move inside a word, or concealment; shrinking
+//!   it in a pause costs nothing. Measured on virtual time (PESQ-WB, mean of the three
+//!   samples), starting at the statistics' own target against starting 60 ms above it:
+//!   10 % loss 3.91 → 4.21, 20 % loss 3.86 → 4.05, bursts 3.26 → 3.67, clean 4.24 both.
 
 /// Share of frames that may arrive after they were needed.
 pub const PERCENTILE: f64 = 0.995;
@@ -66,6 +75,15 @@ const CALM_MIN_SAMPLES: usize = 50;
 /// required delay seen, plus the margin.
 pub const MIN_SAMPLES: usize = 10;
 
+/// What the target holds above the fastest frame before the statistics know the link
+/// (NetEQ starts at 80 ms for the same reason). Growing the delay costs a timing move in a
+/// word (or concealment), shrinking it costs nothing in a pause, so a stream starts as if
+/// the link were rough and comes down at its first pause when it was not
+/// ([`DelayManager::end_prior`]).
+pub const PRIOR_MS: f64 = 60.0;
+/// Frames the first spurt must have for its calm to end the prior early.
+const PRIOR_CALM_SAMPLES: usize = 20;
+
 /// Required delays of the recent past and the target they give.
 #[derive(Debug, Clone)]
 pub struct DelayManager {
@@ -83,6 +101,11 @@ pub struct DelayManager {
     /// strictly decreasing from the front: the front is the highest of the last [`HOLD_MS`].
     hold: [(u64, f64); HOLD_LEVELS],
     hold_len: usize,
+    /// The prior level still held, and when the first frame was recorded.
+    prior: Option<f64>,
+    first_ms: Option<u64>,
+    /// The statistics' level (the percentile or what is held, above the base), ms.
+    level_ms: f64,
 }
 
 impl Default for DelayManager {
@@ -104,7 +127,37 @@ impl DelayManager {
             base_ms: None,
             hold: [(0, 0.0); HOLD_LEVELS],
             hold_len: 0,
+            prior: Some(PRIOR_MS),
+            first_ms: None,
+            level_ms: 0.0,
         }
+    }
+
+    /// The delay to start a stream at, above its first frame's transit, ms.
+    pub fn initial_ms(&self) -> f64 {
+        self.prior.unwrap_or(0.0) + SAFETY_MS
+    }
+
+    /// Ends the prior when the statistics have looked at a whole window, or, `at_pause`
+    /// (between talk spurts), when everything so far was calm. True when it ended.
+    pub fn end_prior(&mut self, now_ms: u64, at_pause: bool) -> bool {
+        let (Some(_), Some(first), Some(base)) = (self.prior, self.first_ms, self.base_ms) else {
+            return false;
+        };
+        let matured = now_ms.saturating_sub(first) >= WINDOW_MS;
+        let calm = at_pause && self.len >= PRIOR_CALM_SAMPLES && {
+            let n = self.len;
+            for i in 0..n {
+                self.scratch[i] = self.samples[(self.head + i) % MAX_SAMPLES].1;
+            }
+            percentile(&mut self.scratch[..n], CALM_PERCENTILE) <= base + CALM_SPREAD_MS
+        };
+        if matured || calm {
+            self.prior = None;
+            self.refresh();
+            return true;
+        }
+        false
     }
 
     /// Forgets everything (a new stream from a restarted sender).
@@ -114,6 +167,8 @@ impl DelayManager {
         self.target_ms = None;
         self.base_ms = None;
         self.hold_len = 0;
+        self.prior = Some(PRIOR_MS);
+        self.first_ms = None;
     }
 
     /// Records that a frame played at `now_ms` required `required_ms` of delay, and updates
@@ -122,6 +177,7 @@ impl DelayManager {
         if !required_ms.is_finite() {
             return;
         }
+        self.first_ms.get_or_insert(now_ms);
         self.forget_older_than(now_ms, WINDOW_MS);
         if self.len == MAX_SAMPLES {
             self.drop_oldest();
@@ -209,9 +265,18 @@ impl DelayManager {
         let min = w.iter().copied().fold(f64::INFINITY, f64::min);
         let raw = q - min;
         let level = self.hold_level(now_ms, raw.min(HOLD_UP_TO_MS)).max(raw);
-        self.jitter_ms = level;
+        self.level_ms = level;
         self.base_ms = Some(min);
-        self.target_ms = Some(min + level + SAFETY_MS);
+        self.refresh();
+    }
+
+    /// The target from the statistics' level and the prior, if still held.
+    fn refresh(&mut self) {
+        let Some(base) = self.base_ms else {
+            return;
+        };
+        self.jitter_ms = self.level_ms.max(self.prior.unwrap_or(0.0));
+        self.target_ms = Some(base + self.jitter_ms + SAFETY_MS);
     }
 
     /// The delay to hold ("receiver ms minus sender ms"), or `None` before anything was
@@ -254,23 +319,60 @@ mod tests {
         }
     }
 
+    /// A manager whose prior has ended (what the statistics alone give).
+    fn without_prior() -> DelayManager {
+        let mut d = DelayManager::new();
+        d.prior = None;
+        d
+    }
+
+    #[test]
+    fn the_prior_holds_until_a_calm_pause_or_a_whole_window() {
+        let mut d = DelayManager::new();
+        assert_eq!(d.initial_ms(), PRIOR_MS + SAFETY_MS);
+        // A calm first spurt: the prior holds inside it and ends at the first pause.
+        feed(&mut d, 0, 1_000, |_| 40.0);
+        assert_eq!(d.target_ms(), Some(40.0 + PRIOR_MS + SAFETY_MS));
+        assert!(!d.end_prior(1_000, false));
+        assert!(d.end_prior(1_000, true));
+        assert_eq!(d.target_ms(), Some(40.0 + SAFETY_MS));
+        // A rough first spurt: the prior holds through pauses until the statistics have
+        // seen a whole window, wherever that falls.
+        let mut d = DelayManager::new();
+        feed(&mut d, 0, 1_000, |i| if i % 3 == 0 { 50.0 } else { 40.0 });
+        assert!(!d.end_prior(1_000, true));
+        feed(&mut d, 1_000, WINDOW_MS, |i| {
+            if i % 3 == 0 {
+                50.0
+            } else {
+                40.0
+            }
+        });
+        assert!(d.end_prior(WINDOW_MS + 1_000, false));
+        assert_eq!(d.target_ms(), Some(50.0 + SAFETY_MS));
+        // A new stream starts from the prior again.
+        d.clear();
+        feed(&mut d, 10_000, 100, |_| 40.0);
+        assert_eq!(d.target_ms(), Some(40.0 + PRIOR_MS + SAFETY_MS));
+    }
+
     #[test]
     fn target_is_the_percentile_plus_margin() {
-        let mut d = DelayManager::new();
+        let mut d = without_prior();
         assert_eq!(d.target_ms(), None);
         // 3 s of 10 ms frames needing 40 ms, 2 % of them a frame more (from redundancy).
         feed(&mut d, 0, 3_000, |i| if i % 50 == 7 { 50.0 } else { 40.0 });
         assert_eq!(d.target_ms(), Some(50.0 + SAFETY_MS));
         assert_eq!(d.base_ms(), Some(40.0));
         // One frame in 300 needing more does not move it.
-        let mut d = DelayManager::new();
+        let mut d = without_prior();
         feed(&mut d, 0, 3_000, |i| if i == 7 { 50.0 } else { 40.0 });
         assert_eq!(d.target_ms(), Some(40.0 + SAFETY_MS));
     }
 
     #[test]
     fn a_level_is_held_while_the_link_stays_rough_then_forgotten() {
-        let mut d = DelayManager::new();
+        let mut d = without_prior();
         // Loss: frames need one frame more often and two frames more in a short stretch.
         feed(&mut d, 0, 3_000, |i| match i % 20 {
             0 => 50.0,
@@ -300,7 +402,7 @@ mod tests {
 
     #[test]
     fn a_calm_link_forgets_at_once() {
-        let mut d = DelayManager::new();
+        let mut d = without_prior();
         // A spike of 150 ms.
         feed(&mut d, 0, 1_000, |_| 40.0);
         feed(&mut d, 1_000, 150, |i| 190.0 - i as f64 * 10.0);
@@ -313,7 +415,7 @@ mod tests {
 
     #[test]
     fn bounded_whatever_the_rate_and_ignores_nan() {
-        let mut d = DelayManager::new();
+        let mut d = without_prior();
         for i in 0..10_000u64 {
             d.record(i / 100, 10.0);
         }

@@ -33,7 +33,13 @@
 //!   and only the part still ahead of `play_pos` is played: onsets come through without
 //!   moving the timeline.
 //!
-//! Every such change is counted in [`StreamStats::adjustments`].
+//! - *The start.* A stream starts at the [`DelayManager`]'s prior, well above what a clean
+//!   link needs, and comes down at its first long pause (or, when the link is rough, once
+//!   the statistics know it, in pauses of the talk: never by accelerating a word).
+//!
+//! Every such change is counted in [`StreamStats::adjustments`]; one pause shortened over
+//! several frames counts once. `d` is taken at the sample about to be written, which plays
+//! as far into the device's block as the block is already filled.
 
 use audiopus::coder::{Decoder, GenericCtl};
 use audiopus::packet::Packet;
@@ -67,15 +73,25 @@ const ACCELERATE_ABOVE_MS: f64 = 40.0;
 const SETTLE_ABOVE_MS: f64 = 5.5;
 /// See [`SETTLE_ABOVE_MS`].
 const SETTLE_AFTER_MS: u64 = 1500;
+/// Excess removed in silence between spurts, ms: more than half a block plus the
+/// estimate's noise. A cut there is not heard, so the delay comes down to the target
+/// within a block's rounding, not [`SETTLE_ABOVE_MS`] (the target's own level can sit a
+/// few ms above a clean link's from where frames fell against blocks, and the two added up
+/// to 6 ms over the clean delay after an impairment).
+const TRIM_SILENCE_ABOVE_MS: f64 = 3.0;
 /// Shortfall before voiced speech is expanded (below it, the delay grows in quiet audio or
 /// by waiting for a late frame).
 const EXPAND_BELOW_MS: f64 = 15.0;
 /// Delay below the target before it is increased ahead of need in silence or quiet audio,
 /// ms (a late frame is waited for below the target at all).
 const GROW_BELOW_MS: f64 = 0.5;
-/// Extra delay over the first frame's own transit when a stream first starts, ms (rounded
-/// up to whole blocks): the statistics' safety margin.
-const INITIAL_MARGIN_MS: f64 = super::delay::SAFETY_MS;
+/// Quiet audio that makes a pause inside a spurt, samples (60 ms): where the prior's
+/// excess may leave when no silence comes.
+const PAUSE_SAMPLES: usize = 60 * 48;
+/// Quiet audio long enough to be the end of a sentence, samples (200 ms): where a calm
+/// first spurt may end the prior (PESQ, like a listener, hears a timing move inside a
+/// phrase, not between phrases).
+const LONG_PAUSE_SAMPLES: usize = 200 * 48;
 /// Without packets for this long while waiting for a frame (or twice the delay, if longer),
 /// the sender has stopped: the stream goes idle.
 const GIVE_UP_MS: f64 = 120.0;
@@ -156,6 +172,15 @@ pub struct SenderPlayout {
     talking: bool,
     /// The last decoded frame ended its spurt.
     ended: bool,
+    /// The prior ended inside a spurt: its excess leaves in quiet audio and pauses only,
+    /// never by accelerating a word.
+    gentle: bool,
+    /// Quiet audio played since the last loud frame, samples.
+    quiet_run: usize,
+    /// The last frame was quiet and cut: a cut in this one continues the same move.
+    cut_in_quiet: bool,
+    /// Samples of the block being rendered already written.
+    filled_in_block: usize,
     stats: StreamStats,
 }
 
@@ -187,6 +212,10 @@ impl SenderPlayout {
             excess_since: None,
             talking: false,
             ended: false,
+            gentle: false,
+            quiet_run: 0,
+            cut_in_quiet: false,
+            filled_in_block: 0,
             stats: StreamStats::default(),
         })
     }
@@ -263,9 +292,11 @@ impl SenderPlayout {
         self.next_ts.map(|t| t - self.remaining() as i64)
     }
 
-    /// The delay now ("receiver ms minus sender ms").
+    /// The delay now ("receiver ms minus sender ms"): of the next sample to be written,
+    /// which plays as far into the block being rendered as the block is filled.
     fn delay_now(&self, now_ms: u64) -> Option<f64> {
-        self.play_pos().map(|p| now_ms as f64 - p as f64 / 48.0)
+        let at = now_ms as f64 + self.filled_in_block as f64 / 48.0;
+        self.play_pos().map(|p| at - p as f64 / 48.0)
     }
 
     fn target(&self) -> Option<f64> {
@@ -299,10 +330,13 @@ impl SenderPlayout {
             guard += 1;
             if guard > 2 * super::jitter::CAPACITY {
                 out[filled..].fill(0.0);
+                self.filled_in_block = 0;
                 return;
             }
+            self.filled_in_block = filled;
             self.produce(now_ms, block_pos, out.len() - filled);
         }
+        self.filled_in_block = 0;
     }
 
     /// Puts `n` samples of silence into the (empty) decoded buffer, advancing the timeline.
@@ -369,7 +403,7 @@ impl SenderPlayout {
                     let transit = f.arrival_ms as f64 - f.ts as f64 / 48.0;
                     // (Both clocks are in the delay: it is "our ms minus the sender's", so
                     // only differences of it mean anything.)
-                    let d = transit + INITIAL_MARGIN_MS + self.cfg.min_delay_ms;
+                    let d = transit + self.delay.initial_ms() + self.cfg.min_delay_ms;
                     let lead = ((now_ms as f64 - d) * 48.0).round() as i64 - f.ts;
                     let steps = (-lead).max(0).div_euclid(STEP as i64)
                         + i64::from((-lead).max(0) % STEP as i64 != 0);
@@ -459,7 +493,10 @@ impl SenderPlayout {
                 }
                 Some(pos)
             }
-            None => block_pos,
+            // Needed when the block started, at the place in it where it plays: after a
+            // cut earlier in the block, later than the block's own start (or a cut of
+            // several frames into one block would count as those frames arriving late).
+            None => block_pos.map(|p| p.max(f.ts - self.filled_in_block as i64)),
         };
         // Pre-roll frames (redundant copies from before the playout position) were never
         // meant to be on time; they say nothing about the network.
@@ -509,23 +546,36 @@ impl SenderPlayout {
 
     /// Accelerate or expand the frame just decoded, if the delay is off target.
     fn adjust_voiced(&mut self, now_ms: u64) {
+        let len = self.pcm_len - self.pcm_pos;
+        let start = self.pcm_pos;
+        let quiet = rms_dbfs(&self.pcm[start..self.pcm_len]) < tsm::QUIET_DBFS;
+        // (How long the audio before this frame has been quiet: a pause in the talk.)
+        let in_pause = quiet && self.quiet_run >= PAUSE_SAMPLES;
+        let long_pause = quiet && self.quiet_run >= LONG_PAUSE_SAMPLES;
+        self.quiet_run = if quiet { self.quiet_run + len } else { 0 };
+        if self.delay.end_prior(now_ms, long_pause) {
+            self.gentle = true;
+        }
         let (Some(d), Some(t)) = (self.delay_now(now_ms), self.target()) else {
             return;
         };
         let excess = d - t;
-        let len = self.pcm_len - self.pcm_pos;
-        let start = self.pcm_pos;
-        let quiet = rms_dbfs(&self.pcm[start..self.pcm_len]) < tsm::QUIET_DBFS;
+        if excess <= SETTLE_ABOVE_MS {
+            self.gentle = false;
+        }
         // An excess no pause has removed for a while: take it out in quiet audio too,
         // whatever its size (voiced speech is still accelerated only above
         // ACCELERATE_ABOVE_MS).
         let persistent = self.excess_persists(now_ms, excess);
         if excess > SHRINK_ABOVE_MS || persistent {
-            let removed = if quiet {
+            // (Gentle: only inside a pause, never at a word's quiet edge.)
+            let removed = if quiet && (in_pause || !self.gentle) {
+                // Half a frame at most: a block still plays at most one frame, so where a
+                // frame was needed stays what the statistics record.
                 let k =
                     ((((excess - 0.5) * 48.0) as usize) / STEP * STEP).min(len / 2 / STEP * STEP);
                 tsm::cut_quiet(&mut self.pcm[start..], len, k)
-            } else if excess > ACCELERATE_ABOVE_MS {
+            } else if excess > ACCELERATE_ABOVE_MS && !self.gentle {
                 let k = tsm::accelerate(&mut self.pcm[start..], len);
                 if k > 0 {
                     self.stats.accelerated += 1;
@@ -534,14 +584,22 @@ impl SenderPlayout {
             } else {
                 0
             };
+            // One quiet stretch shortened over several frames is one move of the delay.
+            let same_cut = quiet && self.cut_in_quiet;
+            self.cut_in_quiet = quiet && removed > 0;
             if removed > 0 {
                 if quiet {
-                    self.stats.trims += 1;
+                    if !same_cut {
+                        self.stats.trims += 1;
+                    }
                     self.stats.trimmed_samples += removed as u64;
                 }
                 self.pcm_len -= removed;
-                self.adjusted();
+                if !same_cut {
+                    self.adjusted();
+                }
             }
+            return;
         } else if excess < -GROW_BELOW_MS {
             let added = if quiet {
                 tsm::stretch_quiet(&mut self.pcm[start..], len, STEP)
@@ -556,6 +614,7 @@ impl SenderPlayout {
                 self.adjusted();
             }
         }
+        self.cut_in_quiet = false;
     }
 
     /// Conceals the frame due (`seq`, first needed at `pos`) in its own slot, after
@@ -658,6 +717,9 @@ impl SenderPlayout {
     /// samples more delay; accelerating or expanding a word (a pitch period, any length)
     /// shifts the frames off the grid, and a cut in whole blocks would keep them there.
     fn adjust_silence(&mut self, now_ms: u64, block_pos: Option<i64>, skippable: i64) -> bool {
+        if self.delay.end_prior(now_ms, true) {
+            self.gentle = true;
+        }
         let (Some(d), Some(t), Some(next_ts)) =
             (self.delay_now(now_ms), self.target(), self.next_ts)
         else {
@@ -685,7 +747,7 @@ impl SenderPlayout {
         }
         // (No waiting for the excess to persist, as in a word: a cut of silence is not
         // heard, and the excess it removes would otherwise wait for the next long pause.)
-        if excess > SETTLE_ABOVE_MS {
+        if excess > TRIM_SILENCE_ABOVE_MS {
             // A cut moves later blocks' starts forward by its length: `cut` ≡ misaligned.
             let want = ((excess - 0.5) * 48.0) as i64;
             let mut cut: i64 = want - (want - misaligned).rem_euclid(step);
