@@ -172,8 +172,8 @@ pub struct SenderPlayout {
     talking: bool,
     /// The last decoded frame ended its spurt.
     ended: bool,
-    /// The prior ended inside a spurt: its excess leaves in quiet audio and pauses only,
-    /// never by accelerating a word.
+    /// The prior has ended and its excess is still being removed: in silence and pauses
+    /// only, never by accelerating a word or cutting at a word's quiet edge.
     gentle: bool,
     /// Quiet audio played since the last loud frame, samples.
     quiet_run: usize,
@@ -570,8 +570,8 @@ impl SenderPlayout {
         if excess > SHRINK_ABOVE_MS || persistent {
             // (Gentle: only inside a pause, never at a word's quiet edge.)
             let removed = if quiet && (in_pause || !self.gentle) {
-                // Half a frame at most: a block still plays at most one frame, so where a
-                // frame was needed stays what the statistics record.
+                // Half a frame at most: whole frames cut let one block play several, and
+                // the later ones then read to the statistics as needed early.
                 let k =
                     ((((excess - 0.5) * 48.0) as usize) / STEP * STEP).min(len / 2 / STEP * STEP);
                 tsm::cut_quiet(&mut self.pcm[start..], len, k)
