@@ -101,8 +101,8 @@ pub struct DelayManager {
     /// strictly decreasing from the front: the front is the highest of the last [`HOLD_MS`].
     hold: [(u64, f64); HOLD_LEVELS],
     hold_len: usize,
-    /// The prior level still held, and when the first frame was recorded.
-    prior: Option<f64>,
+    /// [`PRIOR_MS`] is still held; when the first frame was recorded.
+    prior_held: bool,
     first_ms: Option<u64>,
     /// The statistics' level (the percentile or what is held, above the base), ms.
     level_ms: f64,
@@ -127,7 +127,7 @@ impl DelayManager {
             base_ms: None,
             hold: [(0, 0.0); HOLD_LEVELS],
             hold_len: 0,
-            prior: Some(PRIOR_MS),
+            prior_held: true,
             first_ms: None,
             level_ms: 0.0,
         }
@@ -135,25 +135,20 @@ impl DelayManager {
 
     /// The delay to start a stream at, above its first frame's transit, ms.
     pub fn initial_ms(&self) -> f64 {
-        self.prior.unwrap_or(0.0) + SAFETY_MS
+        self.prior_level() + SAFETY_MS
     }
 
     /// Ends the prior when the statistics have looked at a whole window, or, `at_pause`
     /// (between talk spurts), when everything so far was calm. True when it ended.
     pub fn end_prior(&mut self, now_ms: u64, at_pause: bool) -> bool {
-        let (Some(_), Some(first), Some(base)) = (self.prior, self.first_ms, self.base_ms) else {
+        let (true, Some(first), Some(base)) = (self.prior_held, self.first_ms, self.base_ms) else {
             return false;
         };
         let matured = now_ms.saturating_sub(first) >= WINDOW_MS;
-        let calm = at_pause && self.len >= PRIOR_CALM_SAMPLES && {
-            let n = self.len;
-            for i in 0..n {
-                self.scratch[i] = self.samples[(self.head + i) % MAX_SAMPLES].1;
-            }
-            percentile(&mut self.scratch[..n], CALM_PERCENTILE) <= base + CALM_SPREAD_MS
-        };
+        // (Every sample recorded so far.)
+        let calm = at_pause && self.calm_over(base, now_ms, u64::MAX, PRIOR_CALM_SAMPLES);
         if matured || calm {
-            self.prior = None;
+            self.prior_held = false;
             self.refresh();
             return true;
         }
@@ -167,7 +162,7 @@ impl DelayManager {
         self.target_ms = None;
         self.base_ms = None;
         self.hold_len = 0;
-        self.prior = Some(PRIOR_MS);
+        self.prior_held = true;
         self.first_ms = None;
     }
 
@@ -216,18 +211,22 @@ impl DelayManager {
         if self.hold_len == 0 || self.hold[0].1 <= CALM_SPREAD_MS {
             return false;
         }
+        self.calm_over(base, now_ms, CALM_MS, CALM_MIN_SAMPLES)
+    }
+
+    /// Whether at least `min_samples` frames were recorded in the last `ms` and
+    /// [`CALM_PERCENTILE`] of them were within [`CALM_SPREAD_MS`] of `base`.
+    fn calm_over(&mut self, base: f64, now_ms: u64, ms: u64, min_samples: usize) -> bool {
         let mut m = 0;
         for i in 0..self.len {
             let (t, v) = self.samples[(self.head + i) % MAX_SAMPLES];
-            if now_ms.saturating_sub(t) <= CALM_MS {
+            if now_ms.saturating_sub(t) <= ms {
                 self.scratch[m] = v;
                 m += 1;
             }
         }
-        if m < CALM_MIN_SAMPLES {
-            return false;
-        }
-        percentile(&mut self.scratch[..m], CALM_PERCENTILE) <= base + CALM_SPREAD_MS
+        m >= min_samples
+            && percentile(&mut self.scratch[..m], CALM_PERCENTILE) <= base + CALM_SPREAD_MS
     }
 
     /// Notes the window's level, forgets levels older than the hold, and returns the highest
@@ -270,12 +269,21 @@ impl DelayManager {
         self.refresh();
     }
 
+    /// What the prior holds above the base now, ms.
+    fn prior_level(&self) -> f64 {
+        if self.prior_held {
+            PRIOR_MS
+        } else {
+            0.0
+        }
+    }
+
     /// The target from the statistics' level and the prior, if still held.
     fn refresh(&mut self) {
         let Some(base) = self.base_ms else {
             return;
         };
-        self.jitter_ms = self.level_ms.max(self.prior.unwrap_or(0.0));
+        self.jitter_ms = self.level_ms.max(self.prior_level());
         self.target_ms = Some(base + self.jitter_ms + SAFETY_MS);
     }
 
@@ -322,7 +330,7 @@ mod tests {
     /// A manager whose prior has ended (what the statistics alone give).
     fn without_prior() -> DelayManager {
         let mut d = DelayManager::new();
-        d.prior = None;
+        d.prior_held = false;
         d
     }
 
