@@ -7,7 +7,9 @@
 //! For each room (seed) and far-end sample: far-end speech through the room at the
 //! microphone, alone (ERLE and residual echo after 2 s) and with the near end
 //! (`speech.wav`) from 7 s on (PESQ-WB of the near end during double talk, against the
-//! clean near end through the same chain with nothing played). Then the gain control on
+//! clean near end through the same chain with nothing played; again with the echo 10 and
+//! 20 dB quieter; and, with no canceller, the near end plus the true echo scaled down by
+//! 20–40 dB: what the target asks of any canceller). Then the gain control on
 //! speech at -45…-10 dBFS, the chain's delay, and its CPU time per stream. Prints a line per
 //! room, then the table in Markdown.
 //!
@@ -253,8 +255,19 @@ struct EchoFigures {
     residual: Vec<f64>,
     pesq_dt: Vec<f64>,
     pesq_none: Vec<f64>,
+    /// Double talk with the echo at the microphone [`QUIETER_DB`] quieter than the rig's.
+    pesq_dt_quieter: Vec<Vec<f64>>,
     cpu_pct: Vec<f64>,
 }
+
+/// How much quieter than the rig's (as loud as the near end: a laptop on its speakers,
+/// volume up) the echo is in the double-talk sweep, dB: a speaker turned down, a
+/// microphone further from it.
+const QUIETER_DB: [f32; 2] = [10.0, 20.0];
+
+/// Echo removed by an ideal canceller (the true echo scaled down uniformly: no artefact, no
+/// near-end loss) in the sweep of what the double-talk target asks, dB.
+const IDEAL_REMOVAL_DB: [f32; 5] = [20.0, 25.0, 30.0, 35.0, 40.0];
 
 /// What limits double talk (AEC3 only), per room.
 #[derive(Debug, Default, Clone)]
@@ -267,6 +280,9 @@ struct DoubleTalkCheck {
     linear_pesq: Vec<f64>,
     linear_residual: Vec<f64>,
     linear_erle: Vec<f64>,
+    /// The near end plus the echo [`IDEAL_REMOVAL_DB`] down, against the near end: how much
+    /// echo a canceller must remove during double talk for a given score.
+    ideal: Vec<Vec<f64>>,
     /// Room: direct-to-reverberant ratio, share of the echo past 52 ms, dB.
     drr: Vec<f64>,
     late: Vec<f64>,
@@ -368,6 +384,31 @@ fn main() -> ExitCode {
             f.pesq_dt.push(p);
             f.pesq_none.push(none);
             f.cpu_pct.push(100.0 * t / secs);
+            let quieter: Vec<f64> = QUIETER_DB
+                .iter()
+                .map(|db| {
+                    let g = 10f32.powf(-db / 20.0);
+                    let mic: Vec<f32> = talk
+                        .near
+                        .iter()
+                        .zip(&talk.echo)
+                        .map(|(n, x)| n + g * x)
+                        .collect();
+                    let (out, _) = run(*e, true, false, &talk.far, &mic);
+                    pesq(
+                        &dir,
+                        &format!("{tag}-quieter{db}"),
+                        &clean[seg.clone()],
+                        &out[seg.clone()],
+                    )
+                })
+                .collect();
+            println!(
+                "room {seed}: {:<26} double-talk PESQ-WB with the echo {QUIETER_DB:?} dB quieter: \
+                 {quieter:.2?}",
+                e.name()
+            );
+            f.pesq_dt_quieter.push(quieter);
             if *e == Engine::Aec3 {
                 let perfect: Vec<f32> = talk
                     .mic
@@ -399,6 +440,29 @@ fn main() -> ExitCode {
                     &lin_clean[seg.clone()],
                     &lin_dt[seg.clone()],
                 );
+                let ideal: Vec<f64> = IDEAL_REMOVAL_DB
+                    .iter()
+                    .map(|db| {
+                        let g = 10f32.powf(-db / 20.0);
+                        let mic: Vec<f32> = talk
+                            .near
+                            .iter()
+                            .zip(&talk.echo)
+                            .map(|(n, x)| n + g * x)
+                            .collect();
+                        pesq(
+                            &dir,
+                            &format!("{seed}-ideal{db}"),
+                            &talk.near[seg.clone()],
+                            &mic[seg.clone()],
+                        )
+                    })
+                    .collect();
+                println!(
+                    "room {seed}: near end plus the echo {IDEAL_REMOVAL_DB:?} dB down: PESQ-WB \
+                     {ideal:.2?}"
+                );
+                check.ideal.push(ideal);
                 let (drr, late) = room_energy(&room);
                 println!(
                     "room {seed}: direct-to-reverberant {drr:.1} dB, echo past 52 ms {late:.1} dB; \
@@ -519,6 +583,12 @@ fn main() -> ExitCode {
     row("near-end PESQ-WB during double talk", "≥ 3.5", &|i| {
         range(&figures[i].pesq_dt)
     });
+    for (j, db) in QUIETER_DB.iter().enumerate() {
+        row(&format!("… with the echo {db:.0} dB quieter"), "", &|i| {
+            let v: Vec<f64> = figures[i].pesq_dt_quieter.iter().map(|q| q[j]).collect();
+            range(&v)
+        });
+    }
     row(
         "residual echo sent back, far end only",
         "≤ −45 dBFS",
@@ -579,6 +649,18 @@ fn main() -> ExitCode {
         range(&check.linear_erle),
         range(&check.linear_residual)
     );
+    println!();
+    println!(
+        "What the double-talk target asks: the near end plus the rig's echo, uniformly \
+         attenuated (an ideal canceller), against the near end alone:"
+    );
+    println!();
+    println!("| echo removed | PESQ-WB |");
+    println!("|---|---|");
+    for (j, db) in IDEAL_REMOVAL_DB.iter().enumerate() {
+        let v: Vec<f64> = check.ideal.iter().map(|q| q[j]).collect();
+        println!("| {db:.0} dB | {} |", range(&v));
+    }
     if let Some(d) = keep {
         println!("WAV files kept in {}", d.display());
     }
