@@ -88,6 +88,14 @@ impl HighPass {
 /// BENCHMARKS.md). Digital and in f32, so nothing is lost on the way down.
 pub const AGC_PRE_GAIN_DB: f32 = -11.0;
 
+/// Loudest the AGC may make the room's noise, dBFS (AGC2's default is −50). A quiet
+/// microphone in a quiet room (speech at −45 dBFS, noise at −70) needs 34 dB to reach the
+/// target, which at −50 stops 3 dB short and leaves that talker quieter than the rest. Here
+/// nnnoiseless follows in the capture pipeline and takes stationary noise out again, so
+/// the gain may lift the noise to −46 dBFS; in a noisy room the cap still keeps a quiet
+/// talker from being raised into a wall of hiss.
+pub const AGC_MAX_NOISE_DBFS: f32 = -46.0;
+
 /// Which stages run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MicConfig {
@@ -136,6 +144,7 @@ pub fn agc_config() -> GainController2Config {
     let mut c = GainController2Config::default();
     c.input_volume_controller.enabled = false;
     c.adaptive_digital.enabled = true;
+    c.adaptive_digital.max_output_noise_level_dbfs = AGC_MAX_NOISE_DBFS;
     c
 }
 
