@@ -205,6 +205,21 @@ impl EchoScene {
             mic,
         }
     }
+
+    /// The scene with white noise at `dbfs` (mean power) added at the microphone, in
+    /// [`near`](Self::near) as well as in [`mic`](Self::mic): a real microphone's noise
+    /// floor, part of what the chain must pass through. Seeded, so runs compare.
+    pub fn with_mic_noise(mut self, dbfs: f32, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        // Uniform on [-a, a] has mean power a²/3.
+        let a = 10f32.powf(dbfs / 20.0) * 3f32.sqrt();
+        for (n, m) in self.near.iter_mut().zip(self.mic.iter_mut()) {
+            let v = a * rng.random_range(-1.0f32..1.0);
+            *n += v;
+            *m += v;
+        }
+        self
+    }
 }
 
 /// Mean power of `x` in dB full scale (−120 for silence): levels over whole passages.
@@ -253,6 +268,19 @@ mod tests {
             assert!(head - end > 40.0, "decay {head} -> {end}");
         }
         assert_ne!(RoomResponse::synthetic(1), RoomResponse::synthetic(2));
+    }
+
+    #[test]
+    fn mic_noise_is_at_its_level_in_both_tracks() {
+        let far = vec![0.0f32; 48_000];
+        let scene =
+            EchoScene::new(&far, &[], 0, &RoomResponse::synthetic(7)).with_mic_noise(-55.0, 1);
+        assert!(
+            (level_dbfs(&scene.near) + 55.0).abs() < 0.2,
+            "{}",
+            level_dbfs(&scene.near)
+        );
+        assert_eq!(scene.near, scene.mic);
     }
 
     #[test]

@@ -14,8 +14,14 @@
 //! room, then the table in Markdown.
 //!
 //! ```text
-//! echo-bench [--seeds 7,11,23] [--keep DIR]
+//! echo-bench [--seeds 7,11,23] [--keep DIR] [--near FILE] [--mic-noise DBFS]
 //! ```
+//!
+//! `--near FILE` puts another near-end talker in the double-talk scenes (the default,
+//! `speech.wav`, is the same espeak voice as the first room's far end);
+//! `--mic-noise DBFS` adds a microphone noise floor to them (the rig's microphone is
+//! otherwise digitally silent but for the talkers, as no real one is). The far-end-only
+//! figures (ERLE, residual) stay noiseless.
 //!
 //! Python: `KV_PYTHON` or `target/pyenv` (`make venv`), for PESQ (`bench/playout/score.py`).
 
@@ -311,9 +317,14 @@ fn pesq(dir: &Path, name: &str, reference: &[f32], degraded: &[f32]) -> f64 {
     score(&r, &d, None, None).pesq_wb.unwrap_or(f64::NAN)
 }
 
+const USAGE: &str =
+    "usage: echo-bench [--seeds 7,11,23] [--keep DIR] [--near FILE] [--mic-noise DBFS]";
+
 fn main() -> ExitCode {
     let mut seeds = vec![7u64, 11, 23];
     let mut keep: Option<std::path::PathBuf> = None;
+    let mut near_path: Option<std::path::PathBuf> = None;
+    let mut mic_noise: Option<f32> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -326,8 +337,16 @@ fn main() -> ExitCode {
                     .collect()
             }
             "--keep" => keep = args.next().map(Into::into),
+            "--near" => near_path = args.next().map(Into::into),
+            "--mic-noise" => match args.next().and_then(|v| v.parse().ok()) {
+                Some(db) => mic_noise = Some(db),
+                None => {
+                    eprintln!("--mic-noise needs a level in dBFS, e.g. -55");
+                    return ExitCode::from(2);
+                }
+            },
             _ => {
-                eprintln!("usage: echo-bench [--seeds 7,11,23] [--keep DIR]");
+                eprintln!("{USAGE}");
                 return ExitCode::from(2);
             }
         }
@@ -340,7 +359,16 @@ fn main() -> ExitCode {
         "speech-en-gb-f.wav",
         "speech-de-m.wav",
     ];
-    let near = asset("speech.wav");
+    let near = match &near_path {
+        Some(p) => match read_wav_mono_48k(p) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("echo-bench: {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => asset("speech.wav"),
+    };
     let near_at = 7 * 48_000;
     let from = 2 * 48_000;
     let engines = [Engine::Aec3, Engine::Speex];
@@ -350,7 +378,10 @@ fn main() -> ExitCode {
         let room = RoomResponse::synthetic(seed);
         let far = asset(fars[k % fars.len()]);
         let alone = EchoScene::new(&far, &[], 0, &room);
-        let talk = EchoScene::new(&far, &near, near_at, &room);
+        let mut talk = EchoScene::new(&far, &near, near_at, &room);
+        if let Some(db) = mic_noise {
+            talk = talk.with_mic_noise(db, seed);
+        }
         let seg = near_at..(near_at + near.len()).min(talk.mic.len());
         let secs = alone.mic.len() as f64 / 48_000.0;
         let echo_db = f64::from(level_dbfs(&alone.mic[from..]));
@@ -560,9 +591,15 @@ fn main() -> ExitCode {
 
     println!();
     println!(
-        "Echo rig: {} rooms (seeds {seeds:?}), far-end samples {:?}; near end speech.wav from 7 s.",
+        "Echo rig: {} rooms (seeds {seeds:?}), far-end samples {:?}; near end {} from 7 s{}.",
         seeds.len(),
-        &fars[..seeds.len().min(3)]
+        &fars[..seeds.len().min(3)],
+        near_path
+            .as_deref()
+            .map_or("speech.wav".into(), |p| p.display().to_string()),
+        mic_noise.map_or(String::new(), |db| format!(
+            ", microphone noise floor {db} dBFS in the double-talk scenes"
+        )),
     );
     println!("Figures are the median over the rooms (min…max).");
     println!();
