@@ -210,16 +210,24 @@ impl EchoScene {
     /// [`near`](Self::near) as well as in [`mic`](Self::mic): a real microphone's noise
     /// floor, part of what the chain must pass through. Seeded, so runs compare.
     pub fn with_mic_noise(mut self, dbfs: f32, seed: u64) -> Self {
-        let mut rng = StdRng::seed_from_u64(seed);
-        // Uniform on [-a, a] has mean power a²/3.
-        let a = 10f32.powf(dbfs / 20.0) * 3f32.sqrt();
-        for (n, m) in self.near.iter_mut().zip(self.mic.iter_mut()) {
-            let v = a * rng.random_range(-1.0f32..1.0);
+        let noise = white_noise(self.mic.len(), dbfs, seed);
+        for ((n, m), v) in self.near.iter_mut().zip(self.mic.iter_mut()).zip(noise) {
             *n += v;
             *m += v;
         }
         self
     }
+}
+
+/// `len` samples of seeded white noise at `dbfs` (mean power): a room's or a
+/// microphone's noise floor.
+pub fn white_noise(len: usize, dbfs: f32, seed: u64) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    // Uniform on [-a, a] has mean power a²/3.
+    let a = 10f32.powf(dbfs / 20.0) * 3f32.sqrt();
+    (0..len)
+        .map(|_| a * rng.random_range(-1.0f32..1.0))
+        .collect()
 }
 
 /// Mean power of `x` in dB full scale (−120 for silence): levels over whole passages.

@@ -17,8 +17,8 @@
 //! echo-bench [--seeds 7,11,23] [--keep DIR] [--near FILE] [--mic-noise DBFS]
 //! ```
 //!
-//! `--near FILE` puts another near-end talker in the double-talk scenes (the default,
-//! `speech.wav`, is the same espeak voice as the first room's far end);
+//! `--near FILE` puts another near-end talker in the scenes (double talk, delay, CPU; the
+//! default, `speech.wav`, is the same espeak voice as the first room's far end);
 //! `--mic-noise DBFS` adds a microphone noise floor to them (the rig's microphone is
 //! otherwise digitally silent but for the talkers, as no real one is). The far-end-only
 //! figures (ERLE, residual) stay noiseless.
@@ -29,7 +29,9 @@ use std::os::raw::{c_float, c_int, c_void};
 use std::path::Path;
 use std::process::ExitCode;
 
-use kv_client::audio::echo_rig::{level_dbfs, speech_level_dbfs, EchoScene, RoomResponse};
+use kv_client::audio::echo_rig::{
+    level_dbfs, speech_level_dbfs, white_noise, EchoScene, RoomResponse,
+};
 use kv_client::audio::mic::{echo_config, EchoCanceller3Config, MicConfig, MicProcessor, CHUNK};
 use kv_client::audio::quality::find_lag;
 use kv_client::audio::read_wav_mono_48k;
@@ -529,18 +531,7 @@ fn main() -> ExitCode {
         .map(|(i, _)| i)
         .filter(|&i| i * CHUNK >= tail)
         .collect();
-    let noise: Vec<f32> = {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let amp = 10f32.powf(-70.0 / 20.0) * 3f32.sqrt();
-        (0..talk.len())
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                amp * ((x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
-            })
-            .collect()
-    };
+    let noise = white_noise(talk.len(), -70.0, 0x2545_f491_4f6c_dd1d);
     let pause_level = |x: &[f32]| {
         let blocks: Vec<f32> = pauses
             .iter()
