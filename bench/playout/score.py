@@ -29,8 +29,9 @@ recorded (`kv join --output`), both 48 kHz mono (16-bit or float). Prints one JS
 - `lsd_db` (secondary): log-spectral distance of 20 ms frames (16 kHz, Hann, 320-point FFT,
   floor 50 dB below each reference frame's peak bin) over active frames, global alignment.
 - With `--tail-from S`: the same delay and spread over the windows from S seconds of the
-  reference on (`tail_mouth_to_ear_ms` uses the median local lag there), to see where the
-  delay settles after an impairment stops.
+  reference on, to see where the delay settles after an impairment stops. The tail is
+  aligned on its own (the lag of the reference from S on alone), then searched window by
+  window like the whole; `tail_mouth_to_ear_ms` uses the median local lag there.
 """
 
 import argparse
@@ -201,13 +202,23 @@ def score(ref_path, deg_path, capture_ms=None, recording_ms=None, tail_from=None
     res["lag_spread_ms"] = None if full is None else round(full, 2)
     res["lag_spread_p90_ms"] = None if p90 is None else round(p90, 2)
     if tail_from is not None:
-        tail = [w for w in found if w[0] >= tail_from]
+        # The tail is aligned on its own: after an impairment the delay may have held far
+        # from where the global lag (the longest stretch at one delay) found it, further
+        # than the local search reaches.
+        head = min(int(tail_from * RATE), len(ref))
+        ref_tail = np.concatenate([np.zeros(head), ref[head:]])
+        tail_lag, _ = global_lag(ref_tail, deg, lags) if np.any(ref_tail) else (lag, 0.0)
+        tail16 = resample_poly(shifted(deg, tail_lag, len(ref)), 1, 3)
+        tail = [
+            w for w in local_lags(ref16, tail16) if w[2] >= FOUND_CORR and w[0] >= tail_from
+        ]
         full, p90 = spread([w[1] for w in tail])
         res["tail_windows"] = len(tail)
         res["tail_lag_spread_ms"] = None if full is None else round(full, 2)
         if tail and "mouth_to_ear_ms" in res:
             med = float(np.median([w[1] for w in tail]))
-            res["tail_mouth_to_ear_ms"] = round(res["mouth_to_ear_ms"] + med, 2)
+            at = recording_ms + tail_lag / (RATE / 1000) - capture_ms
+            res["tail_mouth_to_ear_ms"] = round(at + med, 2)
     value = lsd(ref16, deg16)
     res["lsd_db"] = None if value is None else round(value, 3)
     return res

@@ -21,6 +21,10 @@ pub enum FrameOrigin {
     Primary,
     /// A repeat inside a later packet (its own packet was lost or is late).
     Redundant,
+    /// Sent first inside the packet that starts a talk spurt: the audio just before a
+    /// voice-activated sender's gate opened ([`super::tx`]), never in a packet of its own,
+    /// so its arrival says nothing about the network.
+    PreRoll,
 }
 
 /// What [`JitterBuffer::insert`] did with a frame.

@@ -227,10 +227,12 @@ impl RxPipeline {
         for f in p.frames() {
             let origin = if f.age == 0 {
                 FrameOrigin::Primary
-            } else if self.cfg.use_redundancy {
-                FrameOrigin::Redundant
-            } else {
+            } else if !self.cfg.use_redundancy {
                 break;
+            } else if h.flags & voice::FLAG_SPURT_START != 0 {
+                FrameOrigin::PreRoll
+            } else {
+                FrameOrigin::Redundant
             };
             let flags = if f.age == 0 { h.flags } else { 0 };
             let mut data = f.data;

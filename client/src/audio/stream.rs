@@ -55,6 +55,9 @@ pub const MAX_FRAME: usize = 5760;
 /// Granularity of concealment while waiting and of quiet cuts and stretches: 5 ms, the
 /// playout's block.
 pub const STEP: usize = 240;
+/// Frames given up on whose late copies are still looked for: a 150 ms spike's worth of
+/// 10 ms frames and more (a 2.5 ms-frame stream's spike learns from its last 80 ms).
+const GIVEN_UP_KEPT: usize = 32;
 /// Decoded audio kept: two of the longest frames plus room for an expansion.
 const PCM_CAP: usize = 2 * MAX_FRAME + 1024;
 /// Delay above the target before it is reduced, ms. Wider than the noise of the estimate,
@@ -163,9 +166,11 @@ pub struct SenderPlayout {
     /// Where frames start within a block: the last played frame's timestamp modulo
     /// [`STEP`] (a sender's frames are whole multiples of it apart).
     frame_phase: Option<i64>,
-    /// The last frame given up on (concealed), with where the playout stood when it was
-    /// needed: its first copy arriving late still teaches the delay statistics.
-    given_up: Option<(u32, i64)>,
+    /// The frames last given up on (concealed), with where the playout stood when each
+    /// was needed (a ring, `given_up_next` the oldest): a first copy arriving late still
+    /// teaches the delay statistics ([`DelayManager::record_late`]).
+    given_up: [Option<(u32, i64)>; GIVEN_UP_KEPT],
+    given_up_next: usize,
     /// Since when the delay has been above the target by more than [`SETTLE_ABOVE_MS`].
     excess_since: Option<u64>,
     /// The last thing produced was a decoded frame (a spurt is playing).
@@ -208,7 +213,8 @@ impl SenderPlayout {
             pcm_pos: 0,
             waiting: None,
             frame_phase: None,
-            given_up: None,
+            given_up: [None; GIVEN_UP_KEPT],
+            given_up_next: 0,
             excess_since: None,
             talking: false,
             ended: false,
@@ -268,11 +274,19 @@ impl SenderPlayout {
         if r == Inserted::Late {
             // Given up on before it came: what it would have required still counts, or the
             // target would never learn that the network got slower.
-            if let Some((given, pos)) = self.given_up {
-                if given == seq {
-                    self.given_up = None;
-                    self.delay.record(now_ms, now_ms as f64 - pos as f64 / 48.0);
-                }
+            // Its own packet, late, says how late the network was for each frame of a
+            // spike; a repeat only that the frame was lost, so (as for frames lost in a
+            // burst and repeated in time) only the frame given up on last learns from it.
+            let last = (self.given_up_next + GIVEN_UP_KEPT - 1) % GIVEN_UP_KEPT;
+            let is_seq = |g: &Option<(u32, i64)>| g.is_some_and(|(s, _)| s == seq);
+            let at = if origin == FrameOrigin::Primary {
+                self.given_up.iter().position(is_seq)
+            } else {
+                Some(last).filter(|&i| is_seq(&self.given_up[i]))
+            };
+            if let Some((i, (_, pos))) = at.and_then(|i| self.given_up[i].take().map(|g| (i, g))) {
+                let required = now_ms as f64 - pos as f64 / 48.0;
+                self.delay.record_late(now_ms, required, i == last);
             }
         }
         if r == Inserted::Restarted {
@@ -498,9 +512,14 @@ impl SenderPlayout {
             // several frames into one block would count as those frames arriving late).
             None => block_pos.map(|p| p.max(f.ts - self.filled_in_block as i64)),
         };
-        // Pre-roll frames (redundant copies from before the playout position) were never
-        // meant to be on time; they say nothing about the network.
-        let measured = gap >= 0 || f.origin == FrameOrigin::Primary;
+        // Pre-roll (the audio before a spurt's first packet, sent inside it) was never
+        // meant to be on time, nor were repeats from before the playout position (a late
+        // restart's): they say nothing about the network.
+        let measured = match f.origin {
+            FrameOrigin::Primary => true,
+            FrameOrigin::Redundant => gap >= 0,
+            FrameOrigin::PreRoll => false,
+        };
         if let Some(pos) = need_pos.filter(|_| measured) {
             // A frame stamped as arriving after `now` reached us while the playout was
             // catching up after a stall of this process: it was there when we looked, and the
@@ -622,7 +641,8 @@ impl SenderPlayout {
     /// what it would have required is still recorded.
     fn give_up(&mut self, seq: u32, pos: i64, stretched: usize, frame_samples: usize) {
         self.waiting = None;
-        self.given_up = Some((seq, pos));
+        self.given_up[self.given_up_next] = Some((seq, pos));
+        self.given_up_next = (self.given_up_next + 1) % GIVEN_UP_KEPT;
         self.stats.concealed += 1;
         if stretched > frame_samples {
             // Waited longer than the frame lasts: the delay did grow.
