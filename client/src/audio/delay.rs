@@ -526,7 +526,10 @@ mod tests {
         feed(&mut d, 0, 1_000, |_| 10.0);
         feed(&mut d, 1_000, 150, |i| 160.0 - i as f64 * 10.0);
         feed(&mut d, 1_150, CALM_MS + 100, |_| 13.8);
-        assert!((d.target_ms().unwrap() - (13.8 + SAFETY_MS)).abs() < 0.01, "{d:?}");
+        assert!(
+            (d.target_ms().unwrap() - (13.8 + SAFETY_MS)).abs() < 0.01,
+            "{d:?}"
+        );
     }
 
     #[test]
