@@ -295,6 +295,10 @@ impl SenderPlayout {
             self.delay.clear();
             self.next_ts = None;
             self.waiting = None;
+            // The frames given up on were the old stream's: a new stream's frame with the
+            // same sequence number must not be taken for one of them.
+            self.given_up = [None; GIVEN_UP_KEPT];
+            self.given_up_next = 0;
         }
     }
 

@@ -566,3 +566,17 @@ fn the_two_clocks_offset_changes_nothing() {
         assert!((a - b).abs() < 1.0, "{a} vs {b}");
     }
 }
+
+#[test]
+fn a_restarted_stream_forgets_the_frames_given_up_on() {
+    use super::{FrameOrigin, SenderPlayout, StreamConfig};
+    let mut p = SenderPlayout::new(StreamConfig::default()).unwrap();
+    p.insert(0, 2_000_000_000, 0, 480, 0, &[1], FrameOrigin::Primary);
+    // The old stream gave up on frame 3 (a number the new stream will use again).
+    p.given_up[0] = Some((3, 0));
+    p.given_up_next = 1;
+    p.insert(10, 5, 2_400, 480, 0, &[1], FrameOrigin::Primary);
+    // The new stream's own frame 3, if it came late, is not the old stream's frame 3.
+    assert!(p.given_up.iter().all(Option::is_none));
+    assert_eq!(p.given_up_next, 0);
+}
