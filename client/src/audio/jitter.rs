@@ -179,6 +179,15 @@ impl JitterBuffer {
         self.next_seq
     }
 
+    /// `timestamp` unwrapped against the stream's latest primary frame (as `insert` would
+    /// store it), without moving the reference.
+    pub fn unwrapped(&self, timestamp: u32) -> i64 {
+        match self.ts_ref {
+            None => i64::from(timestamp),
+            Some((r, rext)) => rext + i64::from(timestamp.wrapping_sub(r) as i32),
+        }
+    }
+
     fn unwrap_ts(&mut self, ts: u32, update: bool) -> i64 {
         match self.ts_ref {
             None => {
@@ -349,6 +358,22 @@ impl JitterBuffer {
         }
     }
 
+    /// Whether `seq` is behind the cursor: a copy of it would be late.
+    pub fn is_behind(&self, seq: u32) -> bool {
+        self.started && seq_diff(seq, self.next_seq) < 0
+    }
+
+    /// Moves the cursor back to `seq`, a number the player gave up on that a later talk
+    /// spurt uses again (its end was lost: [`super::stream::SenderPlayout::insert`]).
+    /// Nothing is stored between `seq` and the cursor (frames behind it are refused), so
+    /// nothing is dropped; O(1). Ignored unless `seq` is less than [`CAPACITY`] behind.
+    pub fn rewind_to(&mut self, seq: u32) {
+        let d = seq_diff(seq, self.next_seq);
+        if self.started && d < 0 && d > -(CAPACITY as i64) {
+            self.next_seq = seq;
+        }
+    }
+
     /// Drops everything; the next frame wanted is `seq`.
     pub fn reset_to(&mut self, seq: u32) {
         self.clear();
@@ -393,6 +418,21 @@ mod tests {
         assert!(b.get(7).is_none());
         assert_eq!(put(&mut b, 40, 7, FrameOrigin::Primary), Inserted::Late);
         assert_eq!(b.stats().late, 1);
+    }
+
+    #[test]
+    fn the_cursor_winds_back_only_over_numbers_it_gave_up() {
+        let mut b = JitterBuffer::new();
+        assert_eq!(put(&mut b, 0, 10, FrameOrigin::Primary), Inserted::New);
+        b.advance_to(14);
+        assert!(b.is_behind(12) && !b.is_behind(14));
+        b.rewind_to(12);
+        assert_eq!(b.next_seq(), 12);
+        assert_eq!(put(&mut b, 50, 12, FrameOrigin::Primary), Inserted::New);
+        // Forward, or further back than the store reaches: ignored.
+        b.rewind_to(20);
+        b.rewind_to(12u32.wrapping_sub(CAPACITY as u32));
+        assert_eq!(b.next_seq(), 12);
     }
 
     #[test]

@@ -239,9 +239,7 @@ impl RxPipeline {
             if let Some(p) = self.protector.as_mut() {
                 // Only frames still needed are decrypted: a copy of one stored or played
                 // already would only count as a replay.
-                let jitter = peer.playout.jitter();
-                let played = jitter.started() && (f.seq.wrapping_sub(jitter.next_seq()) as i32) < 0;
-                if played || jitter.get(f.seq).is_some() {
+                if !peer.playout.wants(f.seq, f.timestamp, h.frame_samples) {
                     continue;
                 }
                 let at = super::protect::position(f.timestamp, h.frame_samples);

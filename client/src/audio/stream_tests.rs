@@ -573,10 +573,63 @@ fn a_restarted_stream_forgets_the_frames_given_up_on() {
     let mut p = SenderPlayout::new(StreamConfig::default()).unwrap();
     p.insert(0, 2_000_000_000, 0, 480, 0, &[1], FrameOrigin::Primary);
     // The old stream gave up on frame 3 (a number the new stream will use again).
-    p.given_up[0] = Some((3, 0));
+    p.given_up[0] = Some(super::GivenUp {
+        seq: 3,
+        pos: 0,
+        ts: 0,
+    });
     p.given_up_next = 1;
     p.insert(10, 5, 2_400, 480, 0, &[1], FrameOrigin::Primary);
     // The new stream's own frame 3, if it came late, is not the old stream's frame 3.
     assert!(p.given_up.iter().all(Option::is_none));
     assert_eq!(p.given_up_next, 0);
+}
+
+#[test]
+fn a_lost_spurt_end_costs_neither_the_next_onset_nor_the_delay() {
+    // Only the packets that end a talk spurt are lost: nothing repeats them, so the
+    // listener never learns that the spurt ended, conceals the frames it expected and
+    // moves its sequence cursor past them. The next spurt uses those sequence numbers
+    // again (the sender numbers only what it sends): its first frames are not late, and
+    // the pause before them is no delay of the network.
+    let input = speech(20);
+    let packets = encode(vad(), &input);
+    let ends = packets
+        .iter()
+        .filter(|(_, d)| {
+            kv_proto::voice::decode(d).unwrap().header.flags & kv_proto::voice::FLAG_SPURT_END != 0
+        })
+        .count();
+    assert!(ends >= 4, "{ends} spurts");
+    let clean = through(&packets, |_, _| Some(1.0));
+    let cut = through(&packets, |i, _| {
+        let end = kv_proto::voice::decode(&packets[i].1).unwrap().header.flags
+            & kv_proto::voice::FLAG_SPURT_END;
+        (end == 0).then_some(1.0)
+    });
+    let (want, _) = play(&clean, input.len() + 48_000);
+    let (out, s) = play(&cut, input.len() + 48_000);
+    let lag = lag_ms(&input, &out);
+    println!(
+        "{ends} ends lost: lag {lag:.1} ms (clean {:.1}), {s:?}",
+        lag_ms(&input, &want)
+    );
+    assert!((lag - lag_ms(&input, &want)).abs() < 2.0, "lag {lag}");
+    assert!(s.target_ms < 20.0, "{s:?}");
+    // Each lost end costs the concealment played while the listener still waited, no more:
+    // where the clean link plays speech, so does this one (a next onset cut by the cursor
+    // is silent there).
+    assert!(s.concealed <= ends as u64 * END_CONCEALED, "{s:?}");
+    let energy = |b: &[f32]| b.iter().map(|x| x * x).sum::<f32>();
+    let missing = out
+        .chunks_exact(480)
+        .zip(want.chunks_exact(480))
+        .filter(|(o, w)| quality::rms_dbfs(w) > -40.0 && energy(o) < 0.1 * energy(w))
+        .count();
+    println!("{missing} blocks of 10 ms of speech missing");
+    assert!(missing <= 2, "{missing} blocks of 10 ms of speech missing");
+    assert_eq!(
+        s.late, 0,
+        "a next spurt's frames taken for late ones: {s:?}"
+    );
 }
