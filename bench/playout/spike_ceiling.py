@@ -31,8 +31,9 @@ import json
 
 import numpy as np
 from pesq import pesq
-from scipy.io import wavfile
 from scipy.signal import resample_poly
+
+from score import read_mono_48k
 
 RATE = 16_000
 PACKET = RATE // 100  # 10 ms
@@ -44,14 +45,8 @@ SPIKE_MS = 150
 
 
 def read_16k(path):
-    rate, data = wavfile.read(path)
-    x = data.astype(np.float64)
-    if data.dtype == np.int16:
-        x /= 32768.0
-    if x.ndim > 1:
-        x = x.mean(axis=1)
-    g = np.gcd(rate, RATE)
-    return resample_poly(x, RATE // g, rate // g)
+    """The speech at 16 kHz, as the meter reads it (`score.py`) and PESQ-WB scores it."""
+    return resample_poly(read_mono_48k(path), 1, 3)
 
 
 def arrivals(packets, rng):

@@ -189,22 +189,11 @@ impl JitterBuffer {
     }
 
     fn unwrap_ts(&mut self, ts: u32, update: bool) -> i64 {
-        match self.ts_ref {
-            None => {
-                let ext = i64::from(ts);
-                if update {
-                    self.ts_ref = Some((ts, ext));
-                }
-                ext
-            }
-            Some((r, rext)) => {
-                let ext = rext + i64::from(ts.wrapping_sub(r) as i32);
-                if update && ext > rext {
-                    self.ts_ref = Some((ts, ext));
-                }
-                ext
-            }
+        let ext = self.unwrapped(ts);
+        if update && self.ts_ref.is_none_or(|(_, rext)| ext > rext) {
+            self.ts_ref = Some((ts, ext));
         }
+        ext
     }
 
     fn clear(&mut self) {
@@ -368,8 +357,7 @@ impl JitterBuffer {
     /// Nothing is stored between `seq` and the cursor (frames behind it are refused), so
     /// nothing is dropped; O(1). Ignored unless `seq` is less than [`CAPACITY`] behind.
     pub fn rewind_to(&mut self, seq: u32) {
-        let d = seq_diff(seq, self.next_seq);
-        if self.started && d < 0 && d > -(CAPACITY as i64) {
+        if self.is_behind(seq) && seq_diff(seq, self.next_seq) > -(CAPACITY as i64) {
             self.next_seq = seq;
         }
     }
